@@ -1,0 +1,12 @@
+"""simcore: Numba-compiled kernels for the fundamentals of neural networks.
+
+The public API: :class:`MLP` (single networks), :mod:`perceptron`, :mod:`datasets`, and the
+kernel modules :mod:`activations`, :mod:`losses`, :mod:`layers`, :mod:`optim`.
+"""
+from . import activations, datasets, layers, losses, optim, perceptron, scalar
+from .mlp import MLP
+from .optim import Optimizer
+
+__all__ = ["MLP", "Optimizer", "activations", "datasets", "layers", "losses", "optim",
+           "perceptron", "scalar"]
+__version__ = "0.1.0"

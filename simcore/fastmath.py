@@ -1,0 +1,327 @@
+"""Vectorisable float64 ``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` for compiled loops.
+
+Why this module exists
+----------------------
+Inside a numba loop ``math.exp`` / ``math.tanh`` / ``np.exp`` lower to a call to the C library.
+LLVM can only vectorise such a call when it has a vector math library to map it to (Intel SVML);
+the llvmlite build used here has none, so every element costs a scalar libm call and the whole
+loop stays scalar.  The functions below are written only with operations LLVM knows how to
+vectorise (``+ - * /``, ``fabs``, ``copysign``, compares turned into selects, 64-bit integer
+add/shift/and and bitcasts), without branches, loops or calls, so once LLVM inlines them into
+``for i in range(n): out[i] = exp(z[i])`` the loop becomes packed AVX/AVX-512 code.
+
+Method (shared by all five)
+---------------------------
+* ``2**k`` is built directly from its bit pattern ``(k + 1023) << 52`` through a numba
+  ``@intrinsic`` that bitcasts int64 <-> float64 (:func:`_as_float`, :func:`_as_int`).
+* exp/expm1: Cody-Waite reduction ``x = k*ln2 + r``, ``|r| <= ln2/2``, and a degree-12 polynomial
+  for ``expm1(r)`` (near-minimax Chebyshev fit computed with mpmath, fit error 1e-18 relative).
+* log/log1p: the fdlibm (Sun) algorithm: ``1+x = 2**k * m`` with ``m`` in ``[sqrt(2)/2, sqrt(2))``,
+  ``s = f/(2+f)``, ``log(m) = 2 atanh(s)`` with fdlibm's degree-14 minimax polynomial in ``s``
+  (error < 2**-58.45); log1p adds the exact rounding error of ``1+x`` back in.
+* tanh from expm1.
+
+Why some operations go through ``_add`` / ``_sub`` / ``_mul``
+-----------------------------------------------------------
+simcore compiles with ``fastmath={"nsz", "arcp", "contract", "reassoc"}`` (see
+:mod:`simcore.config`).  ``reassoc`` lets LLVM rewrite ``(x - k*c1) - k*c2`` as ``x - k*(c1+c2)``,
+``(1 + x) - 1`` as ``x`` or ``(p * 2**k1) * 2**k2`` as ``p * (2**k1 * 2**k2)``, which destroys
+exactly the extra precision (or the overflow protection) those steps exist for.  numba's fastmath
+pass only adds its flags to float instructions that have none, so these three intrinsics emit
+their instruction with the flag ``contract`` alone: evaluated in IEEE order, while still allowing
+the FMA fusion that only ever makes these steps more accurate.  No ``nnan``/``ninf`` is ever
+used: infinities and NaN come out right without them.
+
+Measured accuracy (float64, against numpy/glibc, millions of random points over the whole range
+plus special values; see ``tests/test_fastmath.py``): see each function's docstring.
+Float32 (or integer) arguments are promoted and computed in float64.
+"""
+import math
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from ._jit import scalar
+
+
+# --------------------------------------------------------------------------------------------
+# Intrinsics: bit casts and IEEE-ordered arithmetic
+# --------------------------------------------------------------------------------------------
+
+@intrinsic
+def _as_float(typingctx, bits):
+    """Reinterpret the 64 bits of an int64 as a float64 (no conversion)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _as_int(typingctx, x):
+    """Reinterpret the 64 bits of a float64 as an int64 (no conversion)."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+def _ieee_binop(opname, doc):
+    # The single flag "contract" keeps numba's fastmath pass (which only touches instructions
+    # without flags) from adding "reassoc", so LLVM keeps our evaluation order.
+    @intrinsic
+    def op(typingctx, a, b):
+        if not (isinstance(a, types.Float) and isinstance(b, types.Float)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, opname)(args[0], args[1], flags=("contract",))
+
+        return types.float64(types.float64, types.float64), codegen
+
+    op.__doc__ = doc
+    return op
+
+
+_add = _ieee_binop("fadd", "a + b, never reassociated with neighbouring operations.")
+_sub = _ieee_binop("fsub", "a - b, never reassociated with neighbouring operations.")
+_mul = _ieee_binop("fmul", "a * b, never reassociated with neighbouring operations.")
+
+
+# --------------------------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------------------------
+
+_INV_LN2 = 1.4426950408889634            # 1/ln(2)
+# ln(2) split in two (fdlibm): _LN2_HI has 32 significant bits, so k*_LN2_HI is exact for
+# |k| < 2**21 and x - k*_LN2_HI is exact; _LN2_LO carries the next 53 bits.
+_LN2_HI = 6.93147180369123816490e-01     # 0x3fe62e42fee00000
+_LN2_LO = 1.90821492927058770002e-10     # 0x3dea39ef35793c76
+# Adding 1.5*2**52 rounds |v| < 2**51 to the nearest integer (current rounding mode, i.e.
+# ties-to-even) and leaves that integer in the low mantissa bits of the sum.
+_SHIFT = 6755399441055744.0              # 1.5 * 2**52
+_SHIFT_BITS = 0x4338000000000000         # bit pattern of _SHIFT
+
+# expm1(r) = r + r**2/2 + r**3 * (_E0 + _E1 r + ... + _E9 r**9) on |r| <= ln2/2 + 1e-3:
+# Chebyshev (near-minimax) fit of (expm1(r) - r - r**2/2) / r**3 computed with mpmath at 50 digits;
+# fit error 8e-18 absolute, i.e. 1e-18 relative to expm1(r) -- far below 1 ulp.
+_E0 = 0.16666666666666669
+_E1 = 0.041666666666666664
+_E2 = 0.008333333333329989
+_E3 = 0.00138888888888865
+_E4 = 0.0001984126986342035
+_E5 = 2.480158731740639e-05
+_E6 = 2.755726789174553e-06
+_E7 = 2.755728256374953e-07
+_E8 = 2.510065503606659e-08
+_E9 = 2.0911429114372476e-09
+
+# fdlibm e_log.c: log(1+f) = f - f*f/2 + s*(f*f/2 + R(s*s)), s = f/(2+f), minimax R on
+# |s| <= 0.1716 with error < 2**-58.45.
+_LG1 = 6.666666666666735130e-01
+_LG2 = 3.999999999940941908e-01
+_LG3 = 2.857142874366239149e-01
+_LG4 = 2.222219843214978396e-01
+_LG5 = 1.818357216161805012e-01
+_LG6 = 1.531383769920937332e-01
+_LG7 = 1.479819860511658591e-01
+_SQRT_HALF_BITS = 0x3FE6A09E667F3BCD     # bit pattern of sqrt(2)/2
+_MANT_MASK = 0x000FFFFFFFFFFFFF
+_TWO54 = 18014398509481984.0             # 2**54: scales subnormals up to normal numbers
+_TINY = 2.2250738585072014e-308          # smallest normal float64
+
+_INF = math.inf
+_NAN = math.nan
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+@scalar
+def _pow2(k):
+    """2.0**k from its bit pattern, for -1022 <= k <= 1023 (int64)."""
+    return _as_float((k + 1023) << 52)
+
+
+@scalar
+def _exp_reduce(x):
+    """Return ``(r, k)`` with ``x = k*ln2 + r``, ``|r| <= ln2/2`` (|x| <= ~1100, not NaN-safe
+    in k: for NaN x, k is garbage but r is NaN so every result built from it is NaN).
+
+    k = round(x/ln2) via the 1.5*2**52 shifter: its bits give k as an int64 without a
+    float->int conversion, and t - SHIFT gives it as a float (IEEE order, else LLVM folds it
+    to x/ln2).  r = (x - k*LN2_HI) - k*LN2_LO (Cody-Waite): the first difference is exact.
+    """
+    t = x * _INV_LN2 + _SHIFT
+    kf = _sub(t, _SHIFT)
+    k = _as_int(t) - _SHIFT_BITS
+    r = _sub(_sub(x, _mul(kf, _LN2_HI)), _mul(kf, _LN2_LO))
+    return r, k
+
+
+@scalar
+def _expm1_tail(r):
+    """expm1(r) - r for |r| <= ln2/2 + 1e-3: r**2 * (1/2 + r * P9(r)), P9 by Horner.
+
+    Returned without adding r so callers can add r (and a scale) in the most accurate order;
+    the polynomial fit error is 1e-18 relative to expm1(r).
+    """
+    p = _E9
+    p = p * r + _E8
+    p = p * r + _E7
+    p = p * r + _E6
+    p = p * r + _E5
+    p = p * r + _E4
+    p = p * r + _E3
+    p = p * r + _E2
+    p = p * r + _E1
+    p = p * r + _E0
+    return (r * r) * (0.5 + r * p)
+
+
+@scalar
+def _log_core(u, c, kextra):
+    """log(u) + c + kextra*ln2 for a positive normal (or +inf, garbage) float64 ``u``, ``|c|``
+    at most ~ulp(1)/u.  fdlibm e_log.c / s_log1p.c, branch-free.
+
+    u = 2**k * m with m in [sqrt(2)/2, sqrt(2)) (integer add on the bits moves the split point
+    from 1 to sqrt(2)/2, as in musl), f = m - 1 exact, s = f/(2+f),
+    log(m) = f - hfsq + s*(hfsq + R(s*s)), hfsq = f*f/2, R minimax (fdlibm _LG1.._LG7).
+    Summed in fdlibm's order k*ln2_hi - ((hfsq - (s*(hfsq+R) + (k*ln2_lo + c))) - f).
+    """
+    hu = _as_int(u) + (0x3FF0000000000000 - _SQRT_HALF_BITS)
+    k = (hu >> 52) - 1023 + kextra
+    m = _as_float((hu & _MANT_MASK) + _SQRT_HALF_BITS)
+    f = m - 1.0
+    dk = float(k)
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    rr = t2 + t1
+    hfsq = 0.5 * f * f
+    lo = _add(_mul(dk, _LN2_LO), c)
+    t = _sub(hfsq, _add(s * (hfsq + rr), lo))
+    return _sub(_mul(dk, _LN2_HI), _sub(t, f))
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------
+
+@scalar
+def exp(x):
+    """exp(x), float64, branch-free and vectorisable.  Measured max error 1 ulp (normal
+    results; subnormal results are within 1 ulp of the subnormal grid).
+
+    x is clamped to [-746, 710] (outside, the true result rounds to 0 / overflows, and the
+    clamp keeps k small), then x = k*ln2 + r (Cody-Waite), exp(r) = 1 + expm1_poly(r)
+    (degree 12), and exp(x) = (exp(r) * 2**k1) * 2**k2 with k1 = k >> 1, k2 = k - k1: each
+    factor is a normal number for every k in [-1077, 1025], so the first product never
+    over/underflows and the second rounds once, giving +inf above 709.78 and correctly
+    rounded gradual underflow down to 0 below -745.13.  NaN propagates through r.
+    """
+    x = float(x)
+    x = 710.0 if x > 710.0 else x       # comparisons are false for NaN: NaN passes through
+    x = -746.0 if x < -746.0 else x
+    r, k = _exp_reduce(x)
+    k1 = k >> 1
+    k2 = k - k1
+    # 1 + (r + tail): the one rounding that matters is the last addition
+    return _mul(_mul(_add(1.0, _add(r, _expm1_tail(r))), _pow2(k1)), _pow2(k2))
+
+
+@scalar
+def expm1(x):
+    """exp(x) - 1, float64, accurate also for tiny x.  Measured max error < 2 ulp.
+
+    x is clamped to [-40, 710] (expm1(-40) rounds to -1; exp(710) overflows), reduced as in
+    :func:`exp`, and expm1(x) = 2**k * expm1(r) + (2**k - 1) -- the last term is exact for
+    |k| <= 53 and k = 0 gives expm1(r) itself, so there is no cancellation for small x.
+    For k = 1024 (x in (709.43, 709.79]) the scale is applied as 2**1023 * 2.
+    """
+    x = float(x)
+    x = 710.0 if x > 710.0 else x
+    x = -40.0 if x < -40.0 else x
+    r, k = _exp_reduce(x)
+    h = _expm1_tail(r)
+    kc = 1023 if k > 1023 else k
+    scale = _pow2(kc)
+    # 2**k*h + (2**k*r + (2**k - 1)): h >= 0 is added last, so the partial sum is never larger
+    # than the result and rounding 2**k*r is not magnified (vs rounding r + h first, which
+    # costs up to 2 ulp for k = 1); "contract" turns both steps into FMAs.
+    y = _add(_mul(scale, h), _add(_mul(scale, r), _sub(scale, 1.0)))
+    y2 = y * 2.0
+    return y2 if k > 1023 else y
+
+
+@scalar
+def log(x):
+    """Natural log, float64.  Measured max error 1 ulp.
+
+    Subnormal x are first scaled by 2**54 (k -= 54); then fdlibm's log kernel (see
+    :func:`_log_core`).  log(0) = -inf, log(x<0) = NaN, log(inf) = inf, NaN -> NaN
+    (special cases by selects).
+    """
+    x = float(x)
+    sub = x < _TINY
+    xs = x * _TWO54 if sub else x
+    kextra = -54 if sub else 0
+    y = _log_core(xs, 0.0, kextra)
+    y = y if x > 0.0 else (-_INF if x == 0.0 else _NAN)
+    return _INF if x == _INF else y
+
+
+@scalar
+def log1p(x):
+    """log(1 + x), float64, accurate for tiny x.  Measured max error 1 ulp.
+
+    u = 1 + x rounded; its rounding error c = (1 + x) - u is recovered exactly with Fast2Sum
+    (larger operand first: x - (u - 1) for x <= 1, 1 - (u - x) otherwise, in IEEE order), and
+    log1p(x) = log(u) + c/u with log(u) from fdlibm's kernel (:func:`_log_core`).  Tiny x gives
+    u = 1, c = x, result x exactly.  log1p(-1) = -inf, x < -1 -> NaN, log1p(inf) = inf,
+    NaN -> NaN (selects).
+    """
+    x = float(x)
+    u = 1.0 + x
+    c_small = _sub(x, _sub(u, 1.0))
+    c_big = _sub(1.0, _sub(u, x))
+    c = (c_big if x > 1.0 else c_small) / u
+    y = _log_core(u, c, 0)
+    y = y if x > -1.0 else (-_INF if x == -1.0 else _NAN)
+    return _INF if x == _INF else y
+
+
+@scalar
+def tanh(x):
+    """tanh(x), float64, odd.  Measured max error 2 ulp.
+
+    With a = min(|x|, 20) (tanh(20) rounds to 1; the clamp keeps expm1 finite and lets NaN
+    through) and e = expm1(2a): tanh(a) = e / (e + 2) for a < 0.55 (no cancellation, exact
+    for tiny a: e = 2a) and 1 - 2 / (e + 2) above (result >= 1/2, the subtracted term is
+    small); one division serves both.  The sign is restored with copysign.
+    """
+    x = float(x)
+    a = abs(x)
+    a = 20.0 if a > 20.0 else a
+    e = expm1(2.0 * a)
+    d = e + 2.0
+    small = a < 0.55
+    q = (e if small else 2.0) / d
+    # small branch: refine q = e/d by the exact rounding error of d (Fast2Sum) and the division
+    # residual e - q*d (exact when contracted to an FMA): q*(1 + (rem - q*err_d)/e), with
+    # 1/d = (1 - q)/2.
+    err_d = _sub(e, _sub(d, 2.0))
+    rem = _sub(e, _mul(q, d))
+    qs = q + (rem - q * err_d) * (0.5 * (1.0 - q))
+    t = qs if small else 1.0 - q
+    return math.copysign(t, x)

@@ -1,0 +1,152 @@
+r"""Losses computed from the output layer's pre-activation ``z`` (logits), value and gradient.
+
+Each loss is a pair, as in Nielsen's ``network2.py``: the value :math:`L` and
+:math:`\delta = \partial L / \partial z`, computed in one pass by :func:`loss_grad`.
+Conventions follow PyTorch's defaults (means, not sums):
+
+========================  =========================================================  ==================================
+name                      value                                                      :math:`\partial L / \partial z`
+========================  =========================================================  ==================================
+``mse``                   :math:`\frac{1}{nk}\sum (z - y)^2`                           :math:`\frac{2}{nk}(z - y)`
+``mse_sigmoid``           :math:`\frac{1}{nk}\sum (\sigma(z) - y)^2`                   :math:`\frac{2}{nk}(\sigma - y)\sigma(1-\sigma)`
+``bce``                   :math:`\frac{1}{nk}\sum \log(1+e^{z}) - y z`                 :math:`\frac{1}{nk}(\sigma(z) - y)`
+``ce``                    :math:`\frac{1}{n}\sum_i \log\sum_j e^{z_{ij}} - z_{i y_i}`  :math:`\frac{1}{n}(\mathrm{softmax}(z) - \mathrm{onehot}(y))`
+========================  =========================================================  ==================================
+
+``mse_sigmoid`` carries :math:`\sigma'(z)` in its gradient: the learning slowdown of
+Nielsen's chapter 3, which ``bce`` avoids. ``bce`` uses
+:math:`\max(z,0) - yz + \log(1 + e^{-|z|})` and ``ce`` the log-sum-exp trick, so neither
+overflows for any finite logit.
+"""
+import math
+
+import numpy as np
+
+from . import _validate
+from ._jit import cpu_kernel
+from .scalar import exp, log1p, sigmoid
+
+LOSS_CODE = {"mse": 0, "mse_sigmoid": 1, "bce": 2, "ce": 3}
+NAMES = tuple(LOSS_CODE)
+
+
+@cpu_kernel
+def loss_grad(code, z, y, dz):
+    """Mean loss of logits ``z`` (n, k) against encoded targets ``y`` (n, k); writes dL/dz.
+
+    Targets are encoded by :func:`encode_targets` (one-hot rows for ``ce``). Sums run in
+    float64 whatever the dtype of ``z``.
+    """
+    n, k = z.shape
+    total = 0.0
+    if code == 3:  # softmax + categorical cross-entropy, per row with log-sum-exp
+        inv_n = 1.0 / n
+        for i in range(n):
+            zmax = z[i, 0]
+            for j in range(1, k):
+                zmax = max(zmax, z[i, j])
+            s = 0.0
+            zy = 0.0
+            for j in range(k):
+                e = exp(z[i, j] - zmax)
+                dz[i, j] = e
+                s += e
+                zy += y[i, j] * z[i, j]
+            total += zmax + math.log(s) - zy
+            inv_s = 1.0 / s
+            for j in range(k):
+                dz[i, j] = (dz[i, j] * inv_s - y[i, j]) * inv_n
+        return total * inv_n
+    inv_m = 1.0 / (n * k)
+    for i in range(n):
+        for j in range(k):
+            zij = z[i, j]
+            yij = y[i, j]
+            if code == 0:
+                r = zij - yij
+                total += r * r
+                dz[i, j] = 2.0 * r * inv_m
+            elif code == 1:
+                a = sigmoid(zij)
+                r = a - yij
+                total += r * r
+                dz[i, j] = 2.0 * r * a * (1.0 - a) * inv_m
+            else:
+                total += max(zij, 0.0) - yij * zij + log1p(exp(-abs(zij)))
+                dz[i, j] = (sigmoid(zij) - yij) * inv_m
+    return total * inv_m
+
+
+@cpu_kernel
+def output(code, z, out):
+    """The network's output from its logits: sigmoid for mse_sigmoid/bce, softmax for ce."""
+    n, k = z.shape
+    for i in range(n):
+        if code == 0:
+            for j in range(k):
+                out[i, j] = z[i, j]
+        elif code == 3:
+            zmax = z[i, 0]
+            for j in range(1, k):
+                zmax = max(zmax, z[i, j])
+            s = 0.0
+            for j in range(k):
+                out[i, j] = exp(z[i, j] - zmax)
+                s += out[i, j]
+            for j in range(k):
+                out[i, j] = out[i, j] / s
+        else:
+            for j in range(k):
+                out[i, j] = sigmoid(z[i, j])
+
+
+def encode_targets(loss, y, n, k, dtype):
+    """Check ``y`` for ``loss`` and return it as a float (n, k) array the kernels read.
+
+    ``bce``: (n,) or (n, k) of 0/1. ``ce``: (n,) integer labels in [0, k). ``mse`` and
+    ``mse_sigmoid``: (n,) when k == 1, or (n, k), finite reals.
+
+    Raises
+    ------
+    ValueError
+        Naming ``y`` and what was expected.
+    """
+    if loss == "ce":
+        if k < 2:
+            raise ValueError(f"loss 'ce' needs an output layer of width >= 2, got {k}")
+        labels = _validate.labels("y", y, n, n_classes=k).astype(np.int64)
+        onehot = np.zeros((n, k), dtype=dtype)
+        onehot[np.arange(n), labels] = 1.0
+        return onehot
+    arr = np.asarray(y)
+    shape_ok = arr.shape == (n, k) or (k == 1 and arr.shape == (n,))
+    if not shape_ok:
+        want = f"({n},) or ({n}, {k})" if k == 1 else f"({n}, {k})"
+        raise ValueError(f"y must have shape {want} for loss {loss!r}, got {arr.shape}")
+    if loss == "bce":
+        flat = _validate.labels("y", arr.reshape(-1), arr.size, values=(0, 1))
+        return np.ascontiguousarray(flat.reshape(n, k), dtype=dtype)
+    return _validate.array("y", arr, dtype=dtype, min_rows=0).reshape(n, k)
+
+
+def _public(name):
+    code = LOSS_CODE[name]
+
+    def fn(z, y):
+        z = _validate.array("z", z, ndim=(1, 2))
+        z2 = z.reshape(z.shape[0], -1)
+        target = encode_targets(name, y, z2.shape[0], z2.shape[1], z.dtype)
+        dz = np.empty_like(z2)
+        value = loss_grad(code, z2, target, dz)
+        return float(value), dz.reshape(z.shape)
+
+    fn.__name__ = name
+    fn.__doc__ = (f"``{name}`` loss of logits ``z`` ((n,) or (n, k)) against ``y``: returns "
+                  f"(mean loss, dL/dz shaped like z). See the module docstring for the formula.")
+    return fn
+
+
+mse = _public("mse")
+mse_sigmoid = _public("mse_sigmoid")
+bce = _public("bce")
+ce = _public("ce")

@@ -1,0 +1,376 @@
+r"""The single-network API: a multilayer perceptron trained by backpropagation.
+
+Forward, for layers :math:`l = 1..L` (rows are samples, :math:`a_0 = X`):
+
+.. math::
+    z_l = a_{l-1} W_l + b_l, \quad y_l = \mathrm{BN}(z_l) \text{ (hidden layers, optional)},
+    \quad a_l = f(y_l) \text{ (hidden layers)}, \quad \text{output logits } z_L.
+
+Backward by the chain rule (Rumelhart, Hinton & Williams 1986; Nielsen ch. 2):
+:math:`\delta_L = \partial L/\partial z_L` from the loss, then
+:math:`\nabla_{W_l} = a_{l-1}^T \delta_l`, :math:`\nabla_{b_l} = \sum_i \delta_{l,i}`,
+:math:`\delta_{l-1} = (\delta_l W_l^T) \odot f'(y_{l-1})`, passed back through batch norm
+where it is on.
+
+Parameters live in one flat array per network; :attr:`MLP.layout` gives each tensor's offset.
+One compiled kernel serves every architecture of a dtype (no recompilation per shape).
+"""
+import numpy as np
+
+from . import _validate
+from . import init as _init
+from ._jit import cpu_kernel
+from .activations import backward as act_backward, forward as act_forward
+from .layers import (BN_EPS, BN_MOMENTUM, batchnorm_backward_kernel, batchnorm_eval_kernel,
+                     batchnorm_forward_kernel, dense_backward_kernel, dense_forward_kernel)
+from .losses import LOSS_CODE, encode_targets, loss_grad, output as loss_output
+from .scalar import ACT_CODE
+
+# layout columns: fan_in, fan_out, offset of W, b, gamma, beta (-1: no batch norm), running stats
+FAN_IN, FAN_OUT, OFF_W, OFF_B, OFF_GAMMA, OFF_BETA, OFF_RUN = range(7)
+TRAIN, TRAIN_NO_UPDATE, EVAL = 0, 1, 2  # batch-norm modes of the forward pass
+
+
+@cpu_kernel
+def forward_kernel(theta, layout, act, X, running, mode):
+    """Forward pass of one network; returns the per-layer arrays backprop needs.
+
+    Returns (acts, pre, post, xhats, inv_stds): ``acts[l]`` is the input of layer l
+    (``acts[0]`` is X), ``pre[l]`` its dense output z, ``post[l]`` the activation's input
+    (``pre[l]`` itself without batch norm); the last ``post`` holds the logits.
+    """
+    n_layers = layout.shape[0]
+    n = X.shape[0]
+    acts = [X]
+    pre = []
+    post = []
+    xhats = []
+    inv_stds = []
+    for l in range(n_layers):
+        fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+        ow, ob, og, obeta, orun = (layout[l, OFF_W], layout[l, OFF_B], layout[l, OFF_GAMMA],
+                                   layout[l, OFF_BETA], layout[l, OFF_RUN])
+        z = np.empty((n, fo), theta.dtype)
+        dense_forward_kernel(acts[l], theta[ow:ow + fi * fo].reshape((fi, fo)), theta[ob:ob + fo], z)
+        pre.append(z)
+        if og >= 0:
+            y = np.empty_like(z)
+            gamma, beta = theta[og:og + fo], theta[obeta:obeta + fo]
+            rmean, rvar = running[orun:orun + fo], running[orun + fo:orun + 2 * fo]
+            if mode == EVAL:
+                batchnorm_eval_kernel(z, gamma, beta, rmean, rvar, BN_EPS, y)
+                xhat = np.empty((0, 0), theta.dtype)
+                inv_std = np.empty(0, theta.dtype)
+            else:
+                xhat = np.empty_like(z)
+                inv_std = np.empty(fo, theta.dtype)
+                batchnorm_forward_kernel(z, gamma, beta, y, xhat, inv_std, rmean, rvar,
+                                         mode == TRAIN, BN_MOMENTUM, BN_EPS)
+        else:
+            y = z
+            xhat = np.empty((0, 0), theta.dtype)
+            inv_std = np.empty(0, theta.dtype)
+        post.append(y)
+        xhats.append(xhat)
+        inv_stds.append(inv_std)
+        if l < n_layers - 1:
+            a = np.empty_like(y)
+            act_forward(act, y.reshape(y.size), a.reshape(a.size))
+            acts.append(a)
+    return acts, pre, post, xhats, inv_stds
+
+
+@cpu_kernel
+def loss_and_grad_kernel(theta, layout, act, loss_code, X, Y, grad, running, mode):
+    """Mean loss of one network on (X, Y) and its gradient, written into ``grad`` (like theta)."""
+    acts, pre, post, xhats, inv_stds = forward_kernel(theta, layout, act, X, running, mode)
+    n_layers = layout.shape[0]
+    logits = post[n_layers - 1]
+    delta = np.empty_like(logits)
+    loss = loss_grad(loss_code, logits, Y, delta)
+    for l in range(n_layers - 1, -1, -1):
+        fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+        ow, ob, og, obeta = layout[l, OFF_W], layout[l, OFF_B], layout[l, OFF_GAMMA], layout[l, OFF_BETA]
+        if og >= 0:  # delta is dL/dy here; carry it back through batch norm to dL/dz
+            dz = np.empty_like(delta)
+            batchnorm_backward_kernel(delta, xhats[l], inv_stds[l], theta[og:og + fo], dz,
+                                      grad[og:og + fo], grad[obeta:obeta + fo])
+            delta = dz
+        a_prev = acts[l]
+        da_prev = np.empty_like(a_prev) if l > 0 else np.empty((0, 0), a_prev.dtype)
+        dense_backward_kernel(a_prev, theta[ow:ow + fi * fo].reshape((fi, fo)), delta,
+                              grad[ow:ow + fi * fo].reshape((fi, fo)), grad[ob:ob + fo], da_prev,
+                              l > 0)
+        if l > 0:
+            below = post[l - 1]
+            delta = np.empty_like(da_prev)
+            act_backward(act, below.reshape(below.size), a_prev.reshape(a_prev.size),
+                         da_prev.reshape(da_prev.size), delta.reshape(delta.size))
+    return loss
+
+
+@cpu_kernel
+def predict_kernel(theta, layout, act, loss_code, X, running, mode):
+    """The network's output (probabilities for bce/ce, values for mse) for each row of X."""
+    acts, pre, post, xhats, inv_stds = forward_kernel(theta, layout, act, X, running, mode)
+    logits = post[layout.shape[0] - 1]
+    out = np.empty_like(logits)
+    loss_output(loss_code, logits, out)
+    return out
+
+
+class MLP:
+    """A multilayer perceptron: dense layers, an activation on hidden layers, a loss on logits.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``[n_in, hidden..., n_out]``, at least two, each >= 1.
+    activation : str
+        Hidden-layer activation, one of ``simcore.activations.NAMES``.
+    loss : {"mse", "mse_sigmoid", "bce", "ce"}
+        See :mod:`simcore.losses`. ``bce`` expects y (n,) of 0/1 (or (n, n_out)); ``ce``
+        integer labels (n,) in [0, n_out); ``mse``/``mse_sigmoid`` (n,) or (n, n_out).
+    batchnorm : bool
+        Batch norm after the linear map and before the activation, on hidden layers only.
+    init : {"glorot", "he", "lecun", "uniform", "normal"}
+        Weight initialisation, see :mod:`simcore.init`.
+    dtype : {"float64", "float32"}
+
+    Examples
+    --------
+    >>> import simcore
+    >>> X, y = simcore.datasets.moons(256, seed=0)
+    >>> net = simcore.MLP([2, 16, 16, 1], activation="tanh", loss="bce")
+    >>> params = net.init(seed=0)
+    >>> loss, grads = net.loss_and_grad(params, X, y)
+    >>> grads[0]["W"].shape
+    (2, 16)
+    """
+
+    def __init__(self, sizes, activation="tanh", loss="bce", batchnorm=False, init="glorot",
+                 dtype="float64"):
+        try:
+            sizes = list(sizes)
+        except TypeError:
+            raise ValueError(f"sizes must be a sequence of layer widths, got {sizes!r}") from None
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least an input and an output width, got {sizes}")
+        self.sizes = [_validate.integer(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
+        self.activation = _validate.choice("activation", activation, ACT_CODE)
+        self.loss = _validate.choice("loss", loss, LOSS_CODE)
+        if not isinstance(batchnorm, (bool, np.bool_)):
+            raise ValueError(f"batchnorm must be True or False, got {batchnorm!r}")
+        self.batchnorm = bool(batchnorm)
+        self.init_name = _validate.choice("init", init, _init.INITS)
+        self.dtype = _validate.dtype_of("dtype", dtype)
+        if self.loss == "ce" and self.sizes[-1] < 2:
+            raise ValueError(f"loss 'ce' needs an output width >= 2, got sizes[-1]={self.sizes[-1]}")
+        if self.loss == "bce" and self.sizes[-1] != 1:
+            # several independent binary outputs are allowed too; one is the usual case
+            pass
+        self._act = ACT_CODE[self.activation]
+        self._loss = LOSS_CODE[self.loss]
+        self.layout, self.n_params, self.n_running = self._make_layout()
+
+    # --- layout ------------------------------------------------------------------------------
+    @property
+    def n_layers(self):
+        """Number of dense layers (hidden layers + output)."""
+        return len(self.sizes) - 1
+
+    def _has_bn(self, l):
+        return self.batchnorm and l < self.n_layers - 1
+
+    def _make_layout(self):
+        rows, off, run = [], 0, 0
+        for l, (fi, fo) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            ow, ob = off, off + fi * fo
+            off = ob + fo
+            og = obeta = orun = -1
+            if self._has_bn(l):
+                og, obeta, orun = off, off + fo, run
+                off += 2 * fo
+                run += 2 * fo
+            rows.append((fi, fo, ow, ob, og, obeta, orun))
+        return np.array(rows, dtype=np.int64).reshape(-1, 7), off, run
+
+    def param_shapes(self):
+        """[{name: shape}] per layer, in the order the flat vector stores them."""
+        shapes = []
+        for l, (fi, fo) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            d = {"W": (fi, fo), "b": (fo,)}
+            if self._has_bn(l):
+                d["gamma"] = (fo,)
+                d["beta"] = (fo,)
+            shapes.append(d)
+        return shapes
+
+    def pack(self, params, name="params"):
+        """Check ``params`` and return them as one flat C-contiguous array in this net's dtype."""
+        shapes = self.param_shapes()
+        if not isinstance(params, (list, tuple)) or len(params) != len(shapes):
+            raise ValueError(f"{name} must be a list of {len(shapes)} per-layer dicts")
+        theta = np.empty(self.n_params, self.dtype)
+        for l, (p, want) in enumerate(zip(params, shapes)):
+            if not isinstance(p, dict) or set(p) != set(want):
+                got = sorted(p) if isinstance(p, dict) else type(p).__name__
+                raise ValueError(f"{name}[{l}] must be a dict with keys {sorted(want)}, got {got}")
+            row = self.layout[l]
+            offsets = {"W": row[OFF_W], "b": row[OFF_B], "gamma": row[OFF_GAMMA], "beta": row[OFF_BETA]}
+            for key, shape in want.items():
+                arr = np.asarray(p[key])
+                if arr.shape != shape:
+                    raise ValueError(f"{name}[{l}][{key!r}] must have shape {shape}, got {arr.shape}")
+                if arr.dtype.kind not in "iuf":
+                    raise ValueError(f"{name}[{l}][{key!r}] must hold real numbers, got {arr.dtype}")
+                o = offsets[key]
+                theta[o:o + arr.size] = arr.reshape(-1)
+        if not np.isfinite(theta).all():
+            raise ValueError(f"{name} must be finite (no NaN or inf)")
+        return theta
+
+    def unpack(self, theta):
+        """The list-of-dicts view of a flat parameter vector (arrays are views into ``theta``)."""
+        out = []
+        for l, shapes in enumerate(self.param_shapes()):
+            row = self.layout[l]
+            offsets = {"W": row[OFF_W], "b": row[OFF_B], "gamma": row[OFF_GAMMA], "beta": row[OFF_BETA]}
+            out.append({key: theta[offsets[key]:offsets[key] + int(np.prod(shape))].reshape(shape)
+                        for key, shape in shapes.items()})
+        return out
+
+    # --- the API -----------------------------------------------------------------------------
+    def init(self, seed=0, scale=1.0, bias_scale=0.0):
+        """Initial parameters: list of per-layer dicts ``W`` (fan_in, fan_out), ``b`` (fan_out,),
+        plus ``gamma`` and ``beta`` on hidden layers with batch norm.
+
+        Parameters
+        ----------
+        seed : int >= 0
+            Key of the counter-based generator (see :mod:`simcore.init`).
+        scale : float >= 0
+            Multiplies the standard deviation of every W (sigma_w for ``init="normal"``).
+        bias_scale : float >= 0
+            Standard deviation of the biases.
+        """
+        seed = _validate.integer("seed", seed, minimum=0, maximum=2**63 - 1)
+        scale = _validate.real("scale", scale, 0.0)
+        bias_scale = _validate.real("bias_scale", bias_scale, 0.0)
+        theta = np.empty(self.n_params, self.dtype)
+        for l, row in enumerate(self.layout):
+            fi, fo = int(row[FAN_IN]), int(row[FAN_OUT])
+            W, b = _init.draw_layer(self.init_name, fi, fo, l, seed, scale, bias_scale)
+            theta[row[OFF_W]:row[OFF_W] + fi * fo] = W.reshape(-1)
+            theta[row[OFF_B]:row[OFF_B] + fo] = b
+            if row[OFF_GAMMA] >= 0:
+                theta[row[OFF_GAMMA]:row[OFF_GAMMA] + fo] = 1.0
+                theta[row[OFF_BETA]:row[OFF_BETA] + fo] = 0.0
+        return self.unpack(theta)
+
+    def init_state(self):
+        """Batch-norm running statistics: per layer ``{"running_mean", "running_var"}`` (zeros and
+        ones, as torch) on hidden layers with batch norm, ``{}`` elsewhere."""
+        state = []
+        for l in range(self.n_layers):
+            fo = self.sizes[l + 1]
+            state.append({"running_mean": np.zeros(fo, self.dtype),
+                          "running_var": np.ones(fo, self.dtype)} if self._has_bn(l) else {})
+        return state
+
+    def _pack_state(self, state):
+        running = np.empty(self.n_running, self.dtype)
+        if not isinstance(state, (list, tuple)) or len(state) != self.n_layers:
+            raise ValueError(f"state must be a list of {self.n_layers} dicts from init_state()")
+        for l, row in enumerate(self.layout):
+            if row[OFF_RUN] < 0:
+                continue
+            fo = int(row[FAN_OUT])
+            s = state[l]
+            for j, key in enumerate(("running_mean", "running_var")):
+                arr = np.asarray(s.get(key) if isinstance(s, dict) else None, dtype=float)
+                if arr.shape != (fo,) or not np.isfinite(arr).all():
+                    raise ValueError(f"state[{l}][{key!r}] must be a finite array of shape ({fo},)")
+                running[row[OFF_RUN] + j * fo:row[OFF_RUN] + (j + 1) * fo] = arr
+        if (running[self._var_mask()] < 0).any():
+            raise ValueError("state running_var must be >= 0")
+        return running
+
+    def _var_mask(self):
+        mask = np.zeros(self.n_running, bool)
+        for row in self.layout:
+            if row[OFF_RUN] >= 0:
+                fo = row[FAN_OUT]
+                mask[row[OFF_RUN] + fo:row[OFF_RUN] + 2 * fo] = True
+        return mask
+
+    def _unpack_state(self, running, state):
+        for l, row in enumerate(self.layout):
+            if row[OFF_RUN] >= 0:
+                fo = int(row[FAN_OUT])
+                state[l]["running_mean"][...] = running[row[OFF_RUN]:row[OFF_RUN] + fo]
+                state[l]["running_var"][...] = running[row[OFF_RUN] + fo:row[OFF_RUN] + 2 * fo]
+
+    def _check_X(self, X):
+        X = _validate.array("X", X, ndim=2, dtype=self.dtype)
+        if X.shape[1] != self.sizes[0]:
+            raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
+        if self.batchnorm and X.shape[0] < 2:
+            raise ValueError(f"X must have at least 2 rows with batchnorm=True (batch statistics), "
+                             f"got {X.shape[0]}")
+        return X
+
+    def loss_and_grad(self, params, X, y, state=None):
+        """Mean loss on (X, y) in training mode and its gradient with respect to every parameter.
+
+        Parameters
+        ----------
+        params : list of dict
+            As returned by :meth:`init`.
+        X : (n, sizes[0]) array
+        y : targets, see the class docstring.
+        state : list of dict, optional
+            Batch-norm running statistics from :meth:`init_state`, updated in place (momentum 0.1).
+
+        Returns
+        -------
+        loss : float
+        grads : list of dict, shaped like ``params``.
+        """
+        theta = self.pack(params)
+        X = self._check_X(X)
+        Y = encode_targets(self.loss, y, X.shape[0], self.sizes[-1], self.dtype)
+        running = self._pack_state(state) if state is not None else np.empty(self.n_running, self.dtype)
+        mode = TRAIN if state is not None else TRAIN_NO_UPDATE
+        grad = np.empty_like(theta)
+        loss = loss_and_grad_kernel(theta, self.layout, self._act, self._loss, X, Y, grad, running, mode)
+        if state is not None:
+            self._unpack_state(running, state)
+        return float(loss), self.unpack(grad)
+
+    def predict(self, params, X, state=None):
+        """The network's output: probabilities for ``bce`` (sigmoid) and ``ce`` (softmax rows),
+        sigmoid outputs for ``mse_sigmoid``, values for ``mse``.
+
+        With batch norm, ``state`` (running statistics) selects eval mode; without it the batch's
+        own statistics are used (training-mode normalisation, nothing updated).
+
+        Returns
+        -------
+        (n,) array when the output width is 1, else (n, sizes[-1]).
+        """
+        theta = self.pack(params)
+        X = _validate.array("X", X, ndim=2, dtype=self.dtype)
+        if X.shape[1] != self.sizes[0]:
+            raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
+        if self.batchnorm and state is None and X.shape[0] < 2:
+            raise ValueError("X must have at least 2 rows when batchnorm=True and no state is given")
+        running = self._pack_state(state) if state is not None else np.empty(self.n_running, self.dtype)
+        mode = EVAL if state is not None else TRAIN_NO_UPDATE
+        out = predict_kernel(theta, self.layout, self._act, self._loss, X, running, mode)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def __repr__(self):
+        return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
+                f"batchnorm={self.batchnorm}, init={self.init_name!r}, "
+                f"dtype={np.dtype(self.dtype).name!r})")

@@ -1,0 +1,117 @@
+r"""Optimizers as update kernels on flat parameter arrays, with PyTorch's conventions.
+
+=============  ====================================================================================
+gd / sgd       :math:`\theta \leftarrow \theta - \eta g`
+momentum       :math:`v \leftarrow \mu v + g`, :math:`\theta \leftarrow \theta - \eta v` (heavy ball, Polyak 1964)
+nesterov       :math:`v \leftarrow \mu v + g`, :math:`\theta \leftarrow \theta - \eta (g + \mu v)` (Sutskever et al. 2013)
+adam           :math:`m \leftarrow \beta_1 m + (1-\beta_1) g`, :math:`v \leftarrow \beta_2 v + (1-\beta_2) g^2`,
+               :math:`\theta \leftarrow \theta - \eta \hat m / (\sqrt{\hat v} + \epsilon)` with
+               :math:`\hat m = m / (1-\beta_1^t)`, :math:`\hat v = v/(1-\beta_2^t)` (Kingma & Ba 2015)
+=============  ====================================================================================
+
+The ``*_step`` kernels update 1-D arrays in place. :class:`Optimizer` applies them to the
+list-of-dicts parameters of :class:`simcore.MLP`.
+"""
+import math
+
+import numpy as np
+
+from . import _validate
+from ._jit import cpu_kernel
+
+NAMES = ("gd", "sgd", "momentum", "nesterov", "adam")
+
+
+@cpu_kernel
+def gd_step(theta, grad, eta):
+    """theta -= eta * grad."""
+    for i in range(theta.size):
+        theta[i] -= eta * grad[i]
+
+
+@cpu_kernel
+def momentum_step(theta, grad, v, eta, mu, nesterov):
+    """Heavy-ball (or Nesterov) momentum, velocity ``v`` updated in place."""
+    for i in range(theta.size):
+        v[i] = mu * v[i] + grad[i]
+        step = grad[i] + mu * v[i] if nesterov else v[i]
+        theta[i] -= eta * step
+
+
+@cpu_kernel
+def adam_step(theta, grad, m, v, t, eta, beta1, beta2, eps):
+    """One Adam step (t counts from 1), moments ``m`` and ``v`` updated in place."""
+    c1 = 1.0 - beta1 ** t
+    c2 = 1.0 - beta2 ** t
+    for i in range(theta.size):
+        g = grad[i]
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g
+        theta[i] -= eta * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
+
+
+class Optimizer:
+    """Apply an update rule to :class:`simcore.MLP` parameters in place.
+
+    Parameters
+    ----------
+    name : {"gd", "sgd", "momentum", "nesterov", "adam"}
+    eta : float
+        Learning rate, >= 0.
+    momentum : float
+        :math:`\\mu` for momentum/nesterov, in [0, 1).
+    betas : (float, float)
+        Adam's :math:`\\beta_1, \\beta_2`, each in [0, 1).
+    eps : float
+        Adam's :math:`\\epsilon` > 0.
+
+    Examples
+    --------
+    >>> opt = Optimizer("adam", eta=1e-3)
+    >>> loss, grads = net.loss_and_grad(params, X, y)   # doctest: +SKIP
+    >>> opt.step(params, grads)                         # doctest: +SKIP
+    """
+
+    def __init__(self, name="gd", eta=0.1, momentum=0.9, betas=(0.9, 0.999), eps=1e-8):
+        self.name = _validate.choice("name", name, NAMES)
+        self.eta = _validate.real("eta", eta, 0.0)
+        self.momentum = _validate.real("momentum", momentum, 0.0)
+        if self.momentum >= 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair, got {betas!r}")
+        self.betas = tuple(_validate.real(f"betas[{i}]", b, 0.0) for i, b in enumerate(betas))
+        if max(self.betas) >= 1.0:
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        self.eps = _validate.real("eps", eps, 0.0, strict_minimum=True)
+        self.t = 0
+        self._state = {}
+
+    def step(self, params, grads):
+        """Update ``params`` (list of dicts of arrays) in place from ``grads`` (same layout)."""
+        if len(params) != len(grads):
+            raise ValueError(f"grads must have {len(params)} layers like params, got {len(grads)}")
+        self.t += 1
+        for l, (p, g) in enumerate(zip(params, grads)):
+            for key, theta in p.items():
+                if key not in g or np.shape(g[key]) != theta.shape:
+                    raise ValueError(f"grads[{l}][{key!r}] must have shape {theta.shape}")
+                if not (theta.flags.c_contiguous and theta.dtype.kind == "f"):
+                    raise ValueError(f"params[{l}][{key!r}] must be a contiguous float array")
+                flat = theta.reshape(-1)
+                grad = np.ascontiguousarray(g[key], dtype=theta.dtype).reshape(-1)
+                if self.name in ("gd", "sgd"):
+                    gd_step(flat, grad, self.eta)
+                elif self.name in ("momentum", "nesterov"):
+                    v = self._slot((l, key, "v"), flat)
+                    momentum_step(flat, grad, v, self.eta, self.momentum, self.name == "nesterov")
+                else:
+                    m = self._slot((l, key, "m"), flat)
+                    v = self._slot((l, key, "v"), flat)
+                    adam_step(flat, grad, m, v, self.t, self.eta, self.betas[0], self.betas[1],
+                              self.eps)
+
+    def _slot(self, key, like):
+        if key not in self._state:
+            self._state[key] = np.zeros_like(like)
+        return self._state[key]
