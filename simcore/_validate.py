@@ -12,10 +12,12 @@ FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 def dtype_of(name, dtype):
     """Return np.float32 or np.float64 for a dtype given as a string, type or np.dtype."""
-    try:
-        key = np.dtype(dtype).name
-    except TypeError:
-        key = None
+    key = None
+    if dtype is not None:  # np.dtype(None) would silently mean float64
+        try:
+            key = np.dtype(dtype).name
+        except TypeError:
+            pass
     if key not in FLOAT_DTYPES:
         raise ValueError(f"{name} must be 'float32' or 'float64', got {dtype!r}")
     return FLOAT_DTYPES[key]
@@ -90,7 +92,7 @@ def array(name, x, ndim=None, dtype=None, finite=True, min_rows=1):
         raise ValueError(f"{name} must have at least {min_rows} row(s), got shape {arr.shape}")
     if dtype is None:
         dtype = np.float32 if arr.dtype == np.float32 else np.float64
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = np.asarray(arr, dtype=dtype, order="C")  # unlike np.ascontiguousarray, keeps 0-d as 0-d
     if finite and not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return arr

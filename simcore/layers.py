@@ -188,7 +188,8 @@ def batchnorm_forward(z, gamma, beta, running_mean=None, running_var=None, train
     gamma, beta : (m,) arrays
         Learnable scale and shift.
     running_mean, running_var : (m,) float arrays, optional
-        Updated in place in training mode; read in eval mode (then required).
+        Updated in place in training mode (give both or neither); read in eval mode (then
+        required).
     training : bool
         Batch statistics (True) or running statistics (False).
 
@@ -197,6 +198,8 @@ def batchnorm_forward(z, gamma, beta, running_mean=None, running_var=None, train
     y : (n, m) array, and in training mode also a ``cache`` tuple (xhat, inv_std) for
     :func:`batchnorm_backward`.
     """
+    if not isinstance(training, (bool, np.bool_)):
+        raise ValueError(f"training must be True or False, got {training!r}")
     z = _matrix("z", z)
     m = z.shape[1]
     gamma = _vector("gamma", gamma, m, z.dtype)
@@ -215,7 +218,9 @@ def batchnorm_forward(z, gamma, beta, running_mean=None, running_var=None, train
         return y
     if z.shape[0] < 2:
         raise ValueError(f"z must have at least 2 rows in training mode, got {z.shape[0]}")
-    update = running_mean is not None and running_var is not None
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must be given together (both or neither)")
+    update = running_mean is not None
     for name, arr in (("running_mean", running_mean), ("running_var", running_var)):
         if arr is not None and not (isinstance(arr, np.ndarray) and arr.dtype == z.dtype
                                     and arr.shape == (m,) and arr.flags.c_contiguous):
@@ -229,14 +234,36 @@ def batchnorm_forward(z, gamma, beta, running_mean=None, running_var=None, train
     return y, (xhat, inv_std)
 
 
+def _check_cache(cache):
+    """Check the (xhat, inv_std) cache of :func:`batchnorm_forward`; return it C-contiguous."""
+    if not isinstance(cache, (tuple, list)) or len(cache) != 2:
+        raise ValueError("cache must be the (xhat, inv_std) pair returned by batchnorm_forward, "
+                         f"got {type(cache).__name__}")
+    xhat, inv_std = cache
+    if not (isinstance(xhat, np.ndarray) and xhat.ndim == 2
+            and xhat.dtype in (np.float32, np.float64)):
+        raise ValueError("cache[0] (xhat) must be a 2-D float32 or float64 array, got "
+                         f"{type(xhat).__name__} {getattr(xhat, 'shape', '')}")
+    m = xhat.shape[1]
+    if not (isinstance(inv_std, np.ndarray) and inv_std.dtype == xhat.dtype
+            and inv_std.shape == (m,)):
+        raise ValueError(f"cache[1] (inv_std) must be a {xhat.dtype} array of shape ({m},), got "
+                         f"{type(inv_std).__name__} {getattr(inv_std, 'shape', '')}")
+    if not (np.isfinite(xhat).all() and np.isfinite(inv_std).all() and (inv_std > 0).all()):
+        raise ValueError("cache must hold finite values with inv_std > 0")
+    return np.ascontiguousarray(xhat), np.ascontiguousarray(inv_std)
+
+
 def batchnorm_backward(dy, cache, gamma):
     """Batch normalisation backward (training mode) from ``dy`` = dL/dy (n, m).
+
+    ``cache`` is the (xhat, inv_std) pair returned by :func:`batchnorm_forward`.
 
     Returns
     -------
     dz : (n, m), dgamma : (m,), dbeta : (m,)
     """
-    xhat, inv_std = cache
+    xhat, inv_std = _check_cache(cache)
     dy = _matrix("dy", dy, xhat.dtype)
     if dy.shape != xhat.shape:
         raise ValueError(f"dy must have shape {xhat.shape}, got {dy.shape}")

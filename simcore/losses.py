@@ -134,6 +134,8 @@ def _public(name):
 
     def fn(z, y):
         z = _validate.array("z", z, ndim=(1, 2))
+        if name == "ce" and (z.ndim != 2 or z.shape[1] < 2):
+            raise ValueError(f"z must have shape (n, k) with k >= 2 for loss 'ce', got {z.shape}")
         z2 = z.reshape(z.shape[0], -1)
         target = encode_targets(name, y, z2.shape[0], z2.shape[1], z.dtype)
         dz = np.empty_like(z2)

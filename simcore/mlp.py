@@ -278,19 +278,33 @@ class MLP:
                           "running_var": np.ones(fo, self.dtype)} if self._has_bn(l) else {})
         return state
 
-    def _pack_state(self, state):
+    def _pack_state(self, state, update):
+        """Check ``state`` and return its running statistics as one flat array.
+
+        With ``update`` the statistics are written back after the pass (:meth:`_unpack_state`),
+        so each must be a writeable C-contiguous array of this net's dtype and shape (fo,).
+        """
         running = np.empty(self.n_running, self.dtype)
         if not isinstance(state, (list, tuple)) or len(state) != self.n_layers:
             raise ValueError(f"state must be a list of {self.n_layers} dicts from init_state()")
+        dtype_name = np.dtype(self.dtype).name
         for l, row in enumerate(self.layout):
             if row[OFF_RUN] < 0:
                 continue
             fo = int(row[FAN_OUT])
             s = state[l]
             for j, key in enumerate(("running_mean", "running_var")):
-                arr = np.asarray(s.get(key) if isinstance(s, dict) else None, dtype=float)
-                if arr.shape != (fo,) or not np.isfinite(arr).all():
-                    raise ValueError(f"state[{l}][{key!r}] must be a finite array of shape ({fo},)")
+                name = f"state[{l}][{key!r}]"
+                value = s.get(key) if isinstance(s, dict) else None
+                if update and not (isinstance(value, np.ndarray) and value.dtype == self.dtype
+                                   and value.shape == (fo,) and value.flags.c_contiguous
+                                   and value.flags.writeable):
+                    raise ValueError(f"{name} must be a writeable C-contiguous {dtype_name} array "
+                                     f"of shape ({fo},) (it is updated in place)")
+                arr = _validate.array(name, value, dtype=self.dtype, min_rows=0)
+                if arr.shape != (fo,):
+                    raise ValueError(f"{name} must be a finite array of shape ({fo},), "
+                                     f"got {arr.shape}")
                 running[row[OFF_RUN] + j * fo:row[OFF_RUN] + (j + 1) * fo] = arr
         if (running[self._var_mask()] < 0).any():
             raise ValueError("state running_var must be >= 0")
@@ -340,7 +354,8 @@ class MLP:
         theta = self.pack(params)
         X = self._check_X(X)
         Y = encode_targets(self.loss, y, X.shape[0], self.sizes[-1], self.dtype)
-        running = self._pack_state(state) if state is not None else np.empty(self.n_running, self.dtype)
+        running = (self._pack_state(state, update=True) if state is not None
+                   else np.empty(self.n_running, self.dtype))
         mode = TRAIN if state is not None else TRAIN_NO_UPDATE
         grad = np.empty_like(theta)
         loss = loss_and_grad_kernel(theta, self.layout, self._act, self._loss, X, Y, grad, running, mode)
@@ -365,7 +380,8 @@ class MLP:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
         if self.batchnorm and state is None and X.shape[0] < 2:
             raise ValueError("X must have at least 2 rows when batchnorm=True and no state is given")
-        running = self._pack_state(state) if state is not None else np.empty(self.n_running, self.dtype)
+        running = (self._pack_state(state, update=False) if state is not None
+                   else np.empty(self.n_running, self.dtype))
         mode = EVAL if state is not None else TRAIN_NO_UPDATE
         out = predict_kernel(theta, self.layout, self._act, self._loss, X, running, mode)
         return out[:, 0] if out.shape[1] == 1 else out

@@ -78,9 +78,13 @@ class Optimizer:
         self.momentum = _validate.real("momentum", momentum, 0.0)
         if self.momentum >= 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair, got {betas!r}")
-        self.betas = tuple(_validate.real(f"betas[{i}]", b, 0.0) for i, b in enumerate(betas))
+        try:
+            pair = tuple(betas)
+        except TypeError:  # None, a single number, ...
+            pair = ()
+        if len(pair) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = tuple(_validate.real(f"betas[{i}]", b, 0.0) for i, b in enumerate(pair))
         if max(self.betas) >= 1.0:
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         self.eps = _validate.real("eps", eps, 0.0, strict_minimum=True)
@@ -89,27 +93,53 @@ class Optimizer:
 
     def step(self, params, grads):
         """Update ``params`` (list of dicts of arrays) in place from ``grads`` (same layout)."""
-        if len(params) != len(grads):
-            raise ValueError(f"grads must have {len(params)} layers like params, got {len(grads)}")
+        pairs = self._check(params, grads)  # everything is checked before anything is updated
         self.t += 1
+        for l, key, flat, grad in pairs:
+            if self.name in ("gd", "sgd"):
+                gd_step(flat, grad, self.eta)
+            elif self.name in ("momentum", "nesterov"):
+                v = self._slot((l, key, "v"), flat)
+                momentum_step(flat, grad, v, self.eta, self.momentum, self.name == "nesterov")
+            else:
+                m = self._slot((l, key, "m"), flat)
+                v = self._slot((l, key, "v"), flat)
+                adam_step(flat, grad, m, v, self.t, self.eta, self.betas[0], self.betas[1],
+                          self.eps)
+
+    def _check(self, params, grads):
+        """Check every parameter and gradient; return (layer, key, flat theta, flat grad) tuples."""
+        if not isinstance(params, (list, tuple)):
+            raise ValueError(f"params must be a list of per-layer dicts, got {type(params).__name__}")
+        if not isinstance(grads, (list, tuple)) or len(grads) != len(params):
+            got = len(grads) if isinstance(grads, (list, tuple)) else type(grads).__name__
+            raise ValueError(f"grads must be a list of {len(params)} per-layer dicts like params, "
+                             f"got {got}")
+        pairs = []
         for l, (p, g) in enumerate(zip(params, grads)):
+            if not isinstance(p, dict):
+                raise ValueError(f"params[{l}] must be a dict of arrays, got {type(p).__name__}")
+            if not isinstance(g, dict):
+                raise ValueError(f"grads[{l}] must be a dict of arrays, got {type(g).__name__}")
             for key, theta in p.items():
-                if key not in g or np.shape(g[key]) != theta.shape:
-                    raise ValueError(f"grads[{l}][{key!r}] must have shape {theta.shape}")
-                if not (theta.flags.c_contiguous and theta.dtype.kind == "f"):
-                    raise ValueError(f"params[{l}][{key!r}] must be a contiguous float array")
-                flat = theta.reshape(-1)
-                grad = np.ascontiguousarray(g[key], dtype=theta.dtype).reshape(-1)
-                if self.name in ("gd", "sgd"):
-                    gd_step(flat, grad, self.eta)
-                elif self.name in ("momentum", "nesterov"):
-                    v = self._slot((l, key, "v"), flat)
-                    momentum_step(flat, grad, v, self.eta, self.momentum, self.name == "nesterov")
-                else:
-                    m = self._slot((l, key, "m"), flat)
-                    v = self._slot((l, key, "v"), flat)
-                    adam_step(flat, grad, m, v, self.t, self.eta, self.betas[0], self.betas[1],
-                              self.eps)
+                if not (isinstance(theta, np.ndarray) and theta.dtype in (np.float32, np.float64)
+                        and theta.flags.c_contiguous and theta.flags.writeable):
+                    raise ValueError(f"params[{l}][{key!r}] must be a writeable C-contiguous "
+                                     "float32 or float64 array (it is updated in place)")
+                for slot in ("m", "v"):
+                    buf = self._state.get((l, key, slot))
+                    if buf is not None and (buf.size, buf.dtype) != (theta.size, theta.dtype):
+                        raise ValueError(f"params[{l}][{key!r}] must keep the size and dtype it "
+                                         f"had at earlier steps ({buf.size}, {buf.dtype})")
+                if key not in g:
+                    raise ValueError(f"grads[{l}] must have the key {key!r} like params[{l}]")
+                grad = _validate.array(f"grads[{l}][{key!r}]", g[key], dtype=theta.dtype,
+                                       min_rows=0)
+                if grad.shape != theta.shape:
+                    raise ValueError(f"grads[{l}][{key!r}] must have shape {theta.shape}, "
+                                     f"got {grad.shape}")
+                pairs.append((l, key, theta.reshape(-1), grad.reshape(-1)))
+        return pairs
 
     def _slot(self, key, like):
         if key not in self._state:
