@@ -4,9 +4,10 @@ The public API: :class:`MLP` (single networks), :mod:`perceptron`, :mod:`dataset
 kernel modules :mod:`activations`, :mod:`losses`, :mod:`layers`, :mod:`optim`.
 """
 from . import activations, datasets, layers, losses, optim, perceptron, scalar
+from .grid import GridResult, train_grid
 from .mlp import MLP
 from .optim import Optimizer
 
-__all__ = ["MLP", "Optimizer", "activations", "datasets", "layers", "losses", "optim",
+__all__ = ["MLP", "Optimizer", "GridResult", "train_grid", "activations", "datasets", "layers", "losses", "optim",
            "perceptron", "scalar"]
 __version__ = "0.1.0"

@@ -1,0 +1,288 @@
+"""The grid engine: train many networks in one compiled call (see :mod:`simcore.grid.cpu`)."""
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pandas as pd
+
+from .. import _validate
+from .._jit import cpu_kernel
+from ..init import fill_normal, fill_uniform, weight_std
+from ..losses import encode_targets
+from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, MLP
+from .cpu import LANES, OPT_CODE, QUANTITIES, batch_order, train_lanes
+from .result import GridResult
+
+BACKENDS = ("cpu",)
+
+__all__ = ["train_grid", "GridResult", "batch_order", "QUANTITIES", "LANES"]
+
+
+@cpu_kernel
+def _init_columns(theta, layout, uniform_init, stds, seeds, scales, bias_scales):
+    """Column g of theta (P, G) = MLP.init(seeds[g], scales[g], bias_scales[g]) for every g:
+    the same calls of the counter-based generator as :func:`simcore.init.draw_layer`."""
+    P, G = theta.shape
+    n_layers = layout.shape[0]
+    w = np.empty(P)
+    for g in range(G):
+        for l in range(n_layers):
+            fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+            ow, ob = layout[l, OFF_W], layout[l, OFF_B]
+            W = w[ow:ow + fi * fo]
+            if uniform_init:
+                fill_uniform(seeds[g], 2 * l, scales[g] / np.sqrt(fi), W)
+            else:
+                fill_normal(seeds[g], 2 * l, scales[g] * stds[l], W)
+            if bias_scales[g] == 0.0:
+                w[ob:ob + fo] = 0.0
+            else:
+                fill_normal(seeds[g], 2 * l + 1, bias_scales[g], w[ob:ob + fo])
+            if layout[l, OFF_GAMMA] >= 0:
+                w[layout[l, OFF_GAMMA]:layout[l, OFF_GAMMA] + fo] = 1.0
+                w[layout[l, OFF_BETA]:layout[l, OFF_BETA] + fo] = 0.0
+        for p in range(P):
+            theta[p, g] = w[p]
+
+
+def run_blocks(kernel, args, G):
+    """Run ``kernel(*args, first_block, end_block, LANES)`` over the ceil(G / LANES) blocks of a grid,
+    split into contiguous ranges over ``numba.get_num_threads()`` Python threads (the kernel
+    releases the GIL). Blocks are independent, so the split never changes a result."""
+    n_blocks = -(-G // LANES)
+    n_threads = max(1, min(numba.get_num_threads(), n_blocks))
+    bounds = np.linspace(0, n_blocks, n_threads + 1).round().astype(int)
+    if n_threads == 1:
+        kernel(*args, 0, n_blocks, LANES)
+        return
+    with ThreadPoolExecutor(n_threads) as pool:
+        futures = [pool.submit(kernel, *args, int(a), int(b), LANES) for a, b in zip(bounds[:-1], bounds[1:])]
+        for f in futures:
+            f.result()
+
+
+def _per_network(name, value, kind=float):
+    """A scalar or 1-D array of per-network values, as a 1-D array (length 1 for a scalar)."""
+    arr = np.asarray(value)
+    if arr.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or a 1-D array (one value per network), "
+                         f"got shape {arr.shape}")
+    arr = arr.reshape(-1)
+    if arr.size == 0:
+        raise ValueError(f"{name} must not be empty")
+    if kind is int:
+        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
+            raise ValueError(f"{name} must hold non-negative integers, got dtype {arr.dtype}")
+        if (arr < 0).any():
+            raise ValueError(f"{name} must hold non-negative integers, got {arr[arr < 0][0]}")
+        return arr.astype(np.uint64)
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, got {arr[~np.isfinite(arr)][0]}")
+    return arr
+
+
+def _arch_key(net):
+    return (tuple(net.sizes), net.activation, net.batchnorm, net.init_name)
+
+
+def _stack_params(net, params, G, name):
+    """Check stacked params (MLP layout with a leading G axis) and return theta (P, G)."""
+    shapes = net.param_shapes()
+    if not isinstance(params, (list, tuple)) or len(params) != len(shapes):
+        raise ValueError(f"{name} must be a list of {len(shapes)} per-layer dicts with a leading "
+                         f"axis of G={G} networks")
+    theta = np.empty((net.n_params, G), net.dtype)
+    for l, (p, want) in enumerate(zip(params, shapes)):
+        if not isinstance(p, dict) or set(p) != set(want):
+            raise ValueError(f"{name}[{l}] must be a dict with keys {sorted(want)}")
+        row = net.layout[l]
+        offsets = {"W": row[OFF_W], "b": row[OFF_B], "gamma": row[OFF_GAMMA], "beta": row[OFF_BETA]}
+        for key, shape in want.items():
+            arr = np.asarray(p[key])
+            if arr.shape != (G,) + shape:
+                raise ValueError(f"{name}[{l}][{key!r}] must have shape {(G,) + shape}, got {arr.shape}")
+            if arr.dtype.kind not in "iuf" or not np.isfinite(arr).all():
+                raise ValueError(f"{name}[{l}][{key!r}] must hold finite real numbers")
+            o = offsets[key]
+            theta[o:o + int(np.prod(shape))] = arr.reshape(G, -1).T
+    return theta
+
+
+def _unstack(net, theta):
+    """Stacked params (leading G axis) from theta (P, G)."""
+    G = theta.shape[1]
+    out = []
+    for l, shapes in enumerate(net.param_shapes()):
+        row = net.layout[l]
+        offsets = {"W": row[OFF_W], "b": row[OFF_B], "gamma": row[OFF_GAMMA], "beta": row[OFF_BETA]}
+        out.append({key: np.ascontiguousarray(
+            theta[offsets[key]:offsets[key] + int(np.prod(shape))].T).reshape((G,) + shape)
+            for key, shape in shapes.items()})
+    return out
+
+
+def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, bias_scale=0.0,
+               optimizer="gd", momentum=0.0, batch_size=None, record_every=10, backend="cpu"):
+    r"""Train G networks on the same data in one compiled call.
+
+    Parameters
+    ----------
+    net : MLP or list of MLP
+        One architecture for all networks, or one MLP per network (length G; depths and
+        widths may differ, input and output width, loss and dtype must agree).
+    X : (n, n_in) array
+    y : targets as for :meth:`MLP.loss_and_grad`.
+    lr : float or (G,) array
+        Learning rate :math:`\eta` of each network, finite and >= 0.
+    steps : int >= 1
+        Number of updates.
+    seeds : int or (G,) array of int, optional
+        Keys of the counter-based generator: initial weights (as ``MLP.init(seed)``) and
+        minibatch orders. Default ``arange(G)``.
+    params0 : stacked params, optional
+        Initial parameters, overriding ``seeds`` for the weights: for one MLP its layout with a
+        leading G axis; for a list of MLPs, a list of G per-network parameter lists.
+    init_scale, bias_scale : float or (G,) array
+        As ``scale`` and ``bias_scale`` of :meth:`MLP.init`.
+    optimizer : {"gd", "sgd", "momentum", "nesterov", "adam"}
+        Update rule (see :mod:`simcore.optim`; Adam with betas (0.9, 0.999), eps 1e-8).
+    momentum : float or (G,) array in [0, 1)
+        :math:`\mu` for momentum and nesterov.
+    batch_size : int, optional
+        None: full batch. Otherwise minibatch SGD: each epoch every network visits the samples
+        in its own order (:func:`batch_order` of its seed and the epoch) in ``n // batch_size``
+        batches of exactly ``batch_size`` (the remainder of the epoch is left out).
+    record_every : int >= 1
+        Telemetry every ``record_every`` steps, and at the last step.
+    backend : {"cpu"}
+
+    Returns
+    -------
+    GridResult
+
+    Raises
+    ------
+    ValueError
+        Naming the argument: mismatched lengths of per-network arrays, negative or non-finite
+        lr, steps < 1, batch_size out of [1, n], params0 of the wrong shapes, unknown optimizer.
+
+    Examples
+    --------
+    >>> import numpy as np, simcore
+    >>> X, y = simcore.datasets.moons(256, seed=0)
+    >>> net = simcore.MLP([2, 16, 16, 1], activation="tanh", loss="bce")
+    >>> res = simcore.train_grid(net, X, y, lr=np.geomspace(0.01, 3, 64), steps=500)
+    >>> res.final_loss.shape
+    (64,)
+    """
+    _validate.choice("backend", backend, BACKENDS)
+    _validate.choice("optimizer", optimizer, OPT_CODE)
+    steps = _validate.integer("steps", steps, minimum=1)
+    record_every = _validate.integer("record_every", record_every, minimum=1)
+    nets = list(net) if isinstance(net, (list, tuple)) else [net]
+    if not nets or not all(isinstance(m, MLP) for m in nets):
+        raise ValueError("net must be an MLP or a non-empty list of MLPs")
+    first = nets[0]
+    for i, m in enumerate(nets[1:], 1):
+        if (m.sizes[0], m.sizes[-1], m.loss, m.dtype) != (first.sizes[0], first.sizes[-1], first.loss, first.dtype):
+            raise ValueError(f"net[{i}] must have the input width, output width, loss and dtype of "
+                             f"net[0] ({first.sizes[0]}, {first.sizes[-1]}, {first.loss!r}, "
+                             f"{np.dtype(first.dtype).name}), got {m!r}")
+    X = first._check_X(X)
+    n = X.shape[0]
+    Y = encode_targets(first.loss, y, n, first.sizes[-1], first.dtype)
+    per = {"lr": _per_network("lr", lr), "init_scale": _per_network("init_scale", init_scale),
+           "bias_scale": _per_network("bias_scale", bias_scale),
+           "momentum": _per_network("momentum", momentum)}
+    if (per["lr"] < 0).any():
+        raise ValueError(f"lr must be >= 0, got {per['lr'].min()}")
+    if (per["init_scale"] < 0).any() or (per["bias_scale"] < 0).any():
+        raise ValueError("init_scale and bias_scale must be >= 0")
+    if ((per["momentum"] < 0) | (per["momentum"] >= 1)).any():
+        raise ValueError(f"momentum must be in [0, 1), got {per['momentum']}")
+    lengths = {k: v.size for k, v in per.items()}
+    if seeds is not None:
+        per["seeds"] = _per_network("seeds", seeds, kind=int)
+        lengths["seeds"] = per["seeds"].size
+    if isinstance(net, (list, tuple)):
+        lengths["net"] = len(nets)
+    if params0 is not None:
+        if isinstance(net, (list, tuple)):
+            if not isinstance(params0, (list, tuple)):
+                raise ValueError("params0 must be a list of per-network parameter lists when net is a list")
+            lengths["params0"] = len(params0)
+        else:
+            try:
+                lengths["params0"] = len(np.asarray(params0[0]["W"]))
+            except Exception:
+                raise ValueError("params0 must be a list of per-layer dicts with a leading G axis") from None
+    G = max(lengths.values())
+    bad = {k: v for k, v in lengths.items() if v not in (1, G)}
+    if bad:
+        raise ValueError(f"per-network arguments must have length 1 or G={G}: "
+                         + ", ".join(f"{k} has length {v}" for k, v in bad.items()))
+    for k in list(per):
+        per[k] = np.broadcast_to(per[k], (G,)).copy()
+    if "seeds" not in per:
+        per["seeds"] = np.arange(G, dtype=np.uint64)
+    if len(nets) == 1:
+        nets = nets * G
+    if batch_size is None:
+        batch = n
+    else:
+        batch = _validate.integer("batch_size", batch_size, minimum=1, maximum=n)
+        if first.batchnorm and batch < 2:
+            raise ValueError("batch_size must be >= 2 with batch norm (batch statistics)")
+    if any(m.batchnorm for m in nets) and batch < 2:
+        raise ValueError("X must have at least 2 rows with batch norm")
+
+    # group networks by architecture: one compiled call per group
+    groups = {}
+    for g, m in enumerate(nets):
+        groups.setdefault(_arch_key(m), []).append(g)
+    final_loss = np.empty(G)
+    diverged_at = np.empty(G, np.int64)
+    R = steps // record_every + 1 + (1 if steps % record_every else 0)
+    record_steps = np.r_[np.arange(0, steps + 1, record_every), [steps] if steps % record_every else []].astype(np.int64)
+    out_groups, params_out = [], [None] * G
+    for key, idx in groups.items():
+        idx = np.asarray(idx)
+        m = nets[idx[0]]
+        if params0 is None:
+            theta = np.empty((m.n_params, idx.size), m.dtype)
+            stds = np.array([weight_std(m.init_name, fi, fo) for fi, fo in zip(m.sizes[:-1], m.sizes[1:])])
+            _init_columns(theta, m.layout, m.init_name == "uniform", stds, per["seeds"][idx],
+                          per["init_scale"][idx], per["bias_scale"][idx])
+        elif isinstance(net, (list, tuple)):
+            theta = np.empty((m.n_params, idx.size), m.dtype)
+            for c, g in enumerate(idx):
+                theta[:, c] = m.pack(params0[g], name=f"params0[{g}]")
+        else:
+            theta = _stack_params(m, params0, G, "params0")
+        rec_loss = np.empty((R, idx.size))
+        rec_layer = np.empty((R, m.n_layers, len(QUANTITIES), idx.size))
+        fl = np.empty(idx.size)
+        dv = np.empty(idx.size, np.int64)
+        args = (theta, m.layout, m._act, m._loss, X, Y, np.ascontiguousarray(per["seeds"][idx]),
+                np.ascontiguousarray(per["lr"][idx]), np.ascontiguousarray(per["momentum"][idx]),
+                OPT_CODE[optimizer], steps, batch, record_every, rec_loss, rec_layer, dv, fl)
+        run_blocks(train_lanes, args, idx.size)
+        final_loss[idx] = fl
+        diverged_at[idx] = dv
+        out_groups.append((idx, rec_loss, rec_layer))
+        if len(groups) == 1 and not isinstance(net, (list, tuple)):
+            params_out = _unstack(m, theta)
+        else:
+            for c, g in enumerate(idx):
+                params_out[g] = m.unpack(theta[:, c].copy())
+    config = pd.DataFrame({
+        "network": np.arange(G), "arch": ["-".join(map(str, m.sizes)) for m in nets],
+        "activation": [m.activation for m in nets], "batchnorm": [m.batchnorm for m in nets],
+        "lr": per["lr"], "seed": per["seeds"], "init_scale": per["init_scale"],
+        "bias_scale": per["bias_scale"], "momentum": per["momentum"],
+        "final_loss": final_loss, "diverged": diverged_at >= 0, "diverged_at": diverged_at})
+    return GridResult(final_loss=final_loss, diverged=diverged_at >= 0, diverged_at=diverged_at,
+                      params=params_out, record_steps=record_steps, config=config, _groups=out_groups)

@@ -1,0 +1,483 @@
+r"""The grid engine on the CPU: many networks of one architecture trained in one compiled call.
+
+Networks sit in *lanes* (architecture decision 2): every per-network array carries the network
+index as its innermost, contiguous axis of length ``LANES``, so each arithmetic instruction
+advances ``LANES`` networks at once with SIMD and nothing needs a horizontal reduction. Threads
+(:func:`simcore.grid.run_blocks`) own disjoint blocks of ``LANES`` networks: no shared writes, and every network sees
+the same sequence of operations whatever its block, lane, thread count or chunking of the grid,
+so results are bitwise reproducible.
+
+One step of full-batch (or minibatch) training of the block, for layers :math:`l = 1..L`:
+
+.. math::
+    z_l = a_{l-1} W_l + b_l,\ y_l = \mathrm{BN}(z_l),\ a_l = f(y_l);\quad
+    \delta_L = \partial L / \partial z_L;\quad
+    \nabla W_l = \textstyle\sum_s a_{l-1,s}^T \delta_{l,s};\quad
+    \delta_{l-1} = (\delta_l W_l^T) \odot f'(y_{l-1})
+
+then the optimizer's update, masked per lane: a network whose loss is non-finite or exceeds
+``DIVERGE_FACTOR`` times its initial loss is frozen and flagged (decision 6). Telemetry is
+accumulated here every ``record_every`` steps (decision 5).
+"""
+import math
+
+import numpy as np
+
+from .._jit import cpu_kernel
+from ..activations import backward as act_backward, forward as act_forward
+from ..layers import BN_EPS
+from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
+from ..scalar import ACT_CODE, exp, log1p, sigmoid, stream_key, uniform
+
+LANES = 32                # networks per block: two AVX-512 registers of float64
+CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
+DIVERGE_FACTOR = 1e6      # loss > factor * initial loss counts as divergence
+SATURATED = 0.01          # a unit is saturated where |f'(y)| < SATURATED
+PERM_STREAM = 1 << 32     # random streams of minibatch orders start here (init uses 0, 1, 2, ...)
+OPT_CODE = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+# per-layer telemetry quantities, in the order of rec_layer's third axis
+QUANTITIES = ("grad_norm", "weight_norm", "preact_mean", "preact_std", "act_mean", "act_std",
+              "saturated")
+NQ = len(QUANTITIES)
+_IDENTITY = ACT_CODE["identity"]
+
+
+@cpu_kernel
+def batch_order(seed, epoch, n, out):
+    """The order of the n samples in epoch ``epoch`` of a network with ``seed``: a Fisher-Yates
+    shuffle drawn from the counter-based stream (seed, PERM_STREAM + epoch); written to ``out``."""
+    key = stream_key(seed, PERM_STREAM + epoch)
+    for i in range(n):
+        out[i] = i
+    for i in range(n - 1, 0, -1):
+        j = min(int(uniform(key, i) * (i + 1)), i)
+        out[i], out[j] = out[j], out[i]
+
+
+# --- layers in lanes: arrays are (samples, units, LANES); th and gr are (params, LANES) --------
+
+@cpu_kernel
+def _dense_forward(a, th, ow, ob, fi, fo, z):
+    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+    for s in range(a.shape[0]):
+        for j in range(fo):
+            for k in range(nl):
+                z[s, j, k] = th[ob + j, k]
+        for i in range(fi):
+            for j in range(fo):
+                w = ow + i * fo + j
+                for k in range(nl):
+                    z[s, j, k] += a[s, i, k] * th[w, k]
+
+
+@cpu_kernel
+def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
+    nl = gr.shape[1]  # lanes: a run-time trip count, see the module docstring
+    for s in range(a.shape[0]):
+        for j in range(fo):
+            for k in range(nl):
+                gr[ob + j, k] += delta[s, j, k]
+        for i in range(fi):
+            if want_da:
+                for k in range(nl):
+                    da[s, i, k] = 0.0
+            for j in range(fo):
+                w = ow + i * fo + j
+                for k in range(nl):
+                    gr[w, k] += a[s, i, k] * delta[s, j, k]
+                if want_da:
+                    for k in range(nl):
+                        da[s, i, k] += delta[s, j, k] * th[w, k]
+
+
+@cpu_kernel
+def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc):
+    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+    nb = z.shape[0]
+    for j in range(fo):
+        for k in range(nl):
+            acc[0, k] = 0.0
+            acc[1, k] = 0.0
+        for s in range(nb):
+            for k in range(nl):
+                acc[0, k] += z[s, j, k]
+        for k in range(nl):
+            acc[0, k] /= nb
+        for s in range(nb):
+            for k in range(nl):
+                d = z[s, j, k] - acc[0, k]
+                acc[1, k] += d * d
+        for k in range(nl):
+            inv_std[j, k] = 1.0 / math.sqrt(acc[1, k] / nb + BN_EPS)
+        for s in range(nb):
+            for k in range(nl):
+                xhat[s, j, k] = (z[s, j, k] - acc[0, k]) * inv_std[j, k]
+                y[s, j, k] = th[og + j, k] * xhat[s, j, k] + th[obeta + j, k]
+
+
+@cpu_kernel
+def _bn_backward(dy, xhat, inv_std, th, og, obeta, fo, gr, dz, acc):
+    nl = dy.shape[2]  # lanes: a run-time trip count, see the module docstring
+    nb = dy.shape[0]
+    for j in range(fo):
+        for k in range(nl):
+            acc[0, k] = 0.0
+            acc[1, k] = 0.0
+        for s in range(nb):
+            for k in range(nl):
+                acc[0, k] += dy[s, j, k]
+                acc[1, k] += dy[s, j, k] * xhat[s, j, k]
+        for k in range(nl):
+            gr[obeta + j, k] += acc[0, k]
+            gr[og + j, k] += acc[1, k]
+        for s in range(nb):
+            for k in range(nl):
+                dz[s, j, k] = (th[og + j, k] * inv_std[j, k] / nb) * (
+                    nb * dy[s, j, k] - acc[0, k] - xhat[s, j, k] * acc[1, k])
+
+
+@cpu_kernel
+def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
+    """Add this chunk's share of the mean loss (over ``n_total`` samples) to ``loss`` (float64,
+    per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES)."""
+    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+    nb, K = z.shape[0], z.shape[1]
+    if code == 3:  # softmax cross-entropy with log-sum-exp, per sample and lane
+        for s in range(nb):
+            for k in range(nl):
+                acc[0, k] = z[s, 0, k]
+                acc[1, k] = 0.0
+            for j in range(1, K):
+                for k in range(nl):
+                    acc[0, k] = max(acc[0, k], z[s, j, k])
+            for j in range(K):
+                for k in range(nl):
+                    e = exp(z[s, j, k] - acc[0, k])
+                    delta[s, j, k] = e
+                    acc[1, k] += e
+                    loss[k] -= Y[s, j, k] * z[s, j, k] / n_total
+            for k in range(nl):
+                loss[k] += (acc[0, k] + math.log(acc[1, k])) / n_total
+                acc[1, k] = 1.0 / acc[1, k]
+            for j in range(K):
+                for k in range(nl):
+                    delta[s, j, k] = (delta[s, j, k] * acc[1, k] - Y[s, j, k]) / n_total
+        return
+    inv_m = 1.0 / (n_total * K)
+    for s in range(nb):
+        for j in range(K):
+            if code == 0:
+                for k in range(nl):
+                    r = z[s, j, k] - Y[s, j, k]
+                    loss[k] += r * r * inv_m
+                    delta[s, j, k] = 2.0 * r * inv_m
+            elif code == 1:
+                for k in range(nl):
+                    a = sigmoid(z[s, j, k])
+                    r = a - Y[s, j, k]
+                    loss[k] += r * r * inv_m
+                    delta[s, j, k] = 2.0 * r * a * (1.0 - a) * inv_m
+            else:
+                for k in range(nl):
+                    zz = z[s, j, k]
+                    loss[k] += (max(zz, 0.0) - Y[s, j, k] * zz + log1p(exp(-abs(zz)))) * inv_m
+                    delta[s, j, k] = (sigmoid(zz) - Y[s, j, k]) * inv_m
+
+
+# --- telemetry -------------------------------------------------------------------------------
+
+@cpu_kernel
+def _tele_accumulate(y, a, deriv, acc):
+    """Add the sums that telemetry needs of one chunk of a layer into acc (5, LANES):
+    sum and sum of squares of y and of a, and the count of saturated units (|f'(y)| small)."""
+    nl = y.shape[2]  # lanes: a run-time trip count, see the module docstring
+    for s in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            for k in range(nl):
+                acc[0, k] += y[s, j, k]
+                acc[1, k] += y[s, j, k] * y[s, j, k]
+                acc[2, k] += a[s, j, k]
+                acc[3, k] += a[s, j, k] * a[s, j, k]
+                acc[4, k] += 1.0 if abs(deriv[s, j, k]) < SATURATED else 0.0
+
+
+@cpu_kernel
+def _tele_finish(th, gr, ow, fi, fo, count, acc, out):
+    """Telemetry of one layer into out (NQ, LANES) from its accumulated sums (count = samples)."""
+    nl = gr.shape[1]  # lanes: a run-time trip count, see the module docstring
+    for k in range(nl):
+        out[0, k] = 0.0
+        out[1, k] = 0.0
+    for p in range(ow, ow + fi * fo):
+        for k in range(nl):
+            out[0, k] += gr[p, k] * gr[p, k]
+            out[1, k] += th[p, k] * th[p, k]
+    m = count * fo
+    for k in range(nl):
+        out[0, k] = math.sqrt(out[0, k])
+        out[1, k] = math.sqrt(out[1, k])
+        for q in range(2):
+            mean = acc[2 * q, k] / m
+            out[2 + 2 * q, k] = mean
+            out[3 + 2 * q, k] = math.sqrt(max(acc[2 * q + 1, k] / m - mean * mean, 0.0))
+        out[6, k] = acc[4, k] / m
+
+
+@cpu_kernel
+def _output_lanes(code, z, out, deriv):
+    """The network's output from its logits, and its diagonal derivative d out / d z (for the
+    output layer's saturation): sigmoid for bce/mse_sigmoid, softmax for ce, identity for mse."""
+    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+    nb, K = z.shape[0], z.shape[1]
+    for s in range(nb):
+        if code == 3:
+            for k in range(nl):
+                zmax = z[s, 0, k]
+                for j in range(1, K):
+                    zmax = max(zmax, z[s, j, k])
+                tot = 0.0
+                for j in range(K):
+                    out[s, j, k] = exp(z[s, j, k] - zmax)
+                    tot += out[s, j, k]
+                for j in range(K):
+                    out[s, j, k] /= tot
+        for j in range(K):
+            for k in range(nl):
+                if code == 0:
+                    out[s, j, k] = z[s, j, k]
+                    deriv[s, j, k] = 1.0
+                elif code == 3:
+                    deriv[s, j, k] = out[s, j, k] * (1.0 - out[s, j, k])
+                else:
+                    p = sigmoid(z[s, j, k])
+                    out[s, j, k] = p
+                    deriv[s, j, k] = p * (1.0 - p)
+
+
+@cpu_kernel
+def _view(buf, base, nb, w, nl):
+    """A (nb, w, nl) array stored at ``base`` of a flat buffer (contiguous)."""
+    return buf[base:base + nb * w * nl].reshape((nb, w, nl))
+
+
+@cpu_kernel
+def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, opt, steps,
+                batch, record_every, rec_loss_all, rec_layer_all, diverged_all, final_all,
+                first_block, end_block, nl):
+    """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one architecture; theta
+    (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
+    (R, L, NQ, G). Threads call this on disjoint ranges of blocks (it releases the GIL).
+
+    Without batch norm a batch is processed in chunks of CHUNK samples (forward, loss and
+    backward of a chunk, gradients summed over chunks), so the per-layer buffers stay in the
+    L1/L2 cache; batch norm needs the whole batch at once.
+
+    One function on purpose: numba re-optimises a callee inside every caller, so one more
+    level of nesting around this body would double its compile time. The last block is padded
+    with copies of its first network (lr 0); padding never reaches the outputs."""
+    P, G = theta.shape
+    R = rec_loss_all.shape[0]
+    n_layers = layout.shape[0]
+    n, d_in = X.shape
+    K = Y.shape[1]
+    minibatch = batch < n
+    n_batches = n // batch
+    dt = theta.dtype
+    has_bn = False
+    max_w = 0
+    for l in range(n_layers):
+        has_bn = has_bn or layout[l, OFF_GAMMA] >= 0
+        max_w = max(max_w, layout[l, FAN_IN], layout[l, FAN_OUT])
+    chunk = n if has_bn else min(CHUNK, n)
+    # flat buffers, one (chunk, width, nl) block per layer: abase[l] for the input of layer
+    # l, ybase[l] for its activation input y (= z without batch norm) and batch-norm xhat
+    abase = np.zeros(n_layers, np.int64)
+    ybase = np.zeros(n_layers, np.int64)
+    ubase = np.zeros(n_layers, np.int64)
+    a_size = 0
+    y_size = 0
+    for l in range(n_layers):
+        abase[l] = a_size
+        ybase[l] = y_size
+        ubase[l] = y_size // (chunk * nl)
+        a_size += chunk * layout[l, FAN_IN] * nl
+        y_size += chunk * layout[l, FAN_OUT] * nl
+    A = np.zeros(a_size, dt)
+    Ypre = np.zeros(y_size, dt)
+    Xhat = np.zeros(y_size if has_bn else 0, dt)
+    inv_std = np.zeros((y_size // (chunk * nl), nl), dt)
+    D1 = np.zeros(chunk * max_w * nl, dt)
+    D2 = np.zeros(chunk * max_w * nl, dt)
+    ones = np.ones(chunk * max_w * nl, dt)
+    Yb = np.zeros(chunk * K * nl, dt)
+    gr = np.zeros((P, nl), dt)
+    v = np.zeros((P, nl), dt)
+    m = np.zeros((P, nl), dt)
+    order = np.zeros((nl, n), np.int64)
+    acc = np.zeros((2, nl))
+    tacc = np.zeros((n_layers, 5, nl))
+    loss = np.zeros(nl)
+    loss0 = np.zeros(nl)
+    alive = np.zeros(nl, np.bool_)
+    tele = np.zeros((NQ, nl))
+    th = np.empty((P, nl), dt)
+    seeds = np.empty(nl, np.uint64)
+    lr = np.zeros(nl)
+    mom = np.zeros(nl)
+    rec_loss = np.empty((R, nl))
+    rec_layer = np.empty((R, n_layers, NQ, nl))
+    diverged_at = np.empty(nl, np.int64)
+    final_loss = np.empty(nl)
+    for blk in range(first_block, end_block):
+        g0 = blk * nl
+        gb = min(nl, G - g0)
+        for k in range(nl):
+            g = g0 + k if k < gb else g0
+            for p in range(P):
+                th[p, k] = theta[p, g]
+                v[p, k] = 0.0
+                m[p, k] = 0.0
+            seeds[k] = seeds_all[g]
+            lr[k] = lr_all[g] if k < gb else 0.0
+            mom[k] = mom_all[g]
+            diverged_at[k] = -1
+            alive[k] = True
+        c1 = 1.0
+        c2 = 1.0
+        for t in range(steps + 1):
+            final = t == steps
+            record = t % record_every == 0 or final
+            use_mini = minibatch and not final
+            nb = batch if use_mini else n
+            if use_mini and t % n_batches == 0:
+                for k in range(nl):
+                    batch_order(seeds[k], t // n_batches, n, order[k])
+            pos = (t % n_batches) * batch
+            for k in range(nl):
+                loss[k] = 0.0
+            for p in range(P):
+                for k in range(nl):
+                    gr[p, k] = 0.0
+            if record:
+                tacc[:] = 0.0
+            for c0 in range(0, nb, chunk):
+                cn = min(chunk, nb - c0)
+                # --- the chunk's inputs (layer 0) and targets, per lane -----------------------
+                A0 = _view(A, 0, cn, d_in, nl)
+                Yc = _view(Yb, 0, cn, K, nl)
+                for s in range(cn):
+                    for k in range(nl):
+                        idx = order[k, pos + c0 + s] if use_mini else c0 + s
+                        for i in range(d_in):
+                            A0[s, i, k] = X[idx, i]
+                        for j in range(K):
+                            Yc[s, j, k] = Y[idx, j]
+                # --- forward ------------------------------------------------------------------
+                for l in range(n_layers):
+                    fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+                    a_in = _view(A, abase[l], cn, fi, nl)
+                    y = _view(Ypre, ybase[l], cn, fo, nl)
+                    if layout[l, OFF_GAMMA] >= 0:
+                        z = _view(D1, 0, cn, fo, nl)
+                        _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, z)
+                        _bn_forward(z, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, y,
+                                    _view(Xhat, ybase[l], cn, fo, nl), inv_std[ubase[l]:ubase[l] + fo],
+                                    acc)
+                    else:
+                        _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, y)
+                    if l < n_layers - 1:
+                        act_forward(act, Ypre[ybase[l]:ybase[l] + cn * fo * nl],
+                                    A[abase[l + 1]:abase[l + 1] + cn * fo * nl])
+                delta = _view(D1, 0, cn, K, nl)
+                _loss_lanes(loss_code, _view(Ypre, ybase[n_layers - 1], cn, K, nl), Yc, delta, loss,
+                            acc, nb)
+                # --- backward: delta in D1, the next one built in D2, then they swap ----------
+                for l in range(n_layers - 1, -1, -1):
+                    fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+                    if layout[l, OFF_GAMMA] >= 0:
+                        _bn_backward(delta, _view(Xhat, ybase[l], cn, fo, nl),
+                                     inv_std[ubase[l]:ubase[l] + fo], th, layout[l, OFF_GAMMA],
+                                     layout[l, OFF_BETA], fo, gr, _view(D2, 0, cn, fo, nl), acc)
+                        D1, D2 = D2, D1
+                        delta = _view(D1, 0, cn, fo, nl)
+                    da = _view(D2, 0, cn, fi, nl)
+                    _dense_backward(_view(A, abase[l], cn, fi, nl), th, layout[l, OFF_W],
+                                    layout[l, OFF_B], fi, fo, delta, gr, da, l > 0)
+                    if l > 0:
+                        size = cn * fi * nl
+                        act_backward(act, Ypre[ybase[l - 1]:ybase[l - 1] + size],
+                                     A[abase[l]:abase[l] + size], D2[:size], D2[:size])
+                        D1, D2 = D2, D1
+                        delta = _view(D1, 0, cn, fi, nl)
+                # --- telemetry sums of the chunk -----------------------------------------------
+                if record:
+                    for l in range(n_layers):
+                        fo = layout[l, FAN_OUT]
+                        size = cn * fo * nl
+                        yl = _view(Ypre, ybase[l], cn, fo, nl)
+                        deriv = _view(D1, 0, cn, fo, nl)
+                        if l < n_layers - 1:
+                            act_backward(act, Ypre[ybase[l]:ybase[l] + size],
+                                         A[abase[l + 1]:abase[l + 1] + size], ones[:size], D1[:size])
+                            _tele_accumulate(yl, _view(A, abase[l + 1], cn, fo, nl), deriv, tacc[l])
+                        else:
+                            _output_lanes(loss_code, yl, _view(D2, 0, cn, fo, nl), deriv)
+                            _tele_accumulate(yl, _view(D2, 0, cn, fo, nl), deriv, tacc[l])
+            # --- divergence is data --------------------------------------------------------------
+            if t == 0:
+                for k in range(nl):
+                    loss0[k] = loss[k]
+            for k in range(nl):
+                ok = math.isfinite(loss[k]) and loss[k] <= DIVERGE_FACTOR * max(loss0[k], 1e-300)
+                if alive[k] and not ok:
+                    alive[k] = False
+                    diverged_at[k] = t
+                if final:
+                    final_loss[k] = loss[k]
+            if record:
+                r = t // record_every if t % record_every == 0 else R - 1
+                for l in range(n_layers):
+                    _tele_finish(th, gr, layout[l, OFF_W], layout[l, FAN_IN], layout[l, FAN_OUT],
+                                 nb, tacc[l], tele)
+                    for q in range(NQ):
+                        for k in range(nl):
+                            keep = alive[k] or diverged_at[k] == t
+                            rec_layer[r, l, q, k] = tele[q, k] if keep else np.nan
+                for k in range(nl):
+                    rec_loss[r, k] = loss[k] if alive[k] or diverged_at[k] == t else np.nan
+            if final:
+                break
+            # --- the update, masked per lane (a diverged network stays frozen) -----------------
+            if opt == 3:
+                c1 = 1.0 - ADAM_BETA1 ** (t + 1)
+                c2 = 1.0 - ADAM_BETA2 ** (t + 1)
+            for p in range(P):
+                for k in range(nl):
+                    g = gr[p, k]
+                    if opt == 0:
+                        step = g
+                    elif opt == 1 or opt == 2:
+                        vk = mom[k] * v[p, k] + g
+                        v[p, k] = vk if alive[k] else v[p, k]
+                        step = g + mom[k] * vk if opt == 2 else vk
+                    else:
+                        mk = ADAM_BETA1 * m[p, k] + (1.0 - ADAM_BETA1) * g
+                        vk = ADAM_BETA2 * v[p, k] + (1.0 - ADAM_BETA2) * g * g
+                        m[p, k] = mk if alive[k] else m[p, k]
+                        v[p, k] = vk if alive[k] else v[p, k]
+                        step = (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS)
+                    new = th[p, k] - lr[k] * step
+                    th[p, k] = new if alive[k] else th[p, k]
+        # --- write the block back --------------------------------------------------------------
+        for k in range(gb):
+            g = g0 + k
+            for p in range(P):
+                theta[p, g] = th[p, k]
+            for r in range(R):
+                rec_loss_all[r, g] = rec_loss[r, k]
+                for l in range(n_layers):
+                    for q in range(NQ):
+                        rec_layer_all[r, l, q, g] = rec_layer[r, l, q, k]
+            diverged_all[g] = diverged_at[k]
+            final_all[g] = final_loss[k]
