@@ -108,7 +108,7 @@ def labels(name, y, n, n_classes=None, values=None):
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     if values is not None:
-        bad = ~np.isin(arr, values)
+        bad = ~np.logical_or.reduce([arr == v for v in values])
         if bad.any():
             raise ValueError(f"{name} must take values in {list(values)}, got {arr[bad][0]!r}")
     if n_classes is not None:

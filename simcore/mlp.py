@@ -172,6 +172,16 @@ class MLP:
         self._act = ACT_CODE[self.activation]
         self._loss = LOSS_CODE[self.loss]
         self.layout, self.n_params, self.n_running = self._make_layout()
+        # per layer: {name: (offset, size, shape)} in plain Python ints, so packing and
+        # unpacking cost no numpy scalar arithmetic on the per-call path
+        self.slots = []
+        for l, row in enumerate(self.layout.tolist()):
+            fi, fo = row[FAN_IN], row[FAN_OUT]
+            d = {"W": (row[OFF_W], fi * fo, (fi, fo)), "b": (row[OFF_B], fo, (fo,))}
+            if row[OFF_GAMMA] >= 0:
+                d["gamma"] = (row[OFF_GAMMA], fo, (fo,))
+                d["beta"] = (row[OFF_BETA], fo, (fo,))
+            self.slots.append(d)
 
     # --- layout ------------------------------------------------------------------------------
     @property
@@ -197,48 +207,32 @@ class MLP:
 
     def param_shapes(self):
         """[{name: shape}] per layer, in the order the flat vector stores them."""
-        shapes = []
-        for l, (fi, fo) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            d = {"W": (fi, fo), "b": (fo,)}
-            if self._has_bn(l):
-                d["gamma"] = (fo,)
-                d["beta"] = (fo,)
-            shapes.append(d)
-        return shapes
+        return [{key: shape for key, (_, _, shape) in d.items()} for d in self.slots]
 
     def pack(self, params, name="params"):
         """Check ``params`` and return them as one flat C-contiguous array in this net's dtype."""
-        shapes = self.param_shapes()
-        if not isinstance(params, (list, tuple)) or len(params) != len(shapes):
-            raise ValueError(f"{name} must be a list of {len(shapes)} per-layer dicts")
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.slots):
+            raise ValueError(f"{name} must be a list of {len(self.slots)} per-layer dicts")
         theta = np.empty(self.n_params, self.dtype)
-        for l, (p, want) in enumerate(zip(params, shapes)):
-            if not isinstance(p, dict) or set(p) != set(want):
+        for l, (p, slots) in enumerate(zip(params, self.slots)):
+            if not isinstance(p, dict) or p.keys() != slots.keys():
                 got = sorted(p) if isinstance(p, dict) else type(p).__name__
-                raise ValueError(f"{name}[{l}] must be a dict with keys {sorted(want)}, got {got}")
-            row = self.layout[l]
-            offsets = {"W": row[OFF_W], "b": row[OFF_B], "gamma": row[OFF_GAMMA], "beta": row[OFF_BETA]}
-            for key, shape in want.items():
+                raise ValueError(f"{name}[{l}] must be a dict with keys {sorted(slots)}, got {got}")
+            for key, (o, size, shape) in slots.items():
                 arr = np.asarray(p[key])
                 if arr.shape != shape:
                     raise ValueError(f"{name}[{l}][{key!r}] must have shape {shape}, got {arr.shape}")
                 if arr.dtype.kind not in "iuf":
                     raise ValueError(f"{name}[{l}][{key!r}] must hold real numbers, got {arr.dtype}")
-                o = offsets[key]
-                theta[o:o + arr.size] = arr.reshape(-1)
+                theta[o:o + size] = arr.reshape(-1)
         if not np.isfinite(theta).all():
             raise ValueError(f"{name} must be finite (no NaN or inf)")
         return theta
 
     def unpack(self, theta):
         """The list-of-dicts view of a flat parameter vector (arrays are views into ``theta``)."""
-        out = []
-        for l, shapes in enumerate(self.param_shapes()):
-            row = self.layout[l]
-            offsets = {"W": row[OFF_W], "b": row[OFF_B], "gamma": row[OFF_GAMMA], "beta": row[OFF_BETA]}
-            out.append({key: theta[offsets[key]:offsets[key] + int(np.prod(shape))].reshape(shape)
-                        for key, shape in shapes.items()})
-        return out
+        return [{key: theta[o:o + size].reshape(shape) for key, (o, size, shape) in slots.items()}
+                for slots in self.slots]
 
     # --- the API -----------------------------------------------------------------------------
     def init(self, seed=0, scale=1.0, bias_scale=0.0):
