@@ -30,3 +30,17 @@ test: $(VENV)/.dev
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: bench-peers bench-mlp
+$(VENV)/.peers: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[peers]"
+	touch $@
+
+# W1 side by side: simcore vs JAX jit(vmap), PyTorch batched and a PyTorch loop (float64, float32)
+bench-peers: $(VENV)/.peers
+	$(BIN)/python benchmarks/peers.py --G 256 --dtype both
+
+# MLP.loss_and_grad per call vs NumPy+BLAS and PyTorch, and compile time cold/cached
+bench-mlp: $(VENV)/.dev
+	$(BIN)/python benchmarks/mlp_speed.py --threads 1 --blas-threads 1
+	$(BIN)/python benchmarks/compile_time.py
