@@ -71,10 +71,12 @@ def _per_network(name, value, kind=float):
     if arr.size == 0:
         raise ValueError(f"{name} must not be empty")
     if kind is int:
-        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
-            raise ValueError(f"{name} must hold non-negative integers, got dtype {arr.dtype}")
-        if (arr < 0).any():
-            raise ValueError(f"{name} must hold non-negative integers, got {arr[arr < 0][0]}")
+        integral = arr.dtype.kind in "iu" or (
+            arr.dtype.kind == "f" and np.isfinite(arr).all() and np.all(arr == np.round(arr)))
+        if not integral:
+            raise ValueError(f"{name} must hold non-negative integers, got {arr}")
+        if (arr < 0).any() or (arr > 2**63 - 1).any():
+            raise ValueError(f"{name} must hold integers in [0, 2**63 - 1], got {arr[(arr < 0) | (arr > 2**63 - 1)][0]}")
         return arr.astype(np.uint64)
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
@@ -230,11 +232,13 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         per["seeds"] = np.arange(G, dtype=np.uint64)
     if len(nets) == 1:
         nets = nets * G
+    if params0 is not None and isinstance(net, (list, tuple)) and len(params0) == 1:
+        params0 = list(params0) * G
     if batch_size is None:
         batch = n
     else:
         batch = _validate.integer("batch_size", batch_size, minimum=1, maximum=n)
-        if first.batchnorm and batch < 2:
+        if any(m.batchnorm for m in nets) and batch < 2:
             raise ValueError("batch_size must be >= 2 with batch norm (batch statistics)")
     if any(m.batchnorm for m in nets) and batch < 2:
         raise ValueError("X must have at least 2 rows with batch norm")
