@@ -105,12 +105,15 @@ def labels(name, y, n, n_classes=None, values=None):
         raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
     if arr.dtype.kind not in "iuf" and arr.dtype.kind != "b":
         raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if values is not None:  # NaN and inf fail this check too
+        ok = arr == values[0]
+        for v in values[1:]:
+            ok |= arr == v
+        if not ok.all():
+            raise ValueError(f"{name} must take values in {list(values)}, got {arr[~ok][0]!r}")
+        return arr
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite (no NaN or inf)")
-    if values is not None:
-        bad = ~np.logical_or.reduce([arr == v for v in values])
-        if bad.any():
-            raise ValueError(f"{name} must take values in {list(values)}, got {arr[bad][0]!r}")
     if n_classes is not None:
         if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
             raise ValueError(f"{name} must hold integer class labels")

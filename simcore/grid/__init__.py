@@ -92,38 +92,28 @@ def _arch_key(net):
 
 def _stack_params(net, params, G, name):
     """Check stacked params (MLP layout with a leading G axis) and return theta (P, G)."""
-    shapes = net.param_shapes()
-    if not isinstance(params, (list, tuple)) or len(params) != len(shapes):
-        raise ValueError(f"{name} must be a list of {len(shapes)} per-layer dicts with a leading "
+    if not isinstance(params, (list, tuple)) or len(params) != len(net.slots):
+        raise ValueError(f"{name} must be a list of {len(net.slots)} per-layer dicts with a leading "
                          f"axis of G={G} networks")
     theta = np.empty((net.n_params, G), net.dtype)
-    for l, (p, want) in enumerate(zip(params, shapes)):
-        if not isinstance(p, dict) or set(p) != set(want):
-            raise ValueError(f"{name}[{l}] must be a dict with keys {sorted(want)}")
-        row = net.layout[l]
-        offsets = {"W": row[OFF_W], "b": row[OFF_B], "gamma": row[OFF_GAMMA], "beta": row[OFF_BETA]}
-        for key, shape in want.items():
+    for l, (p, slots) in enumerate(zip(params, net.slots)):
+        if not isinstance(p, dict) or p.keys() != slots.keys():
+            raise ValueError(f"{name}[{l}] must be a dict with keys {sorted(slots)}")
+        for key, (o, size, shape) in slots.items():
             arr = np.asarray(p[key])
             if arr.shape != (G,) + shape:
                 raise ValueError(f"{name}[{l}][{key!r}] must have shape {(G,) + shape}, got {arr.shape}")
             if arr.dtype.kind not in "iuf" or not np.isfinite(arr).all():
                 raise ValueError(f"{name}[{l}][{key!r}] must hold finite real numbers")
-            o = offsets[key]
-            theta[o:o + int(np.prod(shape))] = arr.reshape(G, -1).T
+            theta[o:o + size] = arr.reshape(G, -1).T
     return theta
 
 
 def _unstack(net, theta):
     """Stacked params (leading G axis) from theta (P, G)."""
     G = theta.shape[1]
-    out = []
-    for l, shapes in enumerate(net.param_shapes()):
-        row = net.layout[l]
-        offsets = {"W": row[OFF_W], "b": row[OFF_B], "gamma": row[OFF_GAMMA], "beta": row[OFF_BETA]}
-        out.append({key: np.ascontiguousarray(
-            theta[offsets[key]:offsets[key] + int(np.prod(shape))].T).reshape((G,) + shape)
-            for key, shape in shapes.items()})
-    return out
+    return [{key: np.ascontiguousarray(theta[o:o + size].T).reshape((G,) + shape)
+             for key, (o, size, shape) in slots.items()} for slots in net.slots]
 
 
 def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, bias_scale=0.0,
