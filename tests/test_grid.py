@@ -883,3 +883,17 @@ def test_ten_thousand_networks_smoke():
     for g in (0, 4321, G - 1):
         want, _ = reference(net, X, y, res.config["lr"][g], 2, seed=g)
         assert rel_err(flat(network(res, g)), flat(want)) <= TOL
+
+
+def test_telemetry_std_of_nearly_constant_values_far_from_zero():
+    """Shifted sums: a layer whose pre-activations are ~-9e3 with tiny spread keeps an exact std."""
+    X, y = simcore.datasets.teacher_student(30, d_in=3, seed=1)
+    net = simcore.MLP([3, 6, 1], activation="tanh", loss="mse")
+    res = simcore.train_grid(net, X, y, lr=0.0, steps=1, seeds=1, bias_scale=1e4, record_every=1)
+    h = res.history()
+    params = net.init(seed=1, bias_scale=1e4)
+    a1 = np.tanh(X @ params[0]["W"] + params[0]["b"])
+    z2 = a1 @ params[1]["W"] + params[1]["b"]
+    row = h[(h.step == 0) & (h.layer == 2)].iloc[0]
+    assert row.preact_mean == pytest.approx(z2.mean(), rel=1e-12)
+    assert abs(row.preact_std - z2.std()) <= 1e-9 * max(z2.std(), 1e-300) + 1e-12 * abs(z2.mean())

@@ -188,24 +188,33 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
 # --- telemetry -------------------------------------------------------------------------------
 
 @cpu_kernel
-def _tele_accumulate(y, a, deriv, acc):
-    """Add the sums that telemetry needs of one chunk of a layer into acc (5, LANES):
-    sum and sum of squares of y and of a, and the count of saturated units (|f'(y)| small)."""
-    nl = y.shape[2]  # lanes: a run-time trip count, see the module docstring
+def _tele_accumulate(y, a, deriv, acc, first):
+    """Add the sums that telemetry needs of one chunk of a layer into acc (7, LANES): sums and
+    sums of squares of y - c_y and of a - c_a, and the count of saturated units (|f'(y)| small).
+
+    The shifts c_y, c_a (acc[5], acc[6]) are the lane's first value (set when ``first``): shifted
+    sums keep the variance exact when values are nearly constant far from zero."""
+    nl = y.shape[2]
+    if first:
+        for k in range(nl):
+            acc[5, k] = y[0, 0, k]
+            acc[6, k] = a[0, 0, k]
     for s in range(y.shape[0]):
         for j in range(y.shape[1]):
             for k in range(nl):
-                acc[0, k] += y[s, j, k]
-                acc[1, k] += y[s, j, k] * y[s, j, k]
-                acc[2, k] += a[s, j, k]
-                acc[3, k] += a[s, j, k] * a[s, j, k]
+                dy = y[s, j, k] - acc[5, k]
+                da = a[s, j, k] - acc[6, k]
+                acc[0, k] += dy
+                acc[1, k] += dy * dy
+                acc[2, k] += da
+                acc[3, k] += da * da
                 acc[4, k] += 1.0 if abs(deriv[s, j, k]) < SATURATED else 0.0
 
 
 @cpu_kernel
 def _tele_finish(th, gr, ow, fi, fo, count, acc, out):
     """Telemetry of one layer into out (NQ, LANES) from its accumulated sums (count = samples)."""
-    nl = gr.shape[1]  # lanes: a run-time trip count, see the module docstring
+    nl = gr.shape[1]
     for k in range(nl):
         out[0, k] = 0.0
         out[1, k] = 0.0
@@ -218,9 +227,9 @@ def _tele_finish(th, gr, ow, fi, fo, count, acc, out):
         out[0, k] = math.sqrt(out[0, k])
         out[1, k] = math.sqrt(out[1, k])
         for q in range(2):
-            mean = acc[2 * q, k] / m
-            out[2 + 2 * q, k] = mean
-            out[3 + 2 * q, k] = math.sqrt(max(acc[2 * q + 1, k] / m - mean * mean, 0.0))
+            mean_shifted = acc[2 * q, k] / m
+            out[2 + 2 * q, k] = acc[5 + q, k] + mean_shifted
+            out[3 + 2 * q, k] = math.sqrt(max(acc[2 * q + 1, k] / m - mean_shifted * mean_shifted, 0.0))
         out[6, k] = acc[4, k] / m
 
 
@@ -316,7 +325,7 @@ def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all,
     m = np.zeros((P, nl), dt)
     order = np.zeros((nl, n), np.int64)
     acc = np.zeros((2, nl))
-    tacc = np.zeros((n_layers, 5, nl))
+    tacc = np.zeros((n_layers, 7, nl))
     loss = np.zeros(nl)
     loss0 = np.zeros(nl)
     alive = np.zeros(nl, np.bool_)
@@ -420,10 +429,10 @@ def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all,
                         if l < n_layers - 1:
                             act_backward(act, Ypre[ybase[l]:ybase[l] + size],
                                          A[abase[l + 1]:abase[l + 1] + size], ones[:size], D1[:size])
-                            _tele_accumulate(yl, _view(A, abase[l + 1], cn, fo, nl), deriv, tacc[l])
+                            _tele_accumulate(yl, _view(A, abase[l + 1], cn, fo, nl), deriv, tacc[l], c0 == 0)
                         else:
                             _output_lanes(loss_code, yl, _view(D2, 0, cn, fo, nl), deriv)
-                            _tele_accumulate(yl, _view(D2, 0, cn, fo, nl), deriv, tacc[l])
+                            _tele_accumulate(yl, _view(D2, 0, cn, fo, nl), deriv, tacc[l], c0 == 0)
             # --- divergence is data --------------------------------------------------------------
             if t == 0:
                 for k in range(nl):
