@@ -44,3 +44,24 @@ bench-peers: $(VENV)/.peers
 bench-mlp: $(VENV)/.dev
 	$(BIN)/python benchmarks/mlp_speed.py --threads 1 --blas-threads 1
 	$(BIN)/python benchmarks/compile_time.py
+
+# asv suite (benchmarks/benchmarks, asv.conf.json); results and dashboard under .asv/
+.PHONY: bench bench-history bench-view
+N ?= 5
+ASV := $(BIN)/python -m asv
+
+# the working tree, each benchmark once, in this environment; recorded under HEAD's hash
+bench: $(VENV)/.dev
+	$(ASV) machine --yes
+	$(ASV) run --python=same --quick --show-stderr --launch-method=forkserver --set-commit-hash $$(git rev-parse HEAD)
+
+# the last N commits, each built and installed in asv's own virtualenv (.asv/env), then the
+# dashboard (.asv/html); commits already measured on this machine are skipped
+bench-history: $(VENV)/.dev
+	$(ASV) machine --yes
+	$(ASV) run --show-stderr --skip-existing-commits HEAD~$(N)..HEAD
+	$(ASV) publish
+
+# serve the dashboard of .asv/html (make bench-history first)
+bench-view: $(VENV)/.dev
+	$(ASV) preview
