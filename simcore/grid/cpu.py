@@ -3,8 +3,8 @@ r"""The grid engine on the CPU: many networks of one architecture trained in one
 Networks sit in *lanes* (architecture decision 2): every per-network array carries the network
 index as its innermost, contiguous axis of length ``LANES``, so each arithmetic instruction
 advances ``LANES`` networks at once with SIMD and nothing needs a horizontal reduction. Threads
-(:func:`simcore.grid.run_blocks`) own disjoint blocks of ``LANES`` networks: no shared writes, and every network sees
-the same sequence of operations whatever its block, lane, thread count or chunking of the grid,
+(:func:`simcore.grid.run_blocks`) own disjoint blocks of ``LANES`` networks: no shared
+writes, and every network sees the same sequence of operations whatever its block, lane, thread count or chunking of the grid,
 so results are bitwise reproducible.
 
 One step of full-batch (or minibatch) training of the block, for layers :math:`l = 1..L`:
@@ -18,6 +18,12 @@ One step of full-batch (or minibatch) training of the block, for layers :math:`l
 then the optimizer's update, masked per lane: a network whose loss is non-finite or exceeds
 ``DIVERGE_FACTOR`` times its initial loss is frozen and flagged (decision 6). Telemetry is
 accumulated here every ``record_every`` steps (decision 5).
+
+Why the lane loops run to a run-time count ``nl`` rather than the constant ``LANES``: with a
+constant trip count LLVM unrolls ``for k in range(LANES)`` into scalar code and, knowing
+nothing about aliasing between numba's arrays, cannot pack it again (SLP); with a run-time
+count its loop vectoriser emits packed AVX-512 code behind a cheap run-time overlap check.
+Measured on the dense forward of a 16x16 layer: 3.8 GFLOP/s against 9.2 GFLOP/s.
 """
 import math
 
@@ -27,9 +33,9 @@ from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..layers import BN_EPS
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
-from ..scalar import ACT_CODE, exp, log1p, sigmoid, stream_key, uniform
+from ..scalar import exp, log1p, sigmoid, stream_key, uniform
 
-LANES = 32                # networks per block: two AVX-512 registers of float64
+LANES = 32                # networks per block: four AVX-512 registers of float64
 CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
 DIVERGE_FACTOR = 1e6      # loss > factor * initial loss counts as divergence
 SATURATED = 0.01          # a unit is saturated where |f'(y)| < SATURATED
@@ -40,7 +46,6 @@ ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 QUANTITIES = ("grad_norm", "weight_norm", "preact_mean", "preact_std", "act_mean", "act_std",
               "saturated")
 NQ = len(QUANTITIES)
-_IDENTITY = ACT_CODE["identity"]
 
 
 @cpu_kernel
