@@ -4,8 +4,8 @@ Networks sit in *lanes* (architecture decision 2): every per-network array carri
 index as its innermost, contiguous axis of length ``LANES``, so each arithmetic instruction
 advances ``LANES`` networks at once with SIMD and nothing needs a horizontal reduction. Threads
 (:func:`simcore.grid.run_blocks`) own disjoint blocks of ``LANES`` networks: no shared
-writes, and every network sees the same sequence of operations whatever its block, lane, thread count or chunking of the grid,
-so results are bitwise reproducible.
+writes, and every network sees the same sequence of operations whatever its block, lane,
+thread count or chunking of the grid, so results are bitwise reproducible.
 
 One step of full-batch (or minibatch) training of the block, for layers :math:`l = 1..L`:
 
