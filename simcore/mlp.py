@@ -166,9 +166,6 @@ class MLP:
         self.dtype = _validate.dtype_of("dtype", dtype)
         if self.loss == "ce" and self.sizes[-1] < 2:
             raise ValueError(f"loss 'ce' needs an output width >= 2, got sizes[-1]={self.sizes[-1]}")
-        if self.loss == "bce" and self.sizes[-1] != 1:
-            # several independent binary outputs are allowed too; one is the usual case
-            pass
         self._act = ACT_CODE[self.activation]
         self._loss = LOSS_CODE[self.loss]
         self.layout, self.n_params, self.n_running = self._make_layout()
