@@ -1,0 +1,4 @@
+"""``python -m studies`` is the ``simstudy`` command."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""Grids as data: read a study's TOML grid, check it, and expand it into training points.
+
+A grid file looks like this (every value may be a scalar, a list (an *axis*), or a range table)::
+
+    study = "convergence"          # the analysis to apply (omit for a plain grid report)
+    title = "Least squares"        # optional
+    chunk_size = 256               # networks per stored chunk (optional)
+
+    [defaults]                     # keys shared by every sub-grid (optional)
+    steps = 300
+
+    [grids.least_squares]          # one or more named sub-grids
+    kind = "mlp"                   # "mlp" (simcore.train_grid) or "perceptron"
+    data = {name = "teacher_student", n = 200, d_in = 4, hidden = 0}
+    widths = []                    # hidden widths: [] is a linear model; [[8], [8, 8]] is an axis
+    activation = "identity"
+    loss = "mse"
+    lr = {geomspace = [0.01, 1.0, 13]}
+    seed = {range = 8}
+
+Each sub-grid is the Cartesian product of its axes, in the order the keys appear. Range tables:
+``{geomspace = [a, b, n]}``, ``{linspace = [a, b, n]}``, ``{range = n}`` or
+``{range = [start, stop]}`` (integers, stop excluded).
+"""
+import inspect
+import itertools
+import numbers
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from simcore import datasets
+from simcore.grid.cpu import OPT_CODE
+from simcore.init import INITS
+from simcore.losses import LOSS_CODE
+from simcore.scalar import ACTIVATIONS
+
+from .errors import StudyError
+
+KINDS = ("mlp", "perceptron")
+TOP_KEYS = {"study", "title", "description", "chunk_size", "defaults", "grids"}
+DEFAULT_CHUNK = 256
+
+
+# --------------------------------------------------------------------------------------------
+# value checks: each takes (where, value) and returns the normalised value or raises StudyError
+
+def _str_in(choices):
+    def check(where, v):
+        if not isinstance(v, str) or v not in choices:
+            raise StudyError(f"{where} must be one of {sorted(choices)}, got {v!r}")
+        return v
+    return check
+
+
+def _int(minimum=None):
+    def check(where, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise StudyError(f"{where} must be an integer, got {v!r}")
+        if minimum is not None and v < minimum:
+            raise StudyError(f"{where} must be >= {minimum}, got {v}")
+        return int(v)
+    return check
+
+
+def _real(minimum=None, strict=False, below=None):
+    def check(where, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+            raise StudyError(f"{where} must be a finite number, got {v!r}")
+        v = float(v)
+        if minimum is not None and (v < minimum or (strict and v == minimum)):
+            raise StudyError(f"{where} must be {'>' if strict else '>='} {minimum}, got {v}")
+        if below is not None and v >= below:
+            raise StudyError(f"{where} must be < {below}, got {v}")
+        return v
+    return check
+
+
+def _bool(where, v):
+    if not isinstance(v, bool):
+        raise StudyError(f"{where} must be true or false, got {v!r}")
+    return v
+
+
+def _widths(where, v):
+    if not isinstance(v, list) or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool)
+                                          and w >= 1 for w in v):
+        raise StudyError(f"{where} must be a list of positive integers (hidden widths), got {v!r}")
+    return [int(w) for w in v]
+
+
+def _batch_size(where, v):
+    if v == "full":
+        return v
+    return _int(1)(where, v)
+
+
+MLP_KEYS = {
+    "data": None,  # handled separately
+    "widths": _widths,
+    "depth": _int(1),
+    "width": _int(1),
+    "activation": _str_in(ACTIVATIONS),
+    "loss": _str_in(LOSS_CODE),
+    "init": _str_in(INITS),
+    "init_scale": _real(0.0),
+    "bias_scale": _real(0.0),
+    "batchnorm": _bool,
+    "optimizer": _str_in(OPT_CODE),
+    "momentum": _real(0.0, below=1.0),
+    "lr": _real(0.0),
+    "batch_size": _batch_size,
+    "steps": _int(1),
+    "record_every": _int(1),
+    "seed": _int(0),
+    "dtype": _str_in(("float32", "float64")),
+}
+MLP_DEFAULTS = {"activation": "tanh", "loss": "bce", "init": "glorot", "init_scale": 1.0,
+                "bias_scale": 0.0, "batchnorm": False, "optimizer": "gd", "momentum": 0.0,
+                "batch_size": "full", "steps": 200, "record_every": 10, "seed": 0, "dtype": "float64"}
+# per-network values: points that differ only in these share one train_grid call
+MLP_PER_NETWORK = ("lr", "seed", "init_scale", "bias_scale", "momentum")
+
+PERCEPTRON_KEYS = {"data": None, "lr": _real(0.0, strict=True), "epochs": _int(1), "seed": _int(0)}
+PERCEPTRON_DEFAULTS = {"lr": 1.0, "epochs": 100, "seed": 0}
+
+SCHEMA = {"mlp": (MLP_KEYS, MLP_DEFAULTS), "perceptron": (PERCEPTRON_KEYS, PERCEPTRON_DEFAULTS)}
+
+
+# --------------------------------------------------------------------------------------------
+# axes
+
+def _axis_values(where, value, list_is_axis=True):
+    """The list of values a key takes: a range table expanded, a list as is, a scalar alone."""
+    if isinstance(value, dict):
+        if len(value) != 1:
+            raise StudyError(f"{where} must be a value, a list or one of {{geomspace, linspace, range}} "
+                             f"= [...], got {value!r}")
+        (form, args), = value.items()
+        if form in ("geomspace", "linspace"):
+            if (not isinstance(args, list) or len(args) != 3
+                    or not all(isinstance(a, numbers.Real) and not isinstance(a, bool) for a in args)
+                    or isinstance(args[2], float) or args[2] < 1):
+                raise StudyError(f"{where}: {form} takes [start, stop, count] with an integer count >= 1, "
+                                 f"got {args!r}")
+            if form == "geomspace" and (args[0] <= 0 or args[1] <= 0):
+                raise StudyError(f"{where}: geomspace needs start and stop > 0, got {args!r}")
+            fn = np.geomspace if form == "geomspace" else np.linspace
+            return [float(x) for x in fn(args[0], args[1], int(args[2]))]
+        if form == "range":
+            if isinstance(args, numbers.Integral) and not isinstance(args, bool):
+                args = [0, args]
+            if (not isinstance(args, list) or len(args) != 2
+                    or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in args)):
+                raise StudyError(f"{where}: range takes a count or [start, stop] of integers, got {args!r}")
+            return list(range(args[0], args[1]))
+        raise StudyError(f"{where}: unknown range form {form!r}; use geomspace, linspace or range")
+    if isinstance(value, list) and list_is_axis:
+        return value
+    return [value]
+
+
+def _data_axes(where, value):
+    """Axes of the ``data`` key: ``"name"``, ``["a", "b"]`` or ``{name = ..., arg = ...}``."""
+    if isinstance(value, (str, list)):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise StudyError(f"{where} must be a data set name, a list of names, or a table with a name "
+                         f"and the generator's arguments, got {value!r}")
+    axes = []
+    for key, v in value.items():
+        vals = _axis_values(f"{where}.{key}", v, list_is_axis=key != "hidden" or
+                            (isinstance(v, list) and v and isinstance(v[0], list)))
+        if not vals:
+            raise StudyError(f"{where}.{key} is an empty axis")
+        if key == "name":
+            for n in vals:
+                if not isinstance(n, str) or n not in datasets.NAMES:
+                    raise StudyError(f"{where}.name must be one of {sorted(datasets.NAMES)}, got {n!r}")
+        axes.append((f"data.{key}", vals))
+    return axes
+
+
+def _check_data(where, name, args):
+    """Build nothing; check that the generator takes these arguments (values are checked when
+    the data is made, before any training)."""
+    allowed = inspect.signature(datasets._REGISTRY[name]).parameters
+    for key in args:
+        if key not in allowed or key == "return_info":
+            raise StudyError(f"{where}: {key!r} is not an argument of data set {name!r}; it takes "
+                             f"{sorted(k for k in allowed if k != 'return_info')}")
+
+
+def load(path_or_text, name=None):
+    """Parse and check a grid. ``path_or_text`` is a path to a TOML file or a dict already
+    parsed. Returns the spec dict with ``name`` (the file's stem unless given)."""
+    if isinstance(path_or_text, dict):
+        raw = path_or_text
+        name = name or raw.get("study", "grid")
+    else:
+        path = Path(path_or_text)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise StudyError(f"grid file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise StudyError(f"{path.name} is not valid TOML: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise StudyError(f"cannot read grid file {str(path)!r}: {e}") from None
+        name = name or path.stem
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise StudyError(f"unknown top-level key(s) {sorted(unknown)} in grid {name!r}; "
+                         f"allowed: {sorted(TOP_KEYS)}")
+    for key in ("study", "title", "description"):
+        if key in raw and not isinstance(raw[key], str):
+            raise StudyError(f"{key} must be a string, got {raw[key]!r}")
+    chunk = _int(1)("chunk_size", raw.get("chunk_size", DEFAULT_CHUNK))
+    defaults = raw.get("defaults", {})
+    grids = raw.get("grids")
+    if not isinstance(defaults, dict):
+        raise StudyError("[defaults] must be a table")
+    if not isinstance(grids, dict) or not grids:
+        raise StudyError(f"grid {name!r} needs at least one [grids.NAME] table")
+    known = set().union(*(k for k, _ in SCHEMA.values()))
+    unknown = set(defaults) - known
+    if unknown:
+        raise StudyError(f"unknown key(s) {sorted(unknown)} in [defaults]; allowed: {sorted(known)}")
+    spec = {"name": name, "study": raw.get("study"), "title": raw.get("title", name),
+            "description": raw.get("description", ""), "chunk_size": chunk, "grids": {}}
+    for gname, table in grids.items():
+        if not isinstance(table, dict):
+            raise StudyError(f"grids.{gname} must be a table")
+        kind = table.get("kind", "mlp")
+        if kind not in KINDS:
+            raise StudyError(f"grids.{gname}.kind must be one of {list(KINDS)}, got {kind!r}")
+        keys, _ = SCHEMA[kind]
+        # [defaults] fills in the keys this kind takes
+        merged = {**{k: v for k, v in defaults.items() if k in keys}, **table}
+        merged.pop("kind", None)
+        unknown = set(merged) - set(keys)
+        if unknown:
+            raise StudyError(f"unknown key(s) {sorted(unknown)} in grids.{gname} (kind {kind!r}); "
+                             f"allowed: {sorted(keys)} and kind")
+        if "data" not in merged:
+            raise StudyError(f"grids.{gname} needs a data key")
+        if kind == "mlp":
+            if "lr" not in merged:
+                raise StudyError(f"grids.{gname} needs an lr key")
+            if "widths" in merged and ("depth" in merged or "width" in merged):
+                raise StudyError(f"grids.{gname}: give widths, or depth and width, not both")
+            if ("depth" in merged) != ("width" in merged):
+                raise StudyError(f"grids.{gname}: depth and width go together")
+            if "widths" not in merged and "depth" not in merged:
+                raise StudyError(f"grids.{gname} needs widths (hidden layer widths) or depth and width")
+        axes = []
+        for key, value in merged.items():
+            where = f"grids.{gname}.{key}"
+            if key == "data":
+                axes.extend(_data_axes(where, value))
+                continue
+            is_axis = key != "widths" or (isinstance(value, list) and bool(value)
+                                          and isinstance(value[0], list))
+            vals = _axis_values(where, value, list_is_axis=is_axis)
+            if not vals:
+                raise StudyError(f"{where} is an empty axis")
+            axes.append((key, [keys[key](where, v) for v in vals]))
+        spec["grids"][gname] = {"kind": kind, "axes": axes}
+    points = expand(spec)  # checks data arguments too
+    if not points:
+        raise StudyError(f"grid {name!r} has no points")
+    return spec
+
+
+def expand(spec):
+    """The grid's points: a list of flat dicts (one per training), numbered by ``point``."""
+    points = []
+    for gname, g in spec["grids"].items():
+        kind, axes = g["kind"], g["axes"]
+        _, defaults = SCHEMA[kind]
+        names = [a for a, _ in axes]
+        for combo in itertools.product(*[v for _, v in axes]):
+            p = {"grid": gname, "kind": kind, **defaults}
+            data_args = {}
+            for key, v in zip(names, combo):
+                if key.startswith("data."):
+                    if key == "data.name":
+                        p["data"] = v
+                    else:
+                        data_args[key[5:]] = v
+                else:
+                    p[key] = v
+            _check_data(f"grids.{gname}.data", p["data"], data_args)
+            p["data_args"] = dict(sorted(data_args.items()))
+            if kind == "mlp":
+                if "depth" in p:
+                    p["widths"] = [p.pop("width")] * (p.pop("depth") - 1)
+                p["depth"] = len(p["widths"]) + 1
+                if p["batchnorm"] and p["depth"] < 2:
+                    raise StudyError(f"grids.{gname}: batchnorm needs at least one hidden layer")
+            p["point"] = len(points)
+            points.append(p)
+    return points
