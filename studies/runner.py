@@ -113,9 +113,12 @@ def check_data(chunks):
 # computing one chunk
 
 def _config_columns(p):
-    """A point's configuration as flat scalar columns (lists as text, data arguments prefixed)."""
+    """A point's configuration as flat scalar columns (lists as text, data arguments prefixed
+    ``data_``; the ``loss`` key is stored as ``loss_fn``, since ``loss`` is the measured value)."""
     cols = {}
     for k, v in p.items():
+        if k == "loss":
+            k = "loss_fn"
         if k == "data_args":
             for a, av in v.items():
                 cols[f"data_{a}"] = json.dumps(av) if isinstance(av, (list, dict)) else av
@@ -131,6 +134,8 @@ def _with_config(df, points, index_col):
     conf = pd.DataFrame([_config_columns(p) for p in points])
     idx = df[index_col].to_numpy()
     out = {c: conf[c].to_numpy()[idx] for c in conf.columns}
+    clash = set(out) & set(df.columns)
+    assert not clash, f"configuration and result columns clash: {clash}"
     out.update({c: df[c].to_numpy() for c in df.columns if c != index_col})
     return pd.DataFrame(out)
 
