@@ -128,8 +128,12 @@ def main(argv=None):
             path = report(args.dir)
             print(path)
             return 0
+        if args.backend != "dask" and (args.scheduler is not None or args.workers is not None):
+            raise StudyError("--scheduler and --workers go with --backend dask")
         if args.workers is not None and args.workers < 1:
             raise StudyError(f"--workers must be >= 1, got {args.workers}")
+        if args.scheduler is not None and args.workers is not None:
+            raise StudyError("give --scheduler (an existing cluster) or --workers (a local one), not both")
         if args.out is not None and args.target == "all":
             raise StudyError("--out names one run's directory; with 'all' each study writes "
                              "reports/<study>-<preset>")

@@ -275,7 +275,7 @@ def _run_dask(todo, store, total, scheduler, workers, quiet, desc):
     try:
         if scheduler is not None:
             try:
-                client = Client(scheduler, timeout="10s")
+                client = Client(scheduler, timeout="5s")
             except (OSError, TimeoutError) as e:
                 raise StudyError(f"cannot reach the Dask scheduler at {scheduler!r}: {e}") from None
         else:
