@@ -21,8 +21,9 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 dev: $(VENV)/.dev
 
+# every study's quick preset (reports/<study>-quick/report.html); ends with reports/index.html
 demo: $(VENV)/.installed
-	$(BIN)/python -m simcore.demo
+	$(BIN)/python -m studies run all --preset quick
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q

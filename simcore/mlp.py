@@ -377,6 +377,23 @@ class MLP:
         out = predict_kernel(theta, self.layout, self._act, self._loss, X, running, mode)
         return out[:, 0] if out.shape[1] == 1 else out
 
+    def activation_inputs(self, params, X, state=None):
+        """The input of each hidden layer's activation function, :math:`y_l` (the batch-normalised
+        :math:`z_l` with batch norm, :math:`z_l` without): one (n, sizes[l]) array per hidden
+        layer. Batch-norm modes as in :meth:`predict`. Ioffe and Szegedy track these (their
+        Figure 1: a last-hidden-layer sigmoid input over training)."""
+        theta = self.pack(params)
+        X = _validate.array("X", X, ndim=2, dtype=self.dtype)
+        if X.shape[1] != self.sizes[0]:
+            raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
+        if self.batchnorm and state is None and X.shape[0] < 2:
+            raise ValueError("X must have at least 2 rows when batchnorm=True and no state is given")
+        running = (self._pack_state(state, update=False) if state is not None
+                   else np.empty(self.n_running, self.dtype))
+        mode = EVAL if state is not None else TRAIN_NO_UPDATE
+        acts, pre, post, xhats, inv_stds = forward_kernel(theta, self.layout, self._act, X, running, mode)
+        return [np.asarray(post[l]) for l in range(self.n_layers - 1)]
+
     def __repr__(self):
         return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
                 f"batchnorm={self.batchnorm}, init={self.init_name!r}, "

@@ -670,3 +670,24 @@ def test_state_that_cannot_be_updated_in_place_raises(kind):
             v.flags.writeable = False
     with pytest.raises(ValueError, match="state"):
         net.loss_and_grad(params, X, y, state=state)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("eval_mode", [False, True])
+def test_activation_inputs_match_the_numpy_reference(bn, eval_mode):
+    net = MLP([3, 5, 4, 2], activation="sigmoid", loss="ce", batchnorm=bn)
+    params = net.init(seed=3, bias_scale=0.2)
+    X = np.random.default_rng(0).normal(size=(9, 3))
+    state = None
+    if eval_mode:
+        state = net.init_state()
+        for l in range(len(state)):
+            for k in state[l]:
+                state[l][k] = state[l][k] + (0.3 if k == "running_var" else -0.1)
+    got = net.activation_inputs(params, X, state=state)
+    _, ref = ref_forward(net, params, X, state=copy.deepcopy(state) if state is not None else None)
+    assert len(got) == 2 and [g.shape for g in got] == [(9, 5), (9, 4)]
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="X must have shape"):
+        net.activation_inputs(params, X[:, :2])
