@@ -141,8 +141,9 @@ def _with_config(df, points, index_col):
 
 
 def run_mlp_chunk(points, backend="cpu"):
-    """Train the chunk's networks in one :func:`simcore.train_grid` call; long-form rows."""
-    from simcore import MLP, train_grid
+    """Train the chunk's networks in one :func:`simcore.train_grid` call (or one per probe
+    segment); long-form rows, one per (network, recorded step, layer)."""
+    from simcore import MLP
 
     p0 = points[0]
     X, y = make_data(p0["data"], p0["data_args"])[:2]
@@ -150,32 +151,128 @@ def run_mlp_chunk(points, backend="cpu"):
     net = MLP(sizes, activation=p0["activation"], loss=p0["loss"], batchnorm=p0["batchnorm"],
               init=p0["init"], dtype=p0["dtype"])
     per = {k: np.array([p[k] for p in points]) for k in specmod.MLP_PER_NETWORK}
-    batch = None if p0["batch_size"] == "full" else min(p0["batch_size"], X.shape[0])
-    res = train_grid(net, X, y, lr=per["lr"], steps=p0["steps"], seeds=per["seed"].astype(np.uint64),
-                     init_scale=per["init_scale"], bias_scale=per["bias_scale"],
-                     optimizer=p0["optimizer"], momentum=per["momentum"], batch_size=batch,
-                     record_every=p0["record_every"], backend=backend)
-    hist = res.history()
-    G = len(points)
-    final = pd.DataFrame({"network": np.arange(G), "final_loss": res.final_loss,
-                          "diverged": res.diverged, "diverged_at": res.diverged_at,
-                          "final_accuracy": _accuracy(net, res, X, y)})
+    per["seed"] = per["seed"].astype(np.uint64)
+    if p0["probe_every"]:
+        hist, final = _train_with_probes(net, X, y, p0, per, backend)
+    else:
+        res = _train(net, X, y, p0, per, 0, p0["steps"], None, backend)
+        hist = res.history()
+        final = pd.DataFrame({"network": np.arange(len(points)), "final_loss": res.final_loss,
+                              "diverged": res.diverged, "diverged_at": res.diverged_at,
+                              "final_accuracy": _accuracy(net, res.params, res.diverged, X, y)})
     hist = hist.merge(final, on="network", how="left")
     return _with_config(hist, points, "network")
 
 
-def _accuracy(net, res, X, y):
+def _train(net, X, y, p0, per, first, steps, params0, backend, ref=None):
+    from simcore import train_grid
+
+    batch = None if p0["batch_size"] == "full" else min(p0["batch_size"], X.shape[0])
+    return train_grid(net, X, y, lr=per["lr"], steps=steps, seeds=per["seed"], params0=params0,
+                      init_scale=per["init_scale"], bias_scale=per["bias_scale"],
+                      optimizer=p0["optimizer"], momentum=per["momentum"], batch_size=batch,
+                      record_every=p0["record_every"], divergence_ref=ref, backend=backend)
+
+
+def _subset(params, idx):
+    return [{k: v[idx] for k, v in layer.items()} for layer in params]
+
+
+PROBE_COLUMNS = ("sharpness", "preact_p15", "preact_p50", "preact_p85")
+
+
+def _probe(net, params, X, y, p0, seed):
+    """Probe values of the G networks in ``params`` (stacked): sharpness (largest Hessian
+    eigenvalue, compiled power iteration over all of them) and the 15/50/85th percentiles over
+    samples of unit 0 of the last hidden layer's activation input."""
+    G = len(params[0]["W"])
+    out = {c: np.full(G, np.nan) for c in PROBE_COLUMNS}
+    if p0["track_sharpness"]:
+        from simcore.hessian import sharpness
+        out["sharpness"] = np.asarray(sharpness(net, params, X, y, seed=seed), dtype=float)
+    if p0["track_preact"]:
+        for g in range(G):
+            u = net.activation_inputs([{k: v[g] for k, v in layer.items()} for layer in params], X)[-1][:, 0]
+            out["preact_p15"][g], out["preact_p50"][g], out["preact_p85"][g] = np.percentile(u, [15, 50, 85])
+    return out
+
+
+def _train_with_probes(net, X, y, p0, per, backend):
+    """Full-batch gradient descent in segments of ``probe_every`` steps, probing between them.
+
+    Gradient descent carries no state but the parameters, so the segments continue the same
+    trajectory as one call would; the record at a segment's first step repeats the previous
+    segment's last and is dropped. A network that diverges stays frozen at that step: it is
+    left out of later segments (its rows end there, as in one call).
+    """
+    from simcore.grid import initial_params
+
+    G = per["lr"].size
+    steps, every = p0["steps"], p0["probe_every"]
+    alive = np.arange(G)
+    params = initial_params(net, per["seed"], per["init_scale"], per["bias_scale"])
+    probes = [_probe_frame(net, params, X, y, p0, alive, 0)]
+    final_loss, diverged_at = np.full(G, np.nan), np.full(G, -1, np.int64)
+    final_params = [None] * G
+    loss0 = None      # each network's initial loss: the divergence test of every segment uses it
+    frames = []
+    start = 0
+    while start < steps and alive.size:
+        seg = min(every, steps - start)
+        sub = {k: v[alive] for k, v in per.items()}
+        res = _train(net, X, y, p0, sub, start, seg, params, backend,
+                     ref=None if loss0 is None else loss0[alive])
+        h = res.history()
+        if loss0 is None:
+            at0 = h[(h["step"] == 0) & (h["layer"] == 1)].set_index("network")["loss"]
+            loss0 = np.abs(at0.reindex(np.arange(G)).to_numpy(dtype=float))
+        h["network"] = alive[h["network"].to_numpy()]
+        h["step"] += start
+        if start > 0:
+            h = h[h["step"] > start]
+        frames.append(h)
+        final_loss[alive] = res.final_loss
+        hit = res.diverged
+        diverged_at[alive[hit]] = res.diverged_at[hit] + start
+        for c, g in enumerate(alive):
+            final_params[g] = [{k: v[c] for k, v in layer.items()} for layer in res.params]
+        keep = ~hit
+        params = _subset(res.params, np.flatnonzero(keep))
+        alive = alive[keep]
+        start += seg
+        if alive.size:
+            probes.append(_probe_frame(net, params, X, y, p0, alive, start))
+    hist = pd.concat(frames, ignore_index=True)
+    hist = hist.merge(pd.concat(probes, ignore_index=True), on=["network", "step"], how="left")
+    hist = hist.sort_values(["network", "step", "layer"], kind="stable").reset_index(drop=True)
+    diverged = diverged_at >= 0
+    acc = np.full(G, np.nan)
+    for g in range(G):
+        if not diverged[g]:
+            acc[g] = _accuracy(net, [{k: v[None] for k, v in layer.items()} for layer in final_params[g]],
+                               np.zeros(1, bool), X, y)[0]
+    final = pd.DataFrame({"network": np.arange(G), "final_loss": final_loss, "diverged": diverged,
+                          "diverged_at": diverged_at, "final_accuracy": acc})
+    return hist, final
+
+
+def _probe_frame(net, params, X, y, p0, networks, step):
+    vals = _probe(net, params, X, y, p0, seed=step)
+    return pd.DataFrame({"network": networks, "step": np.full(networks.size, step, np.int64), **vals})
+
+
+def _accuracy(net, stacked, diverged, X, y):
     """Training accuracy of each network at its final parameters (NaN for regression and for
     diverged networks); batch norm in training mode (the full data set's statistics)."""
-    G = len(res.final_loss)
+    G = len(diverged)
     acc = np.full(G, np.nan)
     if net.loss not in CLASSIFICATION_LOSSES:
         return acc
     y = np.asarray(y)
     for g in range(G):
-        if res.diverged[g]:
+        if diverged[g]:
             continue
-        params = [{k: v[g] for k, v in layer.items()} for layer in res.params]
+        params = [{k: v[g] for k, v in layer.items()} for layer in stacked]
         out = net.predict(params, X)
         if not np.isfinite(out).all():
             continue

@@ -115,10 +115,15 @@ MLP_KEYS = {
     "record_every": _int(1),
     "seed": _int(0),
     "dtype": _str_in(("float32", "float64")),
+    # probes: measurements between segments of training (full-batch gd only, see runner)
+    "probe_every": _int(0),
+    "track_sharpness": _bool,
+    "track_preact": _bool,
 }
 MLP_DEFAULTS = {"activation": "tanh", "loss": "bce", "init": "glorot", "init_scale": 1.0,
                 "bias_scale": 0.0, "batchnorm": False, "optimizer": "gd", "momentum": 0.0,
-                "batch_size": "full", "steps": 200, "record_every": 10, "seed": 0, "dtype": "float64"}
+                "batch_size": "full", "steps": 200, "record_every": 10, "seed": 0, "dtype": "float64",
+                "probe_every": 0, "track_sharpness": False, "track_preact": False}
 # per-network values: points that differ only in these share one train_grid call
 MLP_PER_NETWORK = ("lr", "seed", "init_scale", "bias_scale", "momentum")
 
@@ -190,6 +195,27 @@ def _check_data(where, name, args):
         if key not in allowed or key == "return_info":
             raise StudyError(f"{where}: {key!r} is not an argument of data set {name!r}; it takes "
                              f"{sorted(k for k in allowed if k != 'return_info')}")
+
+
+def _check_probes(where, p):
+    """Probes split training into segments of ``probe_every`` steps; that is exact only for
+    full-batch gradient descent (no optimizer state, no minibatch order to carry over)."""
+    tracking = p["track_sharpness"] or p["track_preact"]
+    if not tracking and p["probe_every"] == 0:
+        return
+    if tracking and p["probe_every"] == 0:
+        raise StudyError(f"{where}: track_sharpness/track_preact need probe_every >= 1 (steps between probes)")
+    if not tracking:
+        raise StudyError(f"{where}: probe_every is set but nothing is tracked "
+                         f"(track_sharpness or track_preact)")
+    if p["optimizer"] not in ("gd", "sgd") or p["batch_size"] != "full":
+        raise StudyError(f"{where}: probes need full-batch gradient descent (optimizer = \"gd\", "
+                         f"batch_size = \"full\"), got optimizer {p['optimizer']!r}, batch_size {p['batch_size']!r}")
+    if p["probe_every"] % p["record_every"]:
+        raise StudyError(f"{where}: probe_every ({p['probe_every']}) must be a multiple of record_every "
+                         f"({p['record_every']})")
+    if p["track_preact"] and p["depth"] < 2:
+        raise StudyError(f"{where}: track_preact needs a hidden layer")
 
 
 def load(path_or_text, name=None):
@@ -299,6 +325,7 @@ def expand(spec):
                 p["depth"] = len(p["widths"]) + 1
                 if p["batchnorm"] and p["depth"] < 2:
                     raise StudyError(f"grids.{gname}: batchnorm needs at least one hidden layer")
+                _check_probes(f"grids.{gname}", p)
             p["point"] = len(points)
             points.append(p)
     return points

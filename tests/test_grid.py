@@ -897,3 +897,18 @@ def test_telemetry_std_of_nearly_constant_values_far_from_zero():
     row = h[(h.step == 0) & (h.layer == 2)].iloc[0]
     assert row.preact_mean == pytest.approx(z2.mean(), rel=1e-12)
     assert abs(row.preact_std - z2.std()) <= 1e-9 * max(z2.std(), 1e-300) + 1e-12 * abs(z2.mean())
+
+
+def test_initial_params_are_what_train_grid_starts_from():
+    net = simcore.MLP([3, 5, 2], activation="tanh", loss="ce", init="he")
+    seeds = np.array([4, 9, 11])
+    stacked = simcore.grid.initial_params(net, seeds, init_scale=[1.0, 0.5, 2.0], bias_scale=0.3)
+    for g, (seed, scale) in enumerate(zip(seeds, [1.0, 0.5, 2.0])):
+        ref = net.init(int(seed), scale=scale, bias_scale=0.3)
+        for layer, r in zip(stacked, ref):
+            for k in r:
+                np.testing.assert_array_equal(layer[k][g], r[k])
+    with pytest.raises(ValueError, match="init_scale and bias_scale must be >= 0"):
+        simcore.grid.initial_params(net, seeds, init_scale=-1.0)
+    with pytest.raises(ValueError, match="net must be an MLP"):
+        simcore.grid.initial_params("net", seeds)

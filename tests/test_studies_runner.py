@@ -306,3 +306,54 @@ def test_list_names_every_study(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "convergence" in out and "perceptron" in out
+
+
+PROBED = """
+chunk_size = 8
+[grids.g]
+data = {name = "moons", n = 48}
+widths = [5, 4]
+activation = "tanh"
+loss = "mse"
+steps = 23
+record_every = 2
+lr = [0.5, 4.0, 1e4]
+seed = {range = 2}
+"""
+
+
+def test_probes_keep_the_trajectory_of_one_call(tmp_path):
+    plain = specmod.load(write(tmp_path, PROBED))
+    probed = specmod.load(write(tmp_path, PROBED + "probe_every = 6\ntrack_preact = true\n", "p.toml"))
+    runner.run(plain, tmp_path / "plain", quiet=True)
+    runner.run(probed, tmp_path / "probed", quiet=True)
+    a, b = runner.results(plain, tmp_path / "plain"), runner.results(probed, tmp_path / "probed")
+    assert b["diverged"].any()                     # lr = 1e4 diverges: frozen, rows end there
+    cols = [c for c in a.columns if c not in ("probe_every", "track_preact", "chunk")]
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_dtype=False)
+    probes = b.dropna(subset=["preact_p50"]).drop_duplicates(["point", "step"])
+    alive = probes[~probes["diverged"]]
+    assert sorted(alive["step"].unique()) == [0, 6, 12, 18, 23]
+    # the probe equals a direct computation from the stored configuration
+    from simcore import MLP
+    from simcore.grid import initial_params
+    X, y = runner.make_data("moons", {"n": 48})
+    net = MLP([2, 5, 4, 1], activation="tanh", loss="mse")
+    first = alive[alive["step"] == 0].iloc[0]
+    params = initial_params(net, [int(first["seed"])])
+    u = net.activation_inputs([{k: v[0] for k, v in layer.items()} for layer in params], X)[-1][:, 0]
+    np.testing.assert_allclose([first["preact_p15"], first["preact_p50"], first["preact_p85"]],
+                               np.percentile(u, [15, 50, 85]))
+    assert np.isnan(b["sharpness"]).all()           # not tracked
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("probe_every = 6\n", "nothing is tracked"),
+    ("track_preact = true\n", "need probe_every >= 1"),
+    ("probe_every = 5\ntrack_preact = true\n", "must be a multiple of record_every"),
+    ("probe_every = 6\ntrack_preact = true\noptimizer = 'adam'\n", "probes need full-batch gradient descent"),
+    ("probe_every = 6\ntrack_preact = true\nbatch_size = 8\n", "probes need full-batch gradient descent"),
+])
+def test_probe_settings_are_checked(tmp_path, extra, message):
+    with pytest.raises(StudyError, match=message):
+        specmod.load(write(tmp_path, PROBED + extra))

@@ -15,7 +15,7 @@ from .result import GridResult
 
 BACKENDS = ("cpu",)
 
-__all__ = ["train_grid", "GridResult", "batch_order", "QUANTITIES", "LANES"]
+__all__ = ["train_grid", "initial_params", "GridResult", "batch_order", "QUANTITIES", "LANES"]
 
 
 @cpu_kernel
@@ -43,6 +43,27 @@ def _init_columns(theta, layout, uniform_init, stds, seeds, scales, bias_scales)
                 w[layout[l, OFF_BETA]:layout[l, OFF_BETA] + fo] = 0.0
         for p in range(P):
             theta[p, g] = w[p]
+
+
+def _draw_theta(m, seeds, init_scale, bias_scale):
+    """theta (P, G) of G networks of architecture ``m`` drawn as ``m.init(seed, scale, bias_scale)``."""
+    theta = np.empty((m.n_params, seeds.size), m.dtype)
+    stds = np.array([weight_std(m.init_name, fi, fo) for fi, fo in zip(m.sizes[:-1], m.sizes[1:])])
+    _init_columns(theta, m.layout, m.init_name == "uniform", stds, seeds, init_scale, bias_scale)
+    return theta
+
+
+def initial_params(net, seeds, init_scale=1.0, bias_scale=0.0):
+    """The stacked initial parameters :func:`train_grid` draws for ``seeds`` (a leading G axis;
+    network g equals ``net.init(seeds[g], init_scale[g], bias_scale[g])``)."""
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be an MLP, got {type(net).__name__}")
+    seeds = _per_network("seeds", seeds, kind=int)
+    scale = np.broadcast_to(_per_network("init_scale", init_scale), seeds.shape).copy()
+    bias = np.broadcast_to(_per_network("bias_scale", bias_scale), seeds.shape).copy()
+    if (scale < 0).any() or (bias < 0).any():
+        raise ValueError("init_scale and bias_scale must be >= 0")
+    return _unstack(net, _draw_theta(net, seeds, scale, bias))
 
 
 def run_blocks(kernel, args, G):
@@ -117,7 +138,8 @@ def _unstack(net, theta):
 
 
 def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, bias_scale=0.0,
-               optimizer="gd", momentum=0.0, batch_size=None, record_every=10, backend="cpu"):
+               optimizer="gd", momentum=0.0, batch_size=None, record_every=10, divergence_ref=None,
+               backend="cpu"):
     r"""Train G networks on the same data in one compiled call.
 
     Parameters
@@ -149,6 +171,10 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         batches of exactly ``batch_size`` (the remainder of the epoch is left out).
     record_every : int >= 1
         Telemetry every ``record_every`` steps, and at the last step.
+    divergence_ref : float or (G,) array, optional
+        The loss a network's divergence test compares with (diverged: loss non-finite or above
+        1e6 times it). Default: each network's loss at step 0. Give the first call's initial
+        loss to continue a training in several calls with the same test.
     backend : {"cpu"}
 
     Returns
@@ -188,11 +214,14 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     Y = encode_targets(first.loss, y, n, first.sizes[-1], first.dtype)
     per = {"lr": _per_network("lr", lr), "init_scale": _per_network("init_scale", init_scale),
            "bias_scale": _per_network("bias_scale", bias_scale),
-           "momentum": _per_network("momentum", momentum)}
+           "momentum": _per_network("momentum", momentum),
+           "divergence_ref": _per_network("divergence_ref", -1.0 if divergence_ref is None else divergence_ref)}
     if (per["lr"] < 0).any():
         raise ValueError(f"lr must be >= 0, got {per['lr'].min()}")
     if (per["init_scale"] < 0).any() or (per["bias_scale"] < 0).any():
         raise ValueError("init_scale and bias_scale must be >= 0")
+    if divergence_ref is not None and (per["divergence_ref"] < 0).any():
+        raise ValueError(f"divergence_ref must be >= 0, got {per['divergence_ref'].min()}")
     if ((per["momentum"] < 0) | (per["momentum"] >= 1)).any():
         raise ValueError(f"momentum must be in [0, 1), got {per['momentum']}")
     lengths = {k: v.size for k, v in per.items()}
@@ -246,10 +275,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         idx = np.asarray(idx)
         m = nets[idx[0]]
         if params0 is None:
-            theta = np.empty((m.n_params, idx.size), m.dtype)
-            stds = np.array([weight_std(m.init_name, fi, fo) for fi, fo in zip(m.sizes[:-1], m.sizes[1:])])
-            _init_columns(theta, m.layout, m.init_name == "uniform", stds, per["seeds"][idx],
-                          per["init_scale"][idx], per["bias_scale"][idx])
+            theta = _draw_theta(m, per["seeds"][idx], per["init_scale"][idx], per["bias_scale"][idx])
         elif isinstance(net, (list, tuple)):
             theta = np.empty((m.n_params, idx.size), m.dtype)
             for c, g in enumerate(idx):
@@ -262,7 +288,8 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         dv = np.empty(idx.size, np.int64)
         args = (theta, m.layout, m._act, m._loss, X, Y, np.ascontiguousarray(per["seeds"][idx]),
                 np.ascontiguousarray(per["lr"][idx]), np.ascontiguousarray(per["momentum"][idx]),
-                OPT_CODE[optimizer], steps, batch, record_every, rec_loss, rec_layer, dv, fl)
+                np.ascontiguousarray(per["divergence_ref"][idx]), OPT_CODE[optimizer], steps, batch,
+                record_every, rec_loss, rec_layer, dv, fl)
         run_blocks(train_lanes, args, idx.size)
         final_loss[idx] = fl
         diverged_at[idx] = dv

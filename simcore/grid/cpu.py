@@ -276,12 +276,14 @@ def _view(buf, base, nb, w, nl):
 
 
 @cpu_kernel
-def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, opt, steps,
+def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt, steps,
                 batch, record_every, rec_loss_all, rec_layer_all, diverged_all, final_all,
                 first_block, end_block, nl):
     """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one architecture; theta
     (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
     (R, L, NQ, G). Threads call this on disjoint ranges of blocks (it releases the GIL).
+    ``ref_all[g]`` is the loss network g's divergence test compares with (a negative value: its
+    own loss at step 0).
 
     Without batch norm a batch is processed in chunks of CHUNK samples (forward, loss and
     backward of a chunk, gradients summed over chunks), so the per-layer buffers stay in the
@@ -333,6 +335,7 @@ def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all,
     tacc = np.zeros((n_layers, 7, nl))
     loss = np.zeros(nl)
     loss0 = np.zeros(nl)
+    ref = np.zeros(nl)
     alive = np.zeros(nl, np.bool_)
     tele = np.zeros((NQ, nl))
     th = np.empty((P, nl), dt)
@@ -355,6 +358,7 @@ def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all,
             seeds[k] = seeds_all[g]
             lr[k] = lr_all[g] if k < gb else 0.0
             mom[k] = mom_all[g]
+            ref[k] = ref_all[g]
             diverged_at[k] = -1
             alive[k] = True
         c1 = 1.0
@@ -441,7 +445,7 @@ def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all,
             # --- divergence is data --------------------------------------------------------------
             if t == 0:
                 for k in range(nl):
-                    loss0[k] = loss[k]
+                    loss0[k] = loss[k] if ref[k] < 0.0 else ref[k]
             for k in range(nl):
                 ok = math.isfinite(loss[k]) and loss[k] <= DIVERGE_FACTOR * max(loss0[k], 1e-300)
                 if alive[k] and not ok:

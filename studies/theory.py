@@ -1,0 +1,996 @@
+r"""Theory values that the study reports set beside their measurements.
+
+Every number here is computed from the data and the configuration a study runs (activation,
+:math:`\sigma_w^2`, :math:`\sigma_b^2`, the design matrix, the network and its parameters), never
+typed in; see ``shared/design/SCIENCE.md`` for the claims they serve. Plain NumPy/SciPy, float64.
+
+Three groups:
+
+* **Mean-field signal propagation** (Poole et al. 2016; Schoenholz et al. 2017): the variance map
+  :math:`\mathcal{V}(q)`, its fixed point :math:`q^*`, the gradient growth factor
+  :math:`\chi_1` and the critical :math:`\sigma_w^2` where :math:`\chi_1 = 1`.
+* **Least squares** (full-batch gradient descent on a linear model with MSE): the Hessian, its
+  extreme eigenvalues, the stability threshold :math:`2/\lambda_{max}`, the best fixed step and
+  the contraction per step.
+* **Sharpness** of any loss given its gradient: Hessian-vector products by central differences,
+  power iteration and Lanczos for :math:`\lambda_{max}`, the dense Hessian of a small network.
+
+Novikoff's perceptron bound lives in :mod:`simcore.perceptron` (``novikoff_bound``, ``margin``,
+``radius``) and is not repeated here.
+
+Every public function checks its arguments and raises ``ValueError`` naming the bad one.
+
+Gaussian expectations
+---------------------
+:math:`E_{z \sim N(0,1)}[g(\sqrt{q} z)]` is computed by :func:`gaussian_expectation`: the
+integrand is folded onto :math:`z \ge 0` (:math:`g(\sqrt q z) + g(-\sqrt q z)`), so the kink
+of relu and leaky relu at 0 sits on the end of the range, and the half line
+:math:`[0, 13]` is cut into panels at two scales (width 0.25 in :math:`z`, where the Gaussian
+changes, and width 0.25 in :math:`x = \sqrt q z` near 0, where the activation changes), each
+integrated by 20-point Gauss-Legendre. For all six activations and any :math:`q` from 0 to
+1e300 it matches the closed forms (relu, leaky relu, identity) and the large-q asymptotics to
+about 1e-15 relative, and scipy's adaptive ``quad`` to 1e-10 (where they differ, at q ~ 1e6,
+``quad`` is the one that is off). Plain Gauss-Hermite quadrature
+(``hermegauss``) is not: with 200 nodes its node spacing near 0 is about 0.16, so for
+:math:`q \gtrsim 4` it misses the peak of :math:`\tanh'(\sqrt q z)^2` of width
+:math:`1/\sqrt q` (relative error 1e-6 at q = 4, 1e-3 at q = 10, 60 % at q = 100), which is where
+the critical :math:`\sigma_w^2` of sigmoid (about 16-100) lies.
+"""
+import math
+import numbers
+from collections import namedtuple
+
+import numpy as np
+from scipy import optimize
+from scipy.sparse.linalg import LinearOperator, eigsh
+
+from simcore import _validate
+from simcore.init import INITS, weight_std
+from simcore.mlp import MLP
+from simcore.scalar import LEAKY_SLOPE
+
+__all__ = [
+    "ACTIVATION_FUNCS", "gaussian_expectation", "variance_map", "variance_trajectory", "q_star",
+    "chi_1", "critical_sigma_w2", "depth_scale", "log_gradient_growth", "sigma_w2_of_init",
+    "sigmoid_derivative_bound", "sigmoid_gradient_bound",
+    "ls_design", "ls_hessian", "ls_spectrum", "ls_threshold", "ls_optimal_step",
+    "ls_contraction", "ls_optimal_contraction", "ls_condition_number", "ls_solution",
+    "LSSolution",
+    "hessian_vector_product", "exact_hessian", "sharpness_power_iteration", "sharpness_lanczos",
+    "mlp_grad_fn", "mlp_sharpness",
+]
+
+
+# ============================================================================================
+# Activations: vectorised NumPy twins of simcore.scalar's formulas
+# ============================================================================================
+
+def _identity(z):
+    return np.asarray(z, dtype=np.float64) * 1.0
+
+
+def _identity_grad(z):
+    return np.ones_like(np.asarray(z, dtype=np.float64))
+
+
+def _sigmoid(z):
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(-np.abs(z))  # never overflows
+    r = 1.0 / (1.0 + e)
+    return np.where(z >= 0, r, e * r)
+
+
+def _sigmoid_grad(z):
+    s = _sigmoid(z)
+    return s * (1.0 - s)
+
+
+def _tanh(z):
+    return np.tanh(np.asarray(z, dtype=np.float64))
+
+
+def _tanh_grad(z):
+    t = _tanh(z)
+    return 1.0 - t * t
+
+
+def _relu(z):
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(z > 0, z, 0.0)
+
+
+def _relu_grad(z):
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(z > 0, 1.0, 0.0)  # 0 at z = 0, PyTorch's convention
+
+
+def _leaky_relu(z):
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(z > 0, z, LEAKY_SLOPE * z)
+
+
+def _leaky_relu_grad(z):
+    z = np.asarray(z, dtype=np.float64)
+    return np.where(z > 0, 1.0, LEAKY_SLOPE)
+
+
+def _softplus(z):
+    z = np.asarray(z, dtype=np.float64)
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
+
+
+#: name -> (f, f') as vectorised NumPy functions of the pre-activation z (float64), with the same
+#: formulas and conventions as :mod:`simcore.scalar` (leaky slope ``LEAKY_SLOPE`` = 0.01,
+#: relu'(0) = 0, softplus' = sigmoid).
+ACTIVATION_FUNCS = {
+    "identity": (_identity, _identity_grad),
+    "sigmoid": (_sigmoid, _sigmoid_grad),
+    "tanh": (_tanh, _tanh_grad),
+    "relu": (_relu, _relu_grad),
+    "leaky_relu": (_leaky_relu, _leaky_relu_grad),
+    "softplus": (_softplus, _sigmoid),
+}
+
+
+# ============================================================================================
+# Argument checks
+# ============================================================================================
+
+def _activation(name):
+    return _validate.choice("activation", name, ACTIVATION_FUNCS)
+
+
+def _nonneg(name, value):
+    return _validate.real(name, value, 0.0)
+
+
+def _positive(name, value):
+    return _validate.real(name, value, 0.0, strict_minimum=True)
+
+
+def _q_value(name, q):
+    """A variance: a real number in [0, inf] (inf allowed, NaN not)."""
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or math.isnan(q) or q < 0:
+        raise ValueError(f"{name} must be a real number >= 0 (inf allowed), got {q!r}")
+    return float(q)
+
+
+# ============================================================================================
+# Gaussian expectations
+# ============================================================================================
+
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(20)
+_Z_MAX = 13.0        # phi(13) ~ 1e-37: the Gaussian tail beyond is negligible for any f^2 here
+_PANEL = 0.25        # panel width, in z (Gaussian scale) and in x = sqrt(q) z (activation scale)
+_X_EDGES = np.concatenate([np.arange(0.0, 8.0, _PANEL), np.geomspace(8.0, 128.0, 17)])
+_Z_EDGES = np.linspace(0.0, _Z_MAX, int(round(_Z_MAX / _PANEL)) + 1)
+_Q_TINY = float(np.finfo(np.float64).tiny)  # q -> 0+ limit
+_Q_HUGE = 1e300                              # q -> inf limit
+
+
+def _half_line_rule(sqrt_q):
+    """Nodes z in (0, Z_MAX) and weights w (Gauss-Legendre weight times phi(z)) on the panels."""
+    edges = _Z_EDGES
+    if sqrt_q > 0:
+        fine = _X_EDGES / sqrt_q
+        edges = np.union1d(edges, fine[fine < _Z_MAX])
+    a, b = edges[:-1, None], edges[1:, None]
+    half = 0.5 * (b - a)
+    z = (a + b) * 0.5 + half * _GL_X
+    w = half * _GL_W * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return z.ravel(), w.ravel()
+
+
+def gaussian_expectation(func, q=1.0):
+    r"""The Gaussian average :math:`E_{z \sim N(0,1)}[g(\sqrt{q}\, z)]`.
+
+    .. math::
+        E[g(\sqrt q z)] = \int_0^\infty \big(g(\sqrt q z) + g(-\sqrt q z)\big)\,
+        \frac{e^{-z^2/2}}{\sqrt{2\pi}}\, dz,
+
+    by composite Gauss-Legendre quadrature on panels at the Gaussian's scale and at the
+    activation's scale (see the module docstring); a kink of ``func`` at 0 (relu) sits on the
+    end of the range, so it costs no accuracy. For ``q = 0`` the value is ``g(0)``.
+
+    Parameters
+    ----------
+    func : callable
+        Vectorised: maps a float64 array to an array of the same shape.
+    q : float >= 0
+        Variance of the argument, up to 1e300 (finite).
+
+    Returns
+    -------
+    float
+    """
+    if not callable(func):
+        raise ValueError(f"func must be a callable of an array, got {type(func).__name__}")
+    q = _q_value("q", q)
+    if not q <= _Q_HUGE:
+        raise ValueError(f"q must be finite and <= {_Q_HUGE:g}, got {q}")
+    if q == 0.0:
+        return float(np.asarray(func(np.zeros(1)), dtype=np.float64).reshape(-1)[0])
+    s = math.sqrt(q)
+    z, w = _half_line_rule(s)
+    x = s * z
+    vals = np.asarray(func(x), dtype=np.float64) + np.asarray(func(-x), dtype=np.float64)
+    return float(np.dot(w, vals))
+
+
+def _mean_f2(activation, q):
+    f = ACTIVATION_FUNCS[activation][0]
+    return gaussian_expectation(lambda x: f(x) ** 2, q)
+
+
+def _mean_df2(activation, q):
+    """E[f'(sqrt(q) z)^2], with q = 0 and q = inf read as the limits q -> 0+ and q -> inf."""
+    df = ACTIVATION_FUNCS[activation][1]
+    q = min(max(q, _Q_TINY), _Q_HUGE)
+    return gaussian_expectation(lambda x: df(x) ** 2, q)
+
+
+# ============================================================================================
+# Mean-field theory
+# ============================================================================================
+
+def variance_map(activation, q, sigma_w2, sigma_b2):
+    r"""The length map of mean-field theory (Poole et al. 2016, eq. 3).
+
+    .. math:: \mathcal{V}(q) = \sigma_w^2\, E_{z \sim N(0,1)}\big[f(\sqrt{q}\, z)^2\big] + \sigma_b^2
+
+    the variance of a pre-activation of layer :math:`l+1` when those of layer :math:`l` have
+    variance :math:`q`, for weights :math:`N(0, \sigma_w^2/\text{fan\_in})` and biases
+    :math:`N(0, \sigma_b^2)` in the wide limit.
+
+    Parameters
+    ----------
+    activation : str
+        A key of :data:`ACTIVATION_FUNCS`.
+    q : float >= 0 or array_like of them
+    sigma_w2, sigma_b2 : float >= 0
+
+    Returns
+    -------
+    float, or an array shaped like ``q``.
+    """
+    activation = _activation(activation)
+    sigma_w2 = _nonneg("sigma_w2", sigma_w2)
+    sigma_b2 = _nonneg("sigma_b2", sigma_b2)
+    if np.ndim(q) == 0:
+        q = _q_value("q", q.item() if isinstance(q, np.generic) else q)
+        if math.isinf(q):
+            raise ValueError("q must be finite")
+        return sigma_w2 * _mean_f2(activation, q) + sigma_b2
+    qs = _validate.array("q", q, min_rows=0, dtype=np.float64)
+    if (qs < 0).any():
+        raise ValueError("q must hold values >= 0")
+    out = np.array([sigma_w2 * _mean_f2(activation, float(v)) + sigma_b2 for v in qs.ravel()])
+    return out.reshape(qs.shape)
+
+
+def variance_trajectory(activation, sigma_w2, sigma_b2, q0, depth):
+    r"""The pre-activation variances :math:`q^0, q^1 = \mathcal{V}(q^0), \dots, q^{depth}`.
+
+    The finite-depth prediction: :math:`q^0` is the variance of the first layer's
+    pre-activations (for inputs :math:`x` it is :math:`\sigma_w^2 \|x\|^2/d + \sigma_b^2`).
+
+    Returns
+    -------
+    (depth + 1,) float64 array
+    """
+    activation = _activation(activation)
+    sigma_w2 = _nonneg("sigma_w2", sigma_w2)
+    sigma_b2 = _nonneg("sigma_b2", sigma_b2)
+    q0 = _nonneg("q0", q0)
+    depth = _validate.integer("depth", depth, minimum=0)
+    qs = np.empty(depth + 1)
+    qs[0] = q0
+    for l in range(depth):
+        qs[l + 1] = (sigma_w2 * _mean_f2(activation, qs[l]) + sigma_b2
+                     if qs[l] <= _Q_HUGE else np.inf)
+    return qs
+
+
+_FIXED_RTOL = 1e-13  # |V(q0) - q0| <= this * q0 reads as "q0 is a fixed point"
+
+
+def q_star(activation, sigma_w2, sigma_b2, q0=1.0, q_floor=1e-10, q_ceiling=1e8):
+    r"""The fixed point :math:`q^* = \mathcal{V}(q^*)` that the iteration
+    :math:`q^{l+1} = \mathcal{V}(q^l)` reaches from :math:`q^0` (Poole et al. 2016).
+
+    :math:`\mathcal{V}` is non-decreasing in :math:`q` for all six activations, so the iterates
+    move monotonically towards the nearest fixed point in the direction of
+    :math:`\mathcal{V}(q^0) - q^0`. That root is bracketed by geometric steps and refined by
+    Brent's method (no slow iteration near criticality).
+
+    Returned values
+    ---------------
+    * a finite :math:`q^* > 0`: the attracting fixed point (for tanh, sigmoid and softplus with
+      :math:`\sigma_b^2 > 0`, and relu-like maps with :math:`\sigma_w^2 c < 1`, it is unique);
+    * ``0.0`` when the iterates decay to 0: :math:`f(0) = 0`, :math:`\sigma_b^2 = 0` and the map
+      contracts (tanh with :math:`\sigma_w^2 \le 1`, relu with :math:`\sigma_w^2 < 2`, identity
+      with :math:`\sigma_w^2 < 1`); fixed points below ``q_floor`` are also reported as 0;
+    * ``np.inf`` when the iterates grow without bound (no finite fixed point above
+      :math:`q^0`): relu with :math:`\sigma_w^2 > 2`, or :math:`\sigma_w^2 = 2` and
+      :math:`\sigma_b^2 > 0`; softplus with :math:`\sigma_w^2 \ge 2` (at 2,
+      :math:`\mathcal{V}(q) - q \sim C/\sqrt{q} > 0`: slow but unbounded growth); identity with
+      :math:`\sigma_w^2 > 1`. A fixed point above ``q_ceiling`` is reported as ``inf`` too;
+    * ``q0`` itself when :math:`\mathcal{V}(q^0) = q^0` to 1e-13 relative: in particular when
+      every :math:`q` is a fixed point (relu with :math:`\sigma_w^2 = 2, \sigma_b^2 = 0`, He's
+      initialisation; leaky relu at :math:`\sigma_w^2 = 2/(1 + 0.01^2)`; identity with
+      :math:`\sigma_w^2 = 1, \sigma_b^2 = 0`), the variance stays where it started.
+
+    Parameters
+    ----------
+    activation : str
+    sigma_w2, sigma_b2 : float >= 0
+    q0 : float >= 0
+        Variance of the first layer's pre-activations (the start of the iteration).
+    q_floor, q_ceiling : float
+        ``0 < q_floor < q_ceiling``: the range in which a fixed point is resolved.
+
+    Returns
+    -------
+    float in [0, inf]
+    """
+    activation = _activation(activation)
+    sigma_w2 = _nonneg("sigma_w2", sigma_w2)
+    sigma_b2 = _nonneg("sigma_b2", sigma_b2)
+    q0 = _nonneg("q0", q0)
+    q_floor = _positive("q_floor", q_floor)
+    q_ceiling = _positive("q_ceiling", q_ceiling)
+    if q_ceiling <= q_floor:
+        raise ValueError(f"q_ceiling must be > q_floor={q_floor}, got {q_ceiling}")
+
+    def V(q):
+        return sigma_w2 * _mean_f2(activation, q) + sigma_b2
+
+    def g(q):
+        return V(q) - q
+
+    def root(lo, hi):
+        return optimize.brentq(g, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=300)
+
+    g0 = g(q0)
+    if abs(g0) <= _FIXED_RTOL * q0:  # V = identity map (to rounding): q stays at q0
+        return q0
+    if g0 > 0:  # the iterates increase: smallest fixed point above q0
+        lo, hi = q0, max(q0 + g0, 2.0 * q0)
+        while hi <= q_ceiling:
+            ghi = g(hi)
+            if ghi == 0.0:
+                return hi
+            if ghi < 0:
+                return root(lo, hi)
+            lo, hi = hi, max(2.0 * hi, hi + ghi)
+        return math.inf
+    # the iterates decrease: largest fixed point below q0; V(q) >= q* for q >= q*
+    hi, lo = q0, min(0.5 * q0, q0 + g0)
+    while lo >= q_floor:
+        glo = g(lo)
+        if glo == 0.0:
+            return lo
+        if glo > 0:
+            return root(lo, hi)
+        hi, lo = lo, min(0.5 * lo, lo + glo)
+    if g(0.0) > 0:  # f(0) != 0 or sigma_b2 > 0: a fixed point in (0, hi)
+        return root(0.0, hi)
+    return 0.0
+
+
+def chi_1(activation, sigma_w2, sigma_b2, q=None):
+    r"""The gradient growth factor per layer (Schoenholz et al. 2017, eq. 5; Poole et al.'s
+    :math:`\chi_1`):
+
+    .. math:: \chi_1 = \sigma_w^2\, E_{z \sim N(0,1)}\big[f'(\sqrt{q^*}\, z)^2\big]
+
+    the factor that multiplies the expected squared norm of the backpropagated gradient per
+    layer. :math:`\chi_1 < 1`: ordered phase, gradients vanish; :math:`> 1`: chaotic, they
+    explode. At :math:`q^* = 0` (or ``inf``) the limit :math:`q \to 0^+` (:math:`\to \infty`)
+    is used: :math:`\sigma_w^2 f'(0)^2` for smooth f, and :math:`\sigma_w^2 (1 + a^2)/2` for
+    (leaky) relu on every branch.
+
+    Parameters
+    ----------
+    activation : str
+    sigma_w2, sigma_b2 : float >= 0
+    q : float >= 0 or inf, optional
+        The variance to evaluate at; default :func:`q_star` ``(activation, sigma_w2, sigma_b2)``.
+
+    Returns
+    -------
+    float
+    """
+    activation = _activation(activation)
+    sigma_w2 = _nonneg("sigma_w2", sigma_w2)
+    sigma_b2 = _nonneg("sigma_b2", sigma_b2)
+    q = q_star(activation, sigma_w2, sigma_b2) if q is None else _q_value("q", q)
+    return sigma_w2 * _mean_df2(activation, q)
+
+
+def critical_sigma_w2(activation, sigma_b2, max_sigma_w2=1e6):
+    r"""The edge of chaos: the :math:`\sigma_w^2` at which :math:`\chi_1 = 1`, by Brent's method.
+
+    .. math:: \sigma_w^2\, E\big[f'(\sqrt{q^*(\sigma_w^2, \sigma_b^2)}\, z)^2\big] = 1
+
+    tanh with :math:`\sigma_b^2 = 0`: 1; relu: 2 for any :math:`\sigma_b^2` (He's
+    initialisation), since :math:`E[\mathrm{relu}'^2] = 1/2` at every q; identity: 1;
+    leaky relu: :math:`2/(1 + 0.01^2)`; tanh with :math:`\sigma_b^2 > 0`: above 1.
+
+    Parameters
+    ----------
+    activation : str
+    sigma_b2 : float >= 0
+    max_sigma_w2 : float
+        Search bound; ValueError if :math:`\chi_1 < 1` up to it.
+
+    Returns
+    -------
+    float
+    """
+    activation = _activation(activation)
+    sigma_b2 = _nonneg("sigma_b2", sigma_b2)
+    max_sigma_w2 = _positive("max_sigma_w2", max_sigma_w2)
+
+    def h(sw):
+        return chi_1(activation, sw, sigma_b2) - 1.0
+
+    lo, hi = 0.0, 1.0  # chi_1 = 0 at sigma_w2 = 0
+    while h(hi) < 0:
+        lo, hi = hi, 2.0 * hi
+        if hi > max_sigma_w2:
+            raise ValueError(f"chi_1 stays below 1 for sigma_w2 up to max_sigma_w2={max_sigma_w2} "
+                             f"(activation={activation!r}, sigma_b2={sigma_b2})")
+    return optimize.brentq(h, lo, hi, xtol=1e-13, rtol=4 * np.finfo(float).eps, maxiter=300)
+
+
+def depth_scale(activation, sigma_w2, sigma_b2):
+    r"""The gradient depth scale :math:`\xi_\nabla = -1/\ln \chi_1` (Schoenholz et al. 2017).
+
+    :math:`E\|\nabla_{W_l}\|^2 \propto \chi_1^{L-l} = e^{-(L-l)/\xi_\nabla}`: positive in the
+    ordered phase (gradients decay over :math:`\xi_\nabla` layers), negative in the chaotic
+    phase (they grow over :math:`|\xi_\nabla|` layers), ``inf`` at :math:`\chi_1 = 1`.
+    """
+    c = chi_1(activation, sigma_w2, sigma_b2)
+    if c == 1.0:
+        return math.inf
+    if c == 0.0:
+        return 0.0
+    return -1.0 / math.log(c)
+
+
+def log_gradient_growth(activation, sigma_w2, sigma_b2):
+    r"""The predicted slope of :math:`\ln \|\partial L/\partial W_l\|` per layer, moving from the
+    output towards the input: :math:`\ln\sqrt{\chi_1} = \tfrac12 \ln \chi_1`.
+
+    Negative in the ordered phase (vanishing), positive in the chaotic phase (exploding), 0 at
+    the edge of chaos; ``-inf`` when :math:`\chi_1 = 0`.
+    """
+    c = chi_1(activation, sigma_w2, sigma_b2)
+    return 0.5 * math.log(c) if c > 0 else -math.inf
+
+
+def sigma_w2_of_init(init, fan_in, fan_out=None, scale=1.0):
+    r"""The :math:`\sigma_w^2` (weight variance times fan-in) of simcore's initialisations.
+
+    .. math:: \sigma_w^2 = \text{fan\_in} \cdot \mathrm{Var}(W_{ij})
+
+    glorot: :math:`2\,\text{fan\_in}/(\text{fan\_in} + \text{fan\_out})` (1 for square layers),
+    he: 2, lecun and normal: 1, uniform :math:`U[\pm 1/\sqrt{\text{fan\_in}}]`: 1/3; all times
+    ``scale**2`` (``MLP.init(scale=...)``). From :func:`simcore.init.weight_std`.
+
+    Parameters
+    ----------
+    init : str
+        One of ``simcore.init.INITS``.
+    fan_in : int >= 1
+    fan_out : int >= 1, optional
+        Defaults to ``fan_in`` (a square hidden layer).
+    scale : float >= 0
+    """
+    init = _validate.choice("init", init, INITS)
+    fan_in = _validate.integer("fan_in", fan_in, minimum=1)
+    fan_out = fan_in if fan_out is None else _validate.integer("fan_out", fan_out, minimum=1)
+    scale = _nonneg("scale", scale)
+    return fan_in * (scale * weight_std(init, fan_in, fan_out)) ** 2
+
+
+def sigmoid_derivative_bound():
+    r"""The maximum of :math:`\sigma'(z) = \sigma(z)(1 - \sigma(z))`: :math:`\sigma'(0) = 1/4`.
+
+    :math:`\sigma(1-\sigma)` is a downward parabola in :math:`\sigma \in (0,1)` with its top at
+    :math:`\sigma = 1/2`, i.e. :math:`z = 0`; evaluated here through :data:`ACTIVATION_FUNCS`.
+    """
+    return float(_sigmoid_grad(0.0))
+
+
+def sigmoid_gradient_bound(n_layers, weight_norms=None):
+    r"""Upper bound on how much backprop through ``n_layers`` sigmoid layers can scale a gradient.
+
+    With :math:`\delta_{l-1} = (\delta_l W_l^T) \odot \sigma'(z_{l-1})` (rows are samples) and
+    :math:`0 < \sigma' \le 1/4`,
+
+    .. math::
+        \|\delta_{l-n}\|_F \le \Big(\tfrac14\Big)^{n} \prod_{k} \|W_k\|_2\; \|\delta_l\|_F,
+
+    the product running over the ``n`` weight matrices crossed (spectral norms). For one sample,
+    :math:`\partial L/\partial b_l = \delta_l`, so this bounds
+    :math:`\|\partial L/\partial b_{early}\| / \|\partial L/\partial b_{late}\|`;
+    :math:`\|\partial L/\partial W_l\| = \|a_{l-1}^T \delta_l\|` carries the activations' norms
+    besides. For an MLP with L dense layers, the output delta reaches layer 1 through
+    ``n_layers = L - 1`` sigmoid layers and the weights :math:`W_2, \dots, W_L`.
+
+    Parameters
+    ----------
+    n_layers : int >= 0
+    weight_norms : sequence of n_layers floats >= 0, optional
+        Spectral norms :math:`\|W_k\|_2` of the weight matrices crossed; default 1 each, giving
+        the pure :math:`(1/4)^n`.
+
+    Returns
+    -------
+    float
+    """
+    n_layers = _validate.integer("n_layers", n_layers, minimum=0)
+    bound = sigmoid_derivative_bound() ** n_layers
+    if weight_norms is not None:
+        norms = _validate.array("weight_norms", weight_norms, ndim=1, dtype=np.float64, min_rows=0)
+        if norms.shape != (n_layers,):
+            raise ValueError(f"weight_norms must have {n_layers} entries (one per layer crossed), "
+                             f"got shape {norms.shape}")
+        if (norms < 0).any():
+            raise ValueError("weight_norms must be >= 0")
+        bound *= float(np.prod(norms))
+    return bound
+
+
+# ============================================================================================
+# Least squares: a linear model with MSE, full-batch gradient descent
+# ============================================================================================
+
+def ls_design(X):
+    """The design matrix with a bias column appended: ``X_aug = [X, 1]``, shape (N, d + 1).
+
+    The column order matches the flat parameters of ``simcore.MLP([d, k], activation=
+    "identity", loss="mse")``: the weights then the bias.
+    """
+    X = _validate.array("X", X, ndim=2, dtype=np.float64)
+    return np.hstack([X, np.ones((X.shape[0], 1))])
+
+
+def _ls_gram(X, n_out):
+    """(2 / (N k)) X_aug^T X_aug: the Hessian block of one output."""
+    Xa = ls_design(X)
+    n_out = _validate.integer("n_out", n_out, minimum=1)
+    return (2.0 / (Xa.shape[0] * n_out)) * (Xa.T @ Xa), n_out
+
+
+def ls_hessian(X, n_out=1):
+    r"""Hessian of the MSE of a linear model :math:`\hat Y = X W + b` with respect to (W, b).
+
+    With the loss :math:`L = \frac{1}{Nk} \sum_{i,j} (\hat Y_{ij} - Y_{ij})^2` (the mean over all
+    :math:`N k` elements, PyTorch's and simcore's ``mse``), each output column j is an independent
+    least-squares problem with Hessian block
+
+    .. math:: H_j = \frac{2}{N k}\, X_{aug}^T X_{aug}, \qquad X_{aug} = [X, 1],
+
+    constant in the parameters (the loss is quadratic). For k = 1 this is SCIENCE.md's
+    :math:`(2/N) X^T X`. The full matrix is returned in the order of ``MLP.pack`` for
+    ``MLP([d, k], "identity", "mse")``: W row-major (index :math:`i k + j`), then b (index
+    :math:`d k + j`), i.e. :math:`H = \frac{2}{Nk} X_{aug}^T X_{aug} \otimes I_k`.
+
+    Parameters
+    ----------
+    X : (N, d) array_like
+    n_out : int >= 1
+        Number of outputs k.
+
+    Returns
+    -------
+    ((d + 1) k, (d + 1) k) float64 array
+    """
+    G, n_out = _ls_gram(X, n_out)
+    return np.kron(G, np.eye(n_out))
+
+
+def ls_spectrum(X, n_out=1):
+    r"""Extreme eigenvalues :math:`(\lambda_{min}, \lambda_{max})` of :func:`ls_hessian`.
+
+    The eigenvalues of :math:`\frac{2}{Nk} X_{aug}^T X_{aug}` (each k-fold in the full Hessian);
+    :math:`\lambda_{min} = 0` when :math:`X_{aug}` has rank below d + 1 (negative rounding is
+    clipped to 0).
+
+    Returns
+    -------
+    (float, float)
+    """
+    G, _ = _ls_gram(X, n_out)
+    ev = np.linalg.eigvalsh(G)
+    return max(float(ev[0]), 0.0), float(ev[-1])
+
+
+def ls_threshold(X, n_out=1):
+    r"""The stability threshold of full-batch GD on least squares: :math:`\eta_c = 2/\lambda_{max}`.
+
+    The error along eigenvector i is multiplied by :math:`1 - \eta \lambda_i` per step, so GD
+    converges iff :math:`\eta < 2/\lambda_{max}`.
+    """
+    return 2.0 / ls_spectrum(X, n_out)[1]
+
+
+def ls_optimal_step(X, n_out=1):
+    r"""The best fixed step :math:`\eta^* = 2 / (\lambda_{min} + \lambda_{max})`, which equalises
+    :math:`|1 - \eta\lambda_{min}| = |1 - \eta\lambda_{max}|`."""
+    lmin, lmax = ls_spectrum(X, n_out)
+    return 2.0 / (lmin + lmax)
+
+
+def _ls_lambdas(lambda_min, lambda_max):
+    lambda_min = _nonneg("lambda_min", lambda_min)
+    lambda_max = _positive("lambda_max", lambda_max)
+    if lambda_max < lambda_min:
+        raise ValueError(f"lambda_max must be >= lambda_min={lambda_min}, got {lambda_max}")
+    return lambda_min, lambda_max
+
+
+def ls_contraction(eta, lambda_min, lambda_max):
+    r"""The worst contraction per GD step on least squares:
+
+    .. math:: \rho(\eta) = \max\big(|1 - \eta\lambda_{min}|,\ |1 - \eta\lambda_{max}|\big)
+
+    the factor by which the error :math:`\|\theta_t - \theta^*\|` shrinks (< 1) or grows (> 1)
+    per step in the slowest direction; the error along eigenvector i scales by exactly
+    :math:`|1 - \eta\lambda_i|` (take ``lambda_min = lambda_max = lambda_i`` for one direction).
+
+    Parameters
+    ----------
+    eta : float >= 0 or array_like of them
+    lambda_min, lambda_max : float, ``0 <= lambda_min <= lambda_max``, ``lambda_max > 0``
+
+    Returns
+    -------
+    float, or an array shaped like ``eta``.
+    """
+    lambda_min, lambda_max = _ls_lambdas(lambda_min, lambda_max)
+    if np.ndim(eta) == 0:
+        eta = _nonneg("eta", eta.item() if isinstance(eta, np.generic) else eta)
+        return max(abs(1.0 - eta * lambda_min), abs(1.0 - eta * lambda_max))
+    etas = _validate.array("eta", eta, min_rows=0, dtype=np.float64)
+    if (etas < 0).any():
+        raise ValueError("eta must hold values >= 0")
+    return np.maximum(np.abs(1.0 - etas * lambda_min), np.abs(1.0 - etas * lambda_max))
+
+
+def ls_optimal_contraction(lambda_min, lambda_max):
+    r"""The contraction at the best fixed step :math:`\eta^*`:
+
+    .. math:: \rho^* = \frac{\lambda_{max} - \lambda_{min}}{\lambda_{max} + \lambda_{min}}
+              = \frac{\kappa - 1}{\kappa + 1}, \qquad \kappa = \lambda_{max}/\lambda_{min}.
+    """
+    lambda_min, lambda_max = _ls_lambdas(lambda_min, lambda_max)
+    return (lambda_max - lambda_min) / (lambda_max + lambda_min)
+
+
+def ls_condition_number(lambda_min, lambda_max):
+    r"""The condition number :math:`\kappa = \lambda_{max}/\lambda_{min}` (``inf`` if
+    :math:`\lambda_{min} = 0`)."""
+    lambda_min, lambda_max = _ls_lambdas(lambda_min, lambda_max)
+    return lambda_max / lambda_min if lambda_min > 0 else math.inf
+
+
+class LSSolution(namedtuple("LSSolution", ["W", "b", "loss"])):
+    """The least-squares fit: ``W`` (d, k), ``b`` (k,), ``loss`` the minimal MSE."""
+
+    __slots__ = ()
+
+    @property
+    def params(self):
+        """The fit as simcore parameters: ``[{"W": W, "b": b}]`` for ``MLP([d, k], "identity")``."""
+        return [{"W": self.W, "b": self.b}]
+
+
+def ls_solution(X, Y):
+    r"""The least-squares minimiser and the minimal loss (``numpy.linalg.lstsq``).
+
+    .. math::
+        (W^*, b^*) = \arg\min \frac{1}{Nk} \|X W + 1 b^T - Y\|_F^2, \qquad
+        L^* = \frac{1}{Nk} \|X_{aug}\theta^* - Y\|_F^2
+
+    (the minimum-norm minimiser if :math:`X_{aug}` is rank deficient). The excess loss of a
+    trained linear model is its loss minus ``loss``.
+
+    Parameters
+    ----------
+    X : (N, d) array_like
+    Y : (N,) or (N, k) array_like
+
+    Returns
+    -------
+    LSSolution(W (d, k), b (k,), loss float)
+    """
+    Xa = ls_design(X)
+    Y = _validate.array("Y", Y, ndim=(1, 2), dtype=np.float64)
+    if Y.shape[0] != Xa.shape[0]:
+        raise ValueError(f"Y must have {Xa.shape[0]} rows to match X, got shape {Y.shape}")
+    Y2 = Y.reshape(Y.shape[0], -1)
+    theta, *_ = np.linalg.lstsq(Xa, Y2, rcond=None)
+    loss = float(np.mean((Xa @ theta - Y2) ** 2))
+    return LSSolution(theta[:-1].copy(), theta[-1].copy(), loss)
+
+
+# ============================================================================================
+# Sharpness: Hessian-vector products by central differences of a gradient
+# ============================================================================================
+
+_CBRT_EPS = float(np.cbrt(np.finfo(np.float64).eps))  # ~6e-6: the best central-difference step
+
+
+def _theta(theta):
+    return _validate.array("theta", theta, ndim=1, dtype=np.float64)
+
+
+def _check_grad_fn(grad_fn):
+    if not callable(grad_fn):
+        raise ValueError(f"grad_fn must be a callable theta -> gradient, "
+                         f"got {type(grad_fn).__name__}")
+
+
+def _call_grad(grad_fn, theta):
+    g = np.asarray(grad_fn(theta), dtype=np.float64)
+    if g.shape != theta.shape:
+        raise ValueError(f"grad_fn must return a vector of shape {theta.shape}, got {g.shape}")
+    return g
+
+
+def _default_eps(theta, eps):
+    if eps is None:
+        return _CBRT_EPS * max(1.0, float(np.max(np.abs(theta))) if theta.size else 1.0)
+    return _positive("eps", eps)
+
+
+def hessian_vector_product(grad_fn, theta, v, eps=None):
+    r"""The Hessian-vector product :math:`H v` by central differences of the gradient:
+
+    .. math:: H v \approx \|v\| \frac{\nabla L(\theta + h \hat v) - \nabla L(\theta - h \hat v)}{2h},
+              \qquad \hat v = v / \|v\|
+
+    with error :math:`O(h^2)` from the third derivatives and :math:`O(\epsilon/h)` from rounding;
+    exact to rounding for a quadratic loss.
+
+    Parameters
+    ----------
+    grad_fn : callable
+        Flat float64 parameters (n,) -> flat gradient (n,).
+    theta, v : (n,) array_like
+    eps : float > 0, optional
+        The step h; default :math:`\epsilon_{mach}^{1/3} \max(1, \|\theta\|_\infty)` (about 6e-6).
+
+    Returns
+    -------
+    (n,) float64 array
+    """
+    _check_grad_fn(grad_fn)
+    theta = _theta(theta)
+    v = _validate.array("v", v, ndim=1, dtype=np.float64)
+    if v.shape != theta.shape:
+        raise ValueError(f"v must have shape {theta.shape} to match theta, got {v.shape}")
+    h = _default_eps(theta, eps)
+    return _hvp(grad_fn, theta, v, h)
+
+
+def _hvp(grad_fn, theta, v, h):
+    norm = float(np.linalg.norm(v))
+    if norm == 0.0:
+        return np.zeros_like(theta)
+    u = v / norm
+    forward, backward = _call_grad(grad_fn, theta + h * u), _call_grad(grad_fn, theta - h * u)
+    return (norm / (2.0 * h)) * (forward - backward)
+
+
+def exact_hessian(grad_fn, theta, eps=None):
+    r"""The dense Hessian by central differences, one column per parameter, symmetrised:
+
+    .. math:: H_{:,j} = \frac{\nabla L(\theta + h e_j) - \nabla L(\theta - h e_j)}{2h},
+              \qquad H \leftarrow (H + H^T)/2
+
+    2n gradient evaluations: for small networks. Arguments as :func:`hessian_vector_product`.
+
+    Returns
+    -------
+    (n, n) float64 array
+    """
+    _check_grad_fn(grad_fn)
+    theta = _theta(theta)
+    h = _default_eps(theta, eps)
+    n = theta.size
+    H = np.empty((n, n))
+    e = np.zeros(n)
+    for j in range(n):
+        e[j] = h
+        H[:, j] = (_call_grad(grad_fn, theta + e) - _call_grad(grad_fn, theta - e)) / (2.0 * h)
+        e[j] = 0.0
+    return 0.5 * (H + H.T)
+
+
+def _start_vector(n, v0, seed):
+    if v0 is None:
+        v = np.random.default_rng(seed).standard_normal(n)
+    else:
+        v = _validate.array("v0", v0, ndim=1, dtype=np.float64)
+        if v.shape != (n,):
+            raise ValueError(f"v0 must have shape ({n},) to match theta, got {v.shape}")
+    norm = np.linalg.norm(v)
+    if norm == 0.0:
+        raise ValueError("v0 must not be zero")
+    return v / norm
+
+
+def _power(matvec, v, iters, tol):
+    """Power iteration; returns (Rayleigh quotient, unit vector, iterations, converged)."""
+    lam = 0.0
+    for k in range(1, iters + 1):
+        w = matvec(v)
+        lam = float(v @ w)
+        resid = float(np.linalg.norm(w - lam * v))
+        wn = float(np.linalg.norm(w))
+        if wn == 0.0:  # H v = 0: v is an eigenvector with eigenvalue 0
+            return 0.0, v, k, True
+        if resid <= tol * abs(lam):
+            return lam, v, k, True
+        v = w / wn
+    return lam, v, iters, False
+
+
+def sharpness_power_iteration(grad_fn, theta, iters=1000, tol=1e-6, seed=0, eps=None, v0=None,
+                              full_output=False):
+    r"""The sharpness :math:`\lambda_{max}(H)` (the largest eigenvalue, not the largest in
+    magnitude) by power iteration on Hessian-vector products.
+
+    Power iteration :math:`v \leftarrow Hv/\|Hv\|` converges to the eigenvalue of largest
+    magnitude; its Rayleigh quotient :math:`\lambda = v^T H v` is returned when it is >= 0.
+    If it is negative (a saddle whose negative curvature dominates), the iteration is rerun on
+    the shifted :math:`H + c I`, :math:`c = |\lambda|`, whose eigenvalues are all >= 0 and whose
+    dominant one is :math:`\lambda_{max} + c`. Stops when the residual
+    :math:`\|Hv - \lambda v\| \le \text{tol}\, |\lambda|`; the eigenvalue's error is then about
+    :math:`\text{tol}^2 |\lambda|^2 / \text{gap}`. The number of steps grows like
+    :math:`1/\ln(\lambda_1/|\lambda_2|)`: use :func:`sharpness_lanczos` when the top of the
+    spectrum is crowded.
+
+    Parameters
+    ----------
+    grad_fn : callable
+        Flat float64 parameters -> flat gradient (e.g. :func:`mlp_grad_fn`).
+    theta : (n,) array_like
+    iters : int >= 1
+        Maximum number of Hessian-vector products per phase.
+    tol : float > 0
+        Relative residual at which to stop.
+    seed : int >= 0
+        Seed of the random start vector.
+    eps : float > 0, optional
+        Finite-difference step, see :func:`hessian_vector_product`.
+    v0 : (n,) array_like, optional
+        Start vector instead of a random one (e.g. the previous step's, to track sharpness
+        during training).
+    full_output : bool
+        Also return the eigenvector, the number of products and whether it converged.
+
+    Returns
+    -------
+    float, or (float, (n,) array, int, bool) with ``full_output``.
+    """
+    _check_grad_fn(grad_fn)
+    theta = _theta(theta)
+    iters = _validate.integer("iters", iters, minimum=1)
+    tol = _positive("tol", tol)
+    seed = _validate.integer("seed", seed, minimum=0)
+    h = _default_eps(theta, eps)
+    v = _start_vector(theta.size, v0, seed)
+
+    def matvec(x):
+        return _hvp(grad_fn, theta, x, h)
+
+    lam, v, k, ok = _power(matvec, v, iters, tol)
+    if lam < 0:
+        c = -lam
+        lam_s, v, k2, ok = _power(lambda x: matvec(x) + c * x, v, iters, tol)
+        lam, k = lam_s - c, k + k2
+    if full_output:
+        return lam, v, k, ok
+    return lam
+
+
+def sharpness_lanczos(grad_fn, theta, tol=1e-10, seed=0, eps=None):
+    r"""The sharpness :math:`\lambda_{max}(H)` by Lanczos (``scipy.sparse.linalg.eigsh``,
+    ``which="LA"``) on central-difference Hessian-vector products.
+
+    Converges in far fewer products than power iteration when the top eigenvalues are close,
+    and finds the largest algebraic eigenvalue directly, whatever the signs. Arguments as
+    :func:`sharpness_power_iteration`.
+
+    Returns
+    -------
+    float
+    """
+    _check_grad_fn(grad_fn)
+    theta = _theta(theta)
+    tol = _nonneg("tol", tol)
+    seed = _validate.integer("seed", seed, minimum=0)
+    h = _default_eps(theta, eps)
+    n = theta.size
+    if n == 1:
+        return float(_hvp(grad_fn, theta, np.ones(1), h)[0])
+    if n <= 3:  # too small for ARPACK: the dense matrix
+        return float(np.linalg.eigvalsh(exact_hessian(grad_fn, theta, h))[-1])
+    op = LinearOperator((n, n), matvec=lambda x: _hvp(grad_fn, theta, np.ravel(x), h),
+                        dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    vals = eigsh(op, k=1, which="LA", tol=tol, v0=v0, return_eigenvectors=False,
+                 maxiter=max(1000, 20 * n))
+    return float(vals[0])
+
+
+# ============================================================================================
+# simcore networks
+# ============================================================================================
+
+def mlp_grad_fn(net, X, y):
+    r"""The gradient of ``net``'s mean training loss on (X, y) as a function of its flat
+    parameters: ``theta (n_params,) -> grad (n_params,)``, both float64.
+
+    ``theta`` is ``net.pack(params)`` (the layout of :attr:`simcore.MLP.slots`). The gradient is
+    evaluated by a float64 twin of ``net`` (same sizes, activation, loss, batch norm), so finite
+    differences of it are accurate whatever ``net.dtype`` is. With batch norm it uses the batch's
+    statistics and updates nothing, so the function is deterministic.
+
+    Parameters
+    ----------
+    net : simcore.MLP
+    X : (N, sizes[0]) array_like
+    y : targets as for ``net.loss_and_grad``
+    """
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be a simcore.MLP, got {type(net).__name__}")
+    twin = MLP(net.sizes, activation=net.activation, loss=net.loss, batchnorm=net.batchnorm,
+               init=net.init_name, dtype="float64")
+    X = _validate.array("X", X, ndim=2, dtype=np.float64)
+    y = np.asarray(y)
+    twin.loss_and_grad(twin.init(0), X, y)  # check X and y once, here, by the net's own rules
+    n = twin.n_params
+
+    def grad_fn(theta):
+        theta = np.asarray(theta, dtype=np.float64)
+        if theta.shape != (n,):
+            raise ValueError(f"theta must have shape ({n},), got {theta.shape}")
+        _, grads = twin.loss_and_grad(twin.unpack(theta), X, y)
+        return twin.pack(grads, name="grads")
+
+    return grad_fn
+
+
+def mlp_sharpness(net, params, X, y, method="lanczos", **kwargs):
+    r"""The sharpness :math:`\lambda_{max}` of ``net``'s loss Hessian at ``params`` on (X, y).
+
+    Compare :math:`2/\lambda_{max}` with the measured divergence threshold of full-batch GD, and
+    track :math:`\lambda_{max}\eta/2` during training (edge of stability, Cohen et al. 2021).
+
+    Parameters
+    ----------
+    net : simcore.MLP
+    params : list of dict
+        As from ``net.init``.
+    X, y : the full batch
+    method : {"lanczos", "power"}
+        :func:`sharpness_lanczos` or :func:`sharpness_power_iteration`; ``kwargs`` go to it.
+
+    Returns
+    -------
+    float (or the ``full_output`` tuple of power iteration)
+    """
+    if method not in ("lanczos", "power"):
+        raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
+    grad_fn = mlp_grad_fn(net, X, y)
+    theta = net.pack(params).astype(np.float64)
+    if method == "lanczos":
+        return sharpness_lanczos(grad_fn, theta, **kwargs)
+    return sharpness_power_iteration(grad_fn, theta, **kwargs)
