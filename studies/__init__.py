@@ -14,6 +14,9 @@ SPECS = Path(__file__).parent / "specs"
 STUDIES = {
     "convergence": "studies.convergence",
     "perceptron": "studies.perceptron",
+    "vanishing-gradients": "studies.vanishing_gradients",
+    "lr-sensitivity": "studies.lr_sensitivity",
+    "batchnorm": "studies.batchnorm",
 }
 PRESETS = ("quick", "full")
 
