@@ -151,10 +151,14 @@ def train(X, y, lr=1.0, max_epochs=100, seed=0):
     w = np.zeros(d)
     b = 0.0
     mistakes_per_epoch = np.zeros(max_epochs, dtype=np.int64)
-    block = max(1, min(max_epochs, _BLOCK // n))
+    # blocks of 8, 16, 32, ... epochs up to _BLOCK indices: a run that converges early draws
+    # few orders, however large max_epochs is
+    largest = max(1, _BLOCK // n)
+    block = min(8, largest)
     done, converged = 0, False
     while done < max_epochs and not converged:
         size = min(block, max_epochs - done)
+        block = min(2 * block, largest)
         # One permutation per row, same stream as `size` calls of rng.permutation(n).
         orders = rng.permuted(np.broadcast_to(np.arange(n, dtype=np.int64), (size, n)), axis=1)
         b, ran, converged = _epochs(X, y, eta, orders, w, b, mistakes_per_epoch, done)

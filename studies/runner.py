@@ -76,6 +76,15 @@ def group_key(p):
     return json.dumps({"grid": p["grid"], "kind": p["kind"]})
 
 
+# Keys added after the store's first version: left out of a chunk's hash while at their default,
+# so that parts stored before they existed still match.
+_HASH_OMIT_AT_DEFAULT = {"probe_every": 0, "track_sharpness": False, "track_preact": False}
+
+
+def _hashed(p):
+    return {k: v for k, v in p.items() if not (k in _HASH_OMIT_AT_DEFAULT and v == _HASH_OMIT_AT_DEFAULT[k])}
+
+
 def plan(spec):
     """The chunks of a grid: a list of dicts ``{key, kind, points}`` in a fixed order."""
     points = specmod.expand(spec)
@@ -87,7 +96,7 @@ def plan(spec):
     for members in groups.values():
         for i in range(0, len(members), size):
             part = members[i:i + size]
-            chunks.append({"key": chunk_key(part[0]["kind"], part), "kind": part[0]["kind"],
+            chunks.append({"key": chunk_key(part[0]["kind"], [_hashed(p) for p in part]), "kind": part[0]["kind"],
                            "points": part})
     return chunks
 
