@@ -1,13 +1,15 @@
 """simcore: Numba-compiled kernels for the fundamentals of neural networks.
 
-The public API: :class:`MLP` (single networks), :mod:`perceptron`, :mod:`datasets`, and the
-kernel modules :mod:`activations`, :mod:`losses`, :mod:`layers`, :mod:`optim`.
+The public API: :class:`MLP` (single networks), :func:`train_grid` (many networks),
+:mod:`perceptron`, :mod:`datasets`, the kernel modules :mod:`activations`, :mod:`losses`,
+:mod:`layers`, :mod:`optim`, and :func:`hessian.sharpness` (the largest Hessian eigenvalue of
+many networks, compiled).
 """
-from . import activations, datasets, layers, losses, optim, perceptron, scalar
+from . import activations, datasets, hessian, layers, losses, optim, perceptron, scalar
 from .grid import GridResult, train_grid
 from .mlp import MLP
 from .optim import Optimizer
 
-__all__ = ["MLP", "Optimizer", "GridResult", "train_grid", "activations", "datasets", "layers", "losses", "optim",
-           "perceptron", "scalar"]
+__all__ = ["MLP", "Optimizer", "GridResult", "train_grid", "activations", "datasets", "hessian", "layers",
+           "losses", "optim", "perceptron", "scalar"]
 __version__ = "0.1.0"

@@ -357,3 +357,18 @@ def test_probes_keep_the_trajectory_of_one_call(tmp_path):
 def test_probe_settings_are_checked(tmp_path, extra, message):
     with pytest.raises(StudyError, match=message):
         specmod.load(write(tmp_path, PROBED + extra))
+
+
+def test_sharpness_probe_matches_a_direct_call(tmp_path):
+    spec = specmod.load(write(tmp_path, PROBED + "probe_every = 12\ntrack_sharpness = true\n"))
+    runner.run(spec, tmp_path / "s", quiet=True)
+    df = runner.results(spec, tmp_path / "s")
+    first = df[(df["step"] == 0) & (df["layer"] == 1)].iloc[0]
+    from simcore import MLP
+    from simcore.grid import initial_params
+    from simcore.hessian import sharpness
+    X, y = runner.make_data("moons", {"n": 48})
+    net = MLP([2, 5, 4, 1], activation="tanh", loss="mse")
+    direct = sharpness(net, initial_params(net, [int(first["seed"])]), X, y, seed=0)
+    np.testing.assert_allclose(first["sharpness"], direct[0], rtol=1e-12)
+    assert df.dropna(subset=["sharpness"])["step"].max() > 0
