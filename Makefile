@@ -25,8 +25,16 @@ dev: $(VENV)/.dev
 demo: $(VENV)/.installed
 	$(BIN)/python -m studies run all --preset quick
 
-test: $(VENV)/.dev
+# the CUDA backend's extra (numba-cuda): its tests run under numba's CUDA simulator, no GPU needed
+$(VENV)/.cuda: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev,cuda]"
+	touch $@ $(VENV)/.dev $(VENV)/.installed
+
+# the suite, then the CUDA backend against the CPU one under the simulator (a GPU is not needed;
+# on a machine with one, `$(BIN)/python -m pytest tests/test_cuda_sim.py` runs the same tests on it)
+test: $(VENV)/.dev $(VENV)/.cuda
 	$(BIN)/python -m pytest -q
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/test_cuda_sim.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

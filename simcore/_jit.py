@@ -6,8 +6,11 @@ are set once (see :mod:`simcore.config`).
 ``scalar``      a scalar formula (activation, its derivative, a stable exp/log); compiled for the
                 CPU with :func:`numba.njit` and inlined by LLVM into the loops that call it.
 ``cpu_kernel``  a loop over arrays, compiled for the CPU.
+``gpu_device``  the same formula compiled as a CUDA device function (numba-cuda, imported only
+                when called), from the same Python source: see the GPU section below.
+``gpu_kernel``  a CUDA kernel (:mod:`simcore.grid.cuda`).
 
-Both use ``error_model="numpy"``: a float division by zero gives inf or NaN instead of raising.
+The CPU ones use ``error_model="numpy"``: a float division by zero gives inf or NaN instead of raising.
 That is what training needs (divergence is data), and it is also what lets LLVM vectorise a
 loop containing ``/`` (numba's default "python" model puts a raising check on every division).
 """
@@ -28,3 +31,78 @@ def cpu_kernel(func=None, *, parallel=False):
         return njit(cache=config.CACHE, fastmath=config.FASTMATH, parallel=parallel,
                     error_model="numpy", nogil=True)(f)
     return wrap if func is None else wrap(func)
+
+
+# --- the GPU (numba-cuda), imported lazily: importing simcore never needs CUDA ---------------
+#
+# ``gpu_device(f)`` compiles a scalar formula for the GPU from the *same* Python source as the
+# CPU build (architecture decision 1). Given a CPU-compiled function (``@scalar`` or
+# ``@cpu_kernel``) it takes its ``py_func`` and rebinds the names it calls, so that inside the
+# GPU build every call of another CPU-compiled formula calls that formula's GPU build, and every
+# call of one of :mod:`simcore.fastmath`'s CPU-only primitives (vectorisable exp/log/tanh written
+# with LLVM intrinsics, meaningless on the GPU) calls the GPU's libm (libdevice, through
+# :mod:`math`) instead: ``_gpu_libm`` is that per-target table. A plain Python function (one
+# written for the GPU only, e.g. in :mod:`simcore.grid.cuda`) is compiled as it is.
+
+_GPU_DEVICE = {}
+
+
+def _gpu_libm():
+    """fastmath's CPU-only primitives -> the GPU's libm functions (libdevice via ``math``)."""
+    import math
+    from . import fastmath
+    return {fastmath.exp: math.exp, fastmath.expm1: math.expm1, fastmath.log: math.log,
+            fastmath.log1p: math.log1p, fastmath.tanh: math.tanh}
+
+
+def _is_cpu_compiled(obj):
+    from numba.core.registry import CPUDispatcher
+    return isinstance(obj, CPUDispatcher)
+
+
+def _for_gpu(obj):
+    """What a global or free variable of a CPU formula stands for in its GPU build (``obj`` if
+    it needs no change)."""
+    if not _is_cpu_compiled(obj):
+        return obj
+    libm = _gpu_libm()
+    if obj in libm:
+        return libm[obj]
+    return gpu_device(obj)
+
+
+def _rebound(py):
+    """A copy of the plain function ``py`` whose globals and closure cells call GPU builds."""
+    import types as pytypes
+    glob = dict(py.__globals__)
+    for name in py.__code__.co_names:
+        if name in glob:
+            glob[name] = _for_gpu(glob[name])
+    closure = None
+    if py.__closure__:
+        closure = tuple(pytypes.CellType(_for_gpu(c.cell_contents)) for c in py.__closure__)
+    f = pytypes.FunctionType(py.__code__, glob, py.__name__, py.__defaults__, closure)
+    f.__qualname__, f.__doc__, f.__module__ = py.__qualname__, py.__doc__, py.__module__
+    f.__kwdefaults__ = py.__kwdefaults__
+    return f
+
+
+def gpu_device(func):
+    """Compile a formula as a CUDA device function (``cuda.jit(device=True)``).
+
+    ``func`` is either a CPU-compiled simcore function (its Python source is rebound to GPU
+    builds, see above) or a plain Python function written for the GPU. IEEE arithmetic
+    (no fastmath): the float64 oracle tests compare GPU and CPU at 1e-10."""
+    from numba import cuda
+    py = getattr(func, "py_func", func) if _is_cpu_compiled(func) else func
+    dev = _GPU_DEVICE.get(py)
+    if dev is None:
+        dev = cuda.jit(device=True)(_rebound(py) if py is not func else py)
+        _GPU_DEVICE[py] = dev
+    return dev
+
+
+def gpu_kernel(func):
+    """Compile a CUDA kernel (``cuda.jit``) launched as ``kernel[blocks, threads, stream, shared]``."""
+    from numba import cuda
+    return cuda.jit(func)

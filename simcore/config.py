@@ -4,6 +4,11 @@
                       "0" compiles afresh in every process (to measure cold compile time).
 ``SIMCORE_FASTMATH``  "1" (default) lets LLVM contract to FMA and reassociate sums so loops
                       vectorise; "0" gives strict IEEE evaluation order.
+``SIMCORE_CUDA_THREADS``     threads per block of the CUDA grid engine (a power of two, default
+                      128); one block trains one network, its threads split the samples.
+``SIMCORE_CUDA_MAX_BLOCKS``  at most this many blocks are launched (default 4096); each block
+                      trains networks blockIdx, blockIdx + gridDim, ... so the per-block scratch
+                      memory stays bounded whatever G is.
 
 The fastmath subset never contains ``nnan``/``ninf``: divergence detection relies on
 ``isfinite`` and on infinities propagating honestly.
@@ -18,3 +23,14 @@ def _flag(name, default):
 
 CACHE = _flag("SIMCORE_CACHE", "1")
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"} if _flag("SIMCORE_FASTMATH", "1") else False
+
+
+def _int(name, default):
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {os.environ[name]!r}") from None
+
+
+CUDA_THREADS = _int("SIMCORE_CUDA_THREADS", 128)
+CUDA_MAX_BLOCKS = _int("SIMCORE_CUDA_MAX_BLOCKS", 4096)

@@ -732,7 +732,6 @@ BAD = [
     (dict(batch_size=2.5), "batch_size"),
     (dict(optimizer="rmsprop"), "optimizer"),
     (dict(optimizer="Adam"), "optimizer"),
-    (dict(backend="cuda"), "backend"),
     (dict(backend="gpu"), "backend"),
     (dict(optimizer="momentum", momentum=1.0), "momentum"),
     (dict(optimizer="momentum", momentum=1.5), "momentum"),
@@ -912,3 +911,15 @@ def test_initial_params_are_what_train_grid_starts_from():
         simcore.grid.initial_params(net, seeds, init_scale=-1.0)
     with pytest.raises(ValueError, match="net must be an MLP"):
         simcore.grid.initial_params("net", seeds)
+
+
+def test_cuda_backend_without_a_gpu_names_the_alternatives():
+    try:
+        from simcore.grid import cuda
+    except ImportError:   # numba-cuda not installed: the error says to install it
+        cuda = None
+    if cuda is not None and cuda.available():
+        pytest.skip("a GPU (or the CUDA simulator) is present: backend='cuda' runs")
+    X, y = simcore.datasets.moons(16, seed=0)
+    with pytest.raises(ValueError, match="backend='cpu'" if cuda is None else "backend='cpu'.*NUMBA_ENABLE_CUDASIM=1"):
+        simcore.train_grid(simcore.MLP([2, 3, 1]), X, y, lr=0.1, steps=2, backend="cuda")

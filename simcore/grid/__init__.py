@@ -13,7 +13,7 @@ from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, MLP
 from .cpu import LANES, OPT_CODE, QUANTITIES, batch_order, train_lanes
 from .result import GridResult
 
-BACKENDS = ("cpu",)
+BACKENDS = ("cpu", "cuda")
 
 __all__ = ["train_grid", "initial_params", "GridResult", "batch_order", "QUANTITIES", "LANES"]
 
@@ -175,7 +175,10 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         The loss a network's divergence test compares with (diverged: loss non-finite or above
         1e6 times it). Default: each network's loss at step 0. Give the first call's initial
         loss to continue a training in several calls with the same test.
-    backend : {"cpu"}
+    backend : {"cpu", "cuda"}
+        "cpu": networks in SIMD lanes over all cores (:mod:`simcore.grid.cpu`). "cuda": one
+        thread block per network on an NVIDIA GPU (:mod:`simcore.grid.cuda`; needs the
+        ``cuda`` extra, and a GPU or ``NUMBA_ENABLE_CUDASIM=1`` for numba's simulator).
 
     Returns
     -------
@@ -197,6 +200,13 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     (64,)
     """
     _validate.choice("backend", backend, BACKENDS)
+    if backend == "cuda":  # imported here: simcore never needs CUDA unless asked for it
+        try:
+            from .cuda import require_gpu, train_blocks_cuda
+        except ImportError as exc:
+            raise ValueError(f"backend='cuda' needs numba-cuda (pip install 'simcore[cuda]'): {exc}; "
+                             "use backend='cpu'") from None
+        require_gpu()  # ValueError naming backend='cpu' and the simulator when there is no GPU
     _validate.choice("optimizer", optimizer, OPT_CODE)
     steps = _validate.integer("steps", steps, minimum=1)
     record_every = _validate.integer("record_every", record_every, minimum=1)
@@ -290,7 +300,10 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
                 np.ascontiguousarray(per["lr"][idx]), np.ascontiguousarray(per["momentum"][idx]),
                 np.ascontiguousarray(per["divergence_ref"][idx]), OPT_CODE[optimizer], steps, batch,
                 record_every, rec_loss, rec_layer, dv, fl)
-        run_blocks(train_lanes, args, idx.size)
+        if backend == "cuda":
+            train_blocks_cuda(*args)  # one thread block per network (simcore.grid.cuda)
+        else:
+            run_blocks(train_lanes, args, idx.size)
         final_loss[idx] = fl
         diverged_at[idx] = dv
         out_groups.append((idx, rec_loss, rec_layer))

@@ -1,0 +1,857 @@
+r"""The grid engine on the GPU (numba-cuda): one thread block trains one network.
+
+The contract is that of the CPU engine :func:`simcore.grid.cpu.train_lanes` (same arguments less
+the block range, same outputs, same semantics: minibatch orders from :func:`batch_order` of the
+network's seed and the epoch, telemetry every ``record_every`` steps and at the last step, the
+batch's loss before the update, the full-data loss at the end, divergence freezing); only the
+layout of the work differs (architecture decision 4):
+
+* **One block per network.** Block ``b`` trains networks ``b, b + gridDim, ...`` (at most
+  ``config.CUDA_MAX_BLOCKS`` blocks, so scratch memory stays bounded for any G).
+* **Weights in shared memory** when parameters and gradients fit (``2 P`` values), else in
+  global scratch; optimizer state and per-sample buffers live in global scratch, stored
+  unit-major (``buf[unit * n + sample]``) so that consecutive threads touch consecutive words.
+* **Threads split the samples** of the batch for the forward pass, the loss and the
+  back-propagated deltas; they split the **parameters** for the gradients, each thread summing
+  its parameter's contributions over the samples in ascending order: the same order as the CPU
+  engine, so both give the same sums. Batch-norm statistics: threads split the units, each sums
+  over the samples in order. Scalar reductions (the loss, telemetry sums, norms) are a fixed
+  tree over the threads. Nothing depends on timing: results are deterministic.
+
+The math is written once (decision 1): activations, their derivatives, the stable exp/log
+helpers and the counter-based generator are the functions of :mod:`simcore.scalar` compiled for
+the GPU by :func:`simcore._jit.gpu_device` (fastmath's CPU-only exp/log1p/tanh become the GPU's
+libm); the per-output-unit loss terms and the optimizer rules below are ``@scalar`` formulas
+usable on both targets.
+
+Building blocks (:func:`dense_forward`, :func:`dense_backward`, :func:`batchnorm_forward`,
+:func:`batchnorm_backward`, :func:`activation_forward`, :func:`activation_backward`,
+:func:`loss_grad`, :func:`optimizer_step`, :func:`fill_normal`, :func:`fill_uniform`,
+:func:`batch_order_gpu`) launch the very device functions the engine uses, one block at a time,
+and return NumPy arrays: they exist to test the GPU pieces against the CPU kernels.
+
+Importing this module imports ``numba.cuda`` (the ``cuda`` extra: ``pip install simcore[cuda]``);
+:mod:`simcore` itself never imports it. Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` (set before
+numba is imported) runs everything in numba's CUDA simulator.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float64 as nb_float64, float32 as nb_float32
+
+from .. import config
+from .. import fastmath
+from .._jit import _for_gpu, gpu_device, gpu_kernel, scalar
+from ..layers import BN_EPS
+from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
+from ..scalar import (exp, identity, identity_grad, leaky_relu, leaky_relu_grad, log1p, normal,
+                      relu, relu_grad, sigmoid, sigmoid_grad, softplus, softplus_grad,
+                      stream_key, tanh, tanh_grad, uniform)
+from .cpu import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, DIVERGE_FACTOR, NQ, SATURATED, batch_order
+
+_SHARED_BYTES = 48 * 1024       # the dynamic shared memory every CUDA GPU grants a block
+_SCRATCH_BYTES = 2 * 1024 ** 3  # global scratch memory the engine allows itself
+
+
+def available():
+    """True when kernels can run: a CUDA GPU with its driver, or the simulator."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver install counts as none
+        return False
+
+
+def require_gpu():
+    """Raise ``ValueError`` naming the alternatives when there is neither a GPU nor the simulator."""
+    if not available():
+        raise ValueError(
+            "backend='cuda' needs an NVIDIA GPU with a working CUDA driver, and numba.cuda found "
+            "none; use backend='cpu', or set NUMBA_ENABLE_CUDASIM=1 before numba is imported to "
+            "run the CUDA simulator (slow: for tests only)")
+
+
+# --- formulas written once, compiled for whichever target calls them ---------------------------
+
+@scalar
+def act_value(code, z):
+    """f(z) of activation ``code`` (:data:`simcore.scalar.ACT_CODE`)."""
+    if code == 0:
+        return identity(z) * 1.0
+    elif code == 1:
+        return sigmoid(z)
+    elif code == 2:
+        return tanh(z) * 1.0
+    elif code == 3:
+        return relu(z) * 1.0
+    elif code == 4:
+        return leaky_relu(z) * 1.0
+    return softplus(z)
+
+
+@scalar
+def act_deriv(code, z, a):
+    """f'(z) of activation ``code`` given a = f(z)."""
+    if code == 0:
+        return identity_grad(z, a) * 1.0
+    elif code == 1:
+        return sigmoid_grad(z, a) * 1.0
+    elif code == 2:
+        return tanh_grad(z, a) * 1.0
+    elif code == 3:
+        return relu_grad(z, a) * 1.0
+    elif code == 4:
+        return leaky_relu_grad(z, a) * 1.0
+    return softplus_grad(z, a) * 1.0
+
+
+@scalar
+def loss_term(code, z, y, inv_m):
+    """(share of the mean loss, dL/dz) of one output unit with logit z and target y for
+    mse (0), mse_sigmoid (1) and bce (2); ``inv_m`` = 1 / (samples * outputs)."""
+    if code == 0:
+        r = z - y
+        return r * r * inv_m, 2.0 * r * inv_m
+    elif code == 1:
+        a = sigmoid(z)
+        r = a - y
+        return r * r * inv_m, 2.0 * r * a * (1.0 - a) * inv_m
+    return ((max(z, 0.0) - y * z + log1p(exp(-abs(z)))) * inv_m,
+            (sigmoid(z) - y) * inv_m)
+
+
+@scalar
+def opt_step(opt, g, th, v, m, lr, mu, c1, c2):
+    """One parameter's update: (new theta, new v, new m) for gd (0), momentum (1), nesterov (2)
+    and adam (3) with PyTorch's conventions (see :mod:`simcore.optim`); c1, c2 are Adam's
+    bias corrections 1 - beta^t."""
+    if opt == 0:
+        return th - lr * g, v * 1.0, m * 1.0
+    elif opt == 1 or opt == 2:
+        vk = mu * v + g
+        step = g + mu * vk if opt == 2 else vk
+        return th - lr * step, vk * 1.0, m * 1.0
+    mk = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * g
+    vk = ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * g * g
+    step = (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS)
+    return th - lr * step, vk * 1.0, mk * 1.0
+
+
+# GPU builds of the formulas (same source; fastmath's CPU primitives become libm)
+_act_value = gpu_device(act_value)
+_act_deriv = gpu_device(act_deriv)
+_loss_term = gpu_device(loss_term)
+_opt_step = gpu_device(opt_step)
+_sigmoid = gpu_device(sigmoid)
+_stream_key = gpu_device(stream_key)
+_normal = gpu_device(normal)
+_uniform = gpu_device(uniform)
+_batch_order = gpu_device(batch_order)
+_exp = _for_gpu(fastmath.exp)
+
+
+# --- block-level device functions (the threads of one block cooperate) -------------------------
+# Per-sample buffers are flat and unit-major: value (unit j, sample s) of a buffer region that
+# starts at ``base`` is buf[base + j * ns + s], ns = the number of samples of the data set.
+
+@gpu_device
+def _block_sum(red, nv, x0, x1, x2, x3, x4):
+    """Sum x0..x{nv-1} over the threads of the block in a fixed tree order; the sums are left
+    in red[0], red[T], ..., red[(nv-1) T] (T = threads; a power of two)."""
+    tid = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    cuda.syncthreads()
+    red[tid] = x0
+    if nv > 1:
+        red[T + tid] = x1
+    if nv > 2:
+        red[2 * T + tid] = x2
+    if nv > 3:
+        red[3 * T + tid] = x3
+    if nv > 4:
+        red[4 * T + tid] = x4
+    cuda.syncthreads()
+    half = T // 2
+    while half > 0:
+        if tid < half:
+            for q in range(nv):
+                red[q * T + tid] += red[q * T + tid + half]
+        cuda.syncthreads()
+        half //= 2
+
+
+@gpu_device
+def _dense_forward(a, ab, th, ow, ob, fi, fo, z, zb, nb, ns):
+    """z = a W + b for the nb samples (threads over samples; sums over i in order)."""
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        for j in range(fo):
+            acc = th[ob + j]
+            for i in range(fi):
+                acc += a[ab + i * ns + s] * th[ow + i * fo + j]
+            z[zb + j * ns + s] = acc
+
+
+@gpu_device
+def _act_forward(act, y, yb, a, ab, fo, nb, ns):
+    """a = f(y) elementwise (threads over samples)."""
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        for j in range(fo):
+            a[ab + j * ns + s] = _act_value(act, y[yb + j * ns + s])
+
+
+@gpu_device
+def _dense_grad(a, ab, delta, db, gr, ow, ob, fi, fo, nb, ns):
+    """dW = a^T delta and db = sum_s delta (threads over parameters, each summing its samples in
+    ascending order, as the CPU engine does)."""
+    nw = fi * fo
+    for q in range(cuda.threadIdx.x, nw + fo, cuda.blockDim.x):
+        if q < nw:
+            i = q // fo
+            pa = ab + i * ns
+            pd = db + (q - i * fo) * ns
+            acc = a[pa] * delta[pd]
+            for s in range(1, nb):
+                acc += a[pa + s] * delta[pd + s]
+            gr[ow + q] = acc
+        else:
+            pd = db + (q - nw) * ns
+            acc = delta[pd]
+            for s in range(1, nb):
+                acc += delta[pd + s]
+            gr[ob + q - nw] = acc
+
+
+@gpu_device
+def _dense_backward_data(th, ow, fi, fo, delta, db, act, y, yb, a, ab, out, ob, nb, ns):
+    """out = (delta W^T) * f'(y, a): the delta of the layer below (threads over samples)."""
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        for i in range(fi):
+            w = ow + i * fo
+            acc = delta[db + s] * th[w]
+            for j in range(1, fo):
+                acc += delta[db + j * ns + s] * th[w + j]
+            out[ob + i * ns + s] = acc
+            p = i * ns + s
+            out[ob + p] = out[ob + p] * _act_deriv(act, y[yb + p], a[ab + p])
+
+
+@gpu_device
+def _bn_forward(z, zb, th, og, obeta, fo, y, yb, xh, xb, istd, ib, st, nb, ns):
+    """Training-mode batch norm of z into y, with xhat and 1/sqrt(var + eps) kept for the
+    backward pass; st (float64, >= fo) receives the batch means."""
+    for j in range(cuda.threadIdx.x, fo, cuda.blockDim.x):
+        p = zb + j * ns
+        mu = 0.0
+        for s in range(nb):
+            mu += z[p + s]
+        mu /= nb
+        var = 0.0
+        for s in range(nb):
+            d = z[p + s] - mu
+            var += d * d
+        istd[ib + j] = 1.0 / math.sqrt(var / nb + BN_EPS)
+        st[j] = mu
+    cuda.syncthreads()
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        for j in range(fo):
+            xh[xb + j * ns + s] = (z[zb + j * ns + s] - st[j]) * istd[ib + j]
+            y[yb + j * ns + s] = th[og + j] * xh[xb + j * ns + s] + th[obeta + j]
+
+
+@gpu_device
+def _bn_backward(dy, dyb, xh, xb, istd, ib, th, og, obeta, fo, gr, dz, dzb, st, nb, ns):
+    """Backward of training-mode batch norm: dgamma, dbeta into gr, dz from dy; st (float64,
+    >= 2 fo) holds the per-unit sums."""
+    for j in range(cuda.threadIdx.x, fo, cuda.blockDim.x):
+        s0 = 0.0
+        s1 = 0.0
+        for s in range(nb):
+            v = dy[dyb + j * ns + s]
+            s0 += v
+            s1 += v * xh[xb + j * ns + s]
+        gr[obeta + j] = s0
+        gr[og + j] = s1
+        st[2 * j] = s0
+        st[2 * j + 1] = s1
+    cuda.syncthreads()
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        for j in range(fo):
+            p = j * ns + s
+            dz[dzb + p] = (th[og + j] * istd[ib + j] / nb) * (
+                nb * dy[dyb + p] - st[2 * j] - xh[xb + p] * st[2 * j + 1])
+
+
+@gpu_device
+def _loss_block(code, z, zb, Y, sidx, delta, db, K, nb, ns, red):
+    """Mean loss over the nb samples (rows sidx[s] of Y) and dL/dz into delta; every thread
+    returns the same value (fixed-order tree sum)."""
+    part = 0.0
+    inv_m = 1.0 / (nb * K)
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        r = sidx[s]
+        if code == 3:  # softmax cross-entropy with log-sum-exp
+            zmax = 1.0 * z[zb + s]
+            for j in range(1, K):
+                zmax = max(zmax, z[zb + j * ns + s])
+            tot = 0.0
+            for j in range(K):
+                zj = z[zb + j * ns + s]
+                e = _exp(zj - zmax)
+                delta[db + j * ns + s] = e
+                tot += e
+                part -= Y[r, j] * zj / nb
+            part += (zmax + math.log(tot)) / nb
+            inv = 1.0 / tot
+            for j in range(K):
+                delta[db + j * ns + s] = (delta[db + j * ns + s] * inv - Y[r, j]) / nb
+        else:
+            for j in range(K):
+                lt, d = _loss_term(code, z[zb + j * ns + s], Y[r, j], inv_m)
+                part += lt
+                delta[db + j * ns + s] = d
+    _block_sum(red, 1, part, 0.0, 0.0, 0.0, 0.0)
+    return red[0]
+
+
+@gpu_device
+def _output_value(code, z, zb, j, s, K, ns):
+    """The network's output for unit j of sample s from the logits: z (mse), softmax (ce) or
+    sigmoid (mse_sigmoid, bce)."""
+    if code == 0:
+        return 1.0 * z[zb + j * ns + s]
+    if code == 3:
+        zmax = 1.0 * z[zb + s]
+        for i in range(1, K):
+            zmax = max(zmax, z[zb + i * ns + s])
+        tot = 0.0
+        for i in range(K):
+            tot += _exp(z[zb + i * ns + s] - zmax)
+        return _exp(z[zb + j * ns + s] - zmax) / tot
+    return _sigmoid(z[zb + j * ns + s])
+
+
+@gpu_device
+def _tele_sums(last, loss_code, act, y, yb, a, ab, fo, nb, ns, red):
+    """Sums of y - c_y, (y - c_y)^2, a - c_a, (a - c_a)^2 and of saturated units over the
+    layer's nb x fo values (shifts: the first value), into red[0], red[T], ..., red[4 T];
+    returns the shifts (c_y, c_a)."""
+    cy = 1.0 * y[yb]
+    if last:
+        ca = _output_value(loss_code, y, yb, 0, 0, fo, ns)
+    else:
+        ca = 1.0 * a[ab]
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        for j in range(fo):
+            yv = y[yb + j * ns + s]
+            if last:
+                av = _output_value(loss_code, y, yb, j, s, fo, ns)
+                deriv = 1.0 if loss_code == 0 else av * (1.0 - av)
+            else:
+                av = a[ab + j * ns + s]
+                deriv = _act_deriv(act, yv, av)
+            d = yv - cy
+            s0 += d
+            s1 += d * d
+            d = av - ca
+            s2 += d
+            s3 += d * d
+            s4 += 1.0 if abs(deriv) < SATURATED else 0.0
+    _block_sum(red, 5, s0, s1, s2, s3, s4)
+    return cy, ca
+
+
+@gpu_device
+def _norms(th, gr, ow, nw, red):
+    """Sums of gr^2 and th^2 over the layer's weights into red[0], red[T]."""
+    sg = 0.0
+    sw = 0.0
+    for p in range(ow + cuda.threadIdx.x, ow + nw, cuda.blockDim.x):
+        sg += gr[p] * gr[p]
+        sw += th[p] * th[p]
+    _block_sum(red, 2, sg, sw, 0.0, 0.0, 0.0)
+
+
+@gpu_device
+def _update(opt, th, gr, v, m, P, lr, mu, c1, c2, alive):
+    """The optimizer's step on every parameter (threads over parameters), unless frozen."""
+    for p in range(cuda.threadIdx.x, P, cuda.blockDim.x):
+        nt, nv, nm = _opt_step(opt, gr[p], th[p], v[p], m[p], lr, mu, c1, c2)
+        if alive:
+            th[p] = nt
+            v[p] = nv
+            m[p] = nm
+
+
+@gpu_device
+def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, theta, layout, act,
+                   loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch, record_every,
+                   rec_loss, rec_layer, diverged_all, final_all):
+    """Train network g with the whole block (see the module docstring); th, gr are its
+    parameters and gradients (shared or global), v, m the optimizer's state, fb the per-sample
+    float scratch, st float64 scratch, order/sidx int64 scratch of n, red shared float64."""
+    tid = cuda.threadIdx.x
+    T = cuda.blockDim.x
+    P = theta.shape[0]
+    L = layout.shape[0]
+    n = X.shape[0]
+    d_in = X.shape[1]
+    K = Y.shape[1]
+    R = rec_loss.shape[0]
+    ns = n
+    minibatch = batch < n
+    n_batches = n // batch
+    for p in range(tid, P, T):
+        th[p] = theta[p, g]
+        v[p] = 0.0
+        m[p] = 0.0
+    seed = seeds[g]
+    lr = lrs[g]
+    mu = moms[g]
+    ref = refs[g]
+    alive = True
+    dv = -1
+    loss0 = 0.0
+    c1 = 1.0
+    c2 = 1.0
+    cuda.syncthreads()
+    for t in range(steps + 1):
+        final = t == steps
+        record = t % record_every == 0 or final
+        use_mini = minibatch and not final
+        nb = batch if use_mini else n
+        if use_mini and t % n_batches == 0:
+            if tid == 0:
+                _batch_order(seed, t // n_batches, n, order)
+            cuda.syncthreads()
+        pos = (t % n_batches) * batch
+        a0 = lofs[0, 0]
+        for s in range(tid, nb, T):
+            idx = order[pos + s] if use_mini else s
+            sidx[s] = idx
+            for i in range(d_in):
+                fb[a0 + i * ns + s] = X[idx, i]
+        cuda.syncthreads()
+        # --- forward -----------------------------------------------------------------------
+        for l in range(L):
+            fi = layout[l, FAN_IN]
+            fo = layout[l, FAN_OUT]
+            if layout[l, OFF_GAMMA] >= 0:
+                _dense_forward(fb, lofs[l, 0], th, layout[l, OFF_W], layout[l, OFF_B], fi, fo,
+                               fb, d1, nb, ns)
+                cuda.syncthreads()
+                _bn_forward(fb, d1, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, fb,
+                            lofs[l, 1], fb, lofs[l, 2], fb, lofs[l, 3], st, nb, ns)
+            else:
+                _dense_forward(fb, lofs[l, 0], th, layout[l, OFF_W], layout[l, OFF_B], fi, fo,
+                               fb, lofs[l, 1], nb, ns)
+            cuda.syncthreads()
+            if l < L - 1:
+                _act_forward(act, fb, lofs[l, 1], fb, lofs[l + 1, 0], fo, nb, ns)
+                cuda.syncthreads()
+        loss = _loss_block(loss_code, fb, lofs[L - 1, 1], Y, sidx, fb, d1, K, nb, ns, red)
+        # --- divergence is data --------------------------------------------------------------
+        if t == 0:
+            loss0 = loss if ref < 0.0 else ref
+        ok = math.isfinite(loss) and loss <= DIVERGE_FACTOR * max(loss0, 1e-300)
+        if alive and not ok:
+            alive = False
+            dv = t
+        keep = alive or dv == t
+        # --- backward: the delta of layer l in cur, the one below built in oth ---------------
+        cur = d1
+        oth = d2
+        for l in range(L - 1, -1, -1):
+            fi = layout[l, FAN_IN]
+            fo = layout[l, FAN_OUT]
+            if layout[l, OFF_GAMMA] >= 0:
+                _bn_backward(fb, cur, fb, lofs[l, 2], fb, lofs[l, 3], th, layout[l, OFF_GAMMA],
+                             layout[l, OFF_BETA], fo, gr, fb, oth, st, nb, ns)
+                cuda.syncthreads()
+                cur, oth = oth, cur
+            _dense_grad(fb, lofs[l, 0], fb, cur, gr, layout[l, OFF_W], layout[l, OFF_B], fi, fo,
+                        nb, ns)
+            if l > 0:
+                _dense_backward_data(th, layout[l, OFF_W], fi, fo, fb, cur, act, fb,
+                                     lofs[l - 1, 1], fb, lofs[l, 0], fb, oth, nb, ns)
+                cur, oth = oth, cur
+            cuda.syncthreads()
+        # --- telemetry -------------------------------------------------------------------------
+        if record:
+            r = t // record_every if t % record_every == 0 else R - 1
+            if tid == 0:
+                rec_loss[r, g] = loss if keep else math.nan
+            for l in range(L):
+                fo = layout[l, FAN_OUT]
+                last = l == L - 1
+                ab = 0 if last else lofs[l + 1, 0]
+                cy, ca = _tele_sums(last, loss_code, act, fb, lofs[l, 1], fb, ab, fo, nb, ns, red)
+                cnt = nb * fo
+                ms_y = red[0] / cnt
+                sd_y = math.sqrt(max(red[T] / cnt - ms_y * ms_y, 0.0))
+                ms_a = red[2 * T] / cnt
+                sd_a = math.sqrt(max(red[3 * T] / cnt - ms_a * ms_a, 0.0))
+                sat = red[4 * T] / cnt
+                _norms(th, gr, layout[l, OFF_W], layout[l, FAN_IN] * fo, red)
+                if tid == 0:
+                    if keep:
+                        rec_layer[r, l, 0, g] = math.sqrt(red[0])
+                        rec_layer[r, l, 1, g] = math.sqrt(red[T])
+                        rec_layer[r, l, 2, g] = cy + ms_y
+                        rec_layer[r, l, 3, g] = sd_y
+                        rec_layer[r, l, 4, g] = ca + ms_a
+                        rec_layer[r, l, 5, g] = sd_a
+                        rec_layer[r, l, 6, g] = sat
+                    else:
+                        for q in range(NQ):
+                            rec_layer[r, l, q, g] = math.nan
+        if final:
+            if tid == 0:
+                final_all[g] = loss
+            break
+        # --- the update (a diverged network stays frozen) ------------------------------------
+        if opt == 3:
+            c1 = 1.0 - ADAM_BETA1 ** (t + 1)
+            c2 = 1.0 - ADAM_BETA2 ** (t + 1)
+        _update(opt, th, gr, v, m, P, lr, mu, c1, c2, alive)
+        cuda.syncthreads()
+    for p in range(tid, P, T):
+        theta[p, g] = th[p]
+    if tid == 0:
+        diverged_all[g] = dv
+    cuda.syncthreads()
+
+
+# --- kernels -----------------------------------------------------------------------------------
+
+_KERNELS = {}
+
+
+def _numba_dtype(dtype):
+    return nb_float32 if np.dtype(dtype) == np.float32 else nb_float64
+
+
+def _train_kernel(dtype, tpb, shared):
+    """The engine's kernel for float dtype, tpb threads a block, weights in shared memory or not."""
+    key = ("train", np.dtype(dtype).name, tpb, shared)
+    if key in _KERNELS:
+        return _KERNELS[key]
+    dt = _numba_dtype(dtype)
+    red_size = 5 * tpb
+
+    if shared:
+        def kernel(theta, layout, act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
+                   record_every, rec_loss, rec_layer, diverged_all, final_all, lofs, d1, d2,
+                   fbuf, sbuf, ibuf, wbuf):
+            red = cuda.shared.array(red_size, nb_float64)
+            sh = cuda.shared.array(0, dt)
+            b = cuda.blockIdx.x
+            P = theta.shape[0]
+            n = X.shape[0]
+            th = sh[0:P]
+            gr = sh[P:2 * P]
+            w = wbuf[b]
+            ib = ibuf[b]
+            g = b
+            while g < theta.shape[1]:
+                _train_network(g, th, gr, w[0:P], w[P:2 * P], fbuf[b], sbuf[b], ib[0:n],
+                               ib[n:2 * n], red, lofs, d1, d2, theta, layout, act, loss_code, X,
+                               Y, seeds, lrs, moms, refs, opt, steps, batch, record_every,
+                               rec_loss, rec_layer, diverged_all, final_all)
+                g += cuda.gridDim.x
+    else:
+        def kernel(theta, layout, act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
+                   record_every, rec_loss, rec_layer, diverged_all, final_all, lofs, d1, d2,
+                   fbuf, sbuf, ibuf, wbuf):
+            red = cuda.shared.array(red_size, nb_float64)
+            b = cuda.blockIdx.x
+            P = theta.shape[0]
+            n = X.shape[0]
+            w = wbuf[b]
+            ib = ibuf[b]
+            g = b
+            while g < theta.shape[1]:
+                _train_network(g, w[0:P], w[P:2 * P], w[2 * P:3 * P], w[3 * P:4 * P], fbuf[b],
+                               sbuf[b], ib[0:n], ib[n:2 * n], red, lofs, d1, d2, theta, layout,
+                               act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
+                               record_every, rec_loss, rec_layer, diverged_all, final_all)
+                g += cuda.gridDim.x
+
+    kernel.__name__ = f"train_{np.dtype(dtype).name}_{'shared' if shared else 'global'}"
+    _KERNELS[key] = gpu_kernel(kernel)
+    return _KERNELS[key]
+
+
+def threads_per_block():
+    """``config.CUDA_THREADS``, checked: a power of two in [1, 1024]."""
+    tpb = int(config.CUDA_THREADS)
+    if tpb < 1 or tpb > 1024 or tpb & (tpb - 1):
+        raise ValueError(f"SIMCORE_CUDA_THREADS must be a power of two in [1, 1024], got {tpb}")
+    return tpb
+
+
+def _scratch_layout(layout, n):
+    """Offsets of the per-block float scratch: lofs[l] = (input a, y, xhat, inv_std) bases of
+    layer l, then the two delta buffers; returns (lofs, d1, d2, size, max_width)."""
+    L = layout.shape[0]
+    lofs = np.zeros((L, 4), np.int64)
+    max_w = int(max(layout[:, FAN_IN].max(), layout[:, FAN_OUT].max()))
+    off = 0
+    for l in range(L):
+        lofs[l, 0] = off
+        off += n * int(layout[l, FAN_IN])
+    for l in range(L):
+        lofs[l, 1] = off
+        off += n * int(layout[l, FAN_OUT])
+    for l in range(L):
+        if layout[l, OFF_GAMMA] >= 0:
+            lofs[l, 2] = off
+            off += n * int(layout[l, FAN_OUT])
+    for l in range(L):
+        if layout[l, OFF_GAMMA] >= 0:
+            lofs[l, 3] = off
+            off += int(layout[l, FAN_OUT])
+    d1 = off
+    d2 = off + n * max_w
+    return lofs, d1, d2, d2 + n * max_w, max_w
+
+
+def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all,
+                      opt, steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
+                      final_all):
+    """Train the G networks of one architecture on the GPU; the contract of
+    :func:`simcore.grid.cpu.train_lanes` (without the block range): theta (P, G) is updated in
+    place, telemetry written to rec_loss_all (R, G) and rec_layer_all (R, L, NQ, G), the step of
+    divergence (-1: none) to diverged_all (G,) and the full-data loss at the end to final_all."""
+    require_gpu()
+    P, G = theta.shape
+    n = X.shape[0]
+    dtype = theta.dtype
+    tpb = threads_per_block()
+    lofs, d1, d2, fsize, max_w = _scratch_layout(layout, n)
+    shared = 2 * P * dtype.itemsize + 5 * tpb * 8 <= _SHARED_BYTES
+    per_block = (fsize + (2 if shared else 4) * P) * dtype.itemsize + 2 * max_w * 8 + 2 * n * 8
+    nblk = max(1, min(G, int(config.CUDA_MAX_BLOCKS), _SCRATCH_BYTES // per_block))
+    kernel = _train_kernel(dtype, tpb, shared)
+    dev = cuda.to_device
+    d_theta = dev(theta)
+    d_rec_loss = dev(rec_loss_all)
+    d_rec_layer = dev(rec_layer_all)
+    d_div = dev(diverged_all)
+    d_final = dev(final_all)
+    fbuf = cuda.device_array((nblk, fsize), dtype)
+    sbuf = cuda.device_array((nblk, 2 * max_w), np.float64)
+    ibuf = cuda.device_array((nblk, 2 * n), np.int64)
+    wbuf = cuda.device_array((nblk, (2 if shared else 4) * P), dtype)
+    shared_bytes = 2 * P * dtype.itemsize if shared else 0
+    kernel[nblk, tpb, 0, shared_bytes](
+        d_theta, dev(np.ascontiguousarray(layout)), int(act), int(loss_code), dev(X), dev(Y),
+        dev(seeds_all), dev(lr_all), dev(mom_all), dev(ref_all), int(opt), int(steps), int(batch),
+        int(record_every), d_rec_loss, d_rec_layer, d_div, d_final, dev(lofs), d1, d2, fbuf, sbuf,
+        ibuf, wbuf)
+    d_theta.copy_to_host(theta)
+    d_rec_loss.copy_to_host(rec_loss_all)
+    d_rec_layer.copy_to_host(rec_layer_all)
+    d_div.copy_to_host(diverged_all)
+    d_final.copy_to_host(final_all)
+
+
+# --- building blocks: the engine's device functions on one block, from NumPy ------------------
+
+def _unit_major(x):
+    """(n, w) array -> its flat unit-major copy (w * n,)."""
+    return np.ascontiguousarray(np.asarray(x).T).reshape(-1)
+
+
+def _from_unit_major(flat, n, w):
+    return np.ascontiguousarray(flat.reshape(w, n).T)
+
+
+def _small_kernel(name, body):
+    if name not in _KERNELS:
+        _KERNELS[name] = gpu_kernel(body)
+    return _KERNELS[name]
+
+
+def _k_dense_forward(a, th, fi, fo, z, n):
+    _dense_forward(a, 0, th, 0, fi * fo, fi, fo, z, 0, n, n)
+
+
+def _k_dense_backward(a, th, fi, fo, delta, gr, da, n):
+    _dense_grad(a, 0, delta, 0, gr, 0, fi * fo, fi, fo, n, n)
+    # identity activation code 0: f' = 1, so da = delta W^T exactly
+    _dense_backward_data(th, 0, fi, fo, delta, 0, 0, a, 0, a, 0, da, 0, n, n)
+
+
+def _k_bn_forward(z, th, fo, y, xh, istd, st, n):
+    _bn_forward(z, 0, th, 0, fo, fo, y, 0, xh, 0, istd, 0, st, n, n)
+
+
+def _k_bn_backward(dy, xh, istd, th, fo, gr, dz, st, n):
+    _bn_backward(dy, 0, xh, 0, istd, 0, th, 0, fo, fo, gr, dz, 0, st, n, n)
+
+
+def _k_loss(code, z, Y, sidx, delta, K, n, out):
+    red = cuda.shared.array(1024, nb_float64)
+    value = _loss_block(code, z, 0, Y, sidx, delta, 0, K, n, n, red)
+    if cuda.threadIdx.x == 0:
+        out[0] = value
+
+
+def _k_act_forward(code, z, a):
+    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
+        a[i] = _act_value(code, z[i])
+
+
+def _k_act_backward(code, z, a, da, dz):
+    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
+        dz[i] = da[i] * _act_deriv(code, z[i], a[i])
+
+
+def _k_opt(opt, th, gr, v, m, lr, mu, c1, c2):
+    for i in range(cuda.grid(1), th.shape[0], cuda.gridsize(1)):
+        nt, nv, nm = _opt_step(opt, gr[i], th[i], v[i], m[i], lr, mu, c1, c2)
+        th[i] = nt
+        v[i] = nv
+        m[i] = nm
+
+
+def _k_fill(seed, stream, scale, normal, out):
+    key = _stream_key(seed, stream)
+    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
+        if normal:
+            out[i] = scale * _normal(key, i)
+        else:
+            out[i] = scale * (2.0 * _uniform(key, i) - 1.0)
+
+
+def _k_batch_order(seed, epoch, n, out):
+    if cuda.grid(1) == 0:
+        _batch_order(seed, epoch, n, out)
+
+
+def _launch(name, body, blocks, *args):
+    require_gpu()
+    tpb = threads_per_block()
+    _small_kernel(name, body)[blocks, tpb](*args)
+
+
+def _elementwise_blocks(size):
+    return max(1, min(-(-size // threads_per_block()), 1024))
+
+
+def dense_forward(a_prev, W, b):
+    """z = a_prev W + b on the GPU (one block, threads over samples)."""
+    a_prev, W, b = (np.asarray(x) for x in (a_prev, W, b))
+    n, fi = a_prev.shape
+    fo = W.shape[1]
+    z = np.zeros(fo * n, a_prev.dtype)
+    th = np.concatenate([W.reshape(-1), b]).astype(a_prev.dtype)
+    _launch("dense_forward", _k_dense_forward, 1, _unit_major(a_prev), th, fi, fo, z, n)
+    return _from_unit_major(z, n, fo)
+
+
+def dense_backward(a_prev, W, delta):
+    """(dW, db, da_prev) on the GPU: threads over parameters for dW, db; over samples for da."""
+    a_prev, W, delta = (np.asarray(x) for x in (a_prev, W, delta))
+    n, fi = a_prev.shape
+    fo = W.shape[1]
+    th = np.concatenate([W.reshape(-1), np.zeros(fo)]).astype(a_prev.dtype)
+    gr = np.zeros(fi * fo + fo, a_prev.dtype)
+    da = np.zeros(fi * n, a_prev.dtype)
+    _launch("dense_backward", _k_dense_backward, 1, _unit_major(a_prev), th, fi, fo,
+            _unit_major(delta), gr, da, n)
+    return gr[:fi * fo].reshape(fi, fo), gr[fi * fo:], _from_unit_major(da, n, fi)
+
+
+def batchnorm_forward(z, gamma, beta):
+    """Training-mode batch norm on the GPU: (y, xhat, inv_std) (no running statistics: the
+    grid engine keeps none)."""
+    z = np.asarray(z)
+    n, fo = z.shape
+    th = np.concatenate([gamma, beta]).astype(z.dtype)
+    y = np.zeros(fo * n, z.dtype)
+    xh = np.zeros(fo * n, z.dtype)
+    istd = np.zeros(fo, z.dtype)
+    st = np.zeros(2 * fo)
+    _launch("bn_forward", _k_bn_forward, 1, _unit_major(z), th, fo, y, xh, istd, st, n)
+    return _from_unit_major(y, n, fo), _from_unit_major(xh, n, fo), istd
+
+
+def batchnorm_backward(dy, xhat, inv_std, gamma):
+    """(dz, dgamma, dbeta) of training-mode batch norm on the GPU."""
+    dy = np.asarray(dy)
+    n, fo = dy.shape
+    th = np.concatenate([gamma, np.zeros(fo)]).astype(dy.dtype)
+    gr = np.zeros(2 * fo, dy.dtype)
+    dz = np.zeros(fo * n, dy.dtype)
+    st = np.zeros(2 * fo)
+    _launch("bn_backward", _k_bn_backward, 1, _unit_major(dy), _unit_major(xhat),
+            np.ascontiguousarray(inv_std, dy.dtype), th, fo, gr, dz, st, n)
+    return _from_unit_major(dz, n, fo), gr[:fo], gr[fo:]
+
+
+def activation_forward(code, z):
+    """f(z) elementwise on the GPU for activation ``code`` (flat arrays)."""
+    z = np.ascontiguousarray(z).reshape(-1)
+    a = np.zeros_like(z)
+    _launch("act_forward", _k_act_forward, _elementwise_blocks(z.size), int(code), z, a)
+    return a
+
+
+def activation_backward(code, z, a, da):
+    """da * f'(z) elementwise on the GPU (flat arrays)."""
+    z, a, da = (np.ascontiguousarray(x).reshape(-1) for x in (z, a, da))
+    dz = np.zeros_like(z)
+    _launch("act_backward", _k_act_backward, _elementwise_blocks(z.size), int(code), z, a, da, dz)
+    return dz
+
+
+def loss_grad(code, z, y):
+    """(mean loss, dL/dz) of logits z (n, K) against encoded targets y (n, K) on the GPU."""
+    z = np.asarray(z)
+    n, K = z.shape
+    delta = np.zeros(K * n, z.dtype)
+    out = np.zeros(1)
+    _launch("loss", _k_loss, 1, int(code), _unit_major(z), np.ascontiguousarray(y, z.dtype),
+            np.arange(n, dtype=np.int64), delta, K, n, out)
+    return float(out[0]), _from_unit_major(delta, n, K)
+
+
+def optimizer_step(opt, theta, grad, v, m, t, eta, mu=0.0):
+    """One step of optimizer ``opt`` (0 gd, 1 momentum, 2 nesterov, 3 adam; t counts from 1) on
+    flat arrays, updated in place on the GPU (copies back into theta, v, m)."""
+    c1 = 1.0 - ADAM_BETA1 ** t
+    c2 = 1.0 - ADAM_BETA2 ** t
+    th, vv, mm = (np.ascontiguousarray(x) for x in (theta, v, m))
+    _launch("opt", _k_opt, _elementwise_blocks(th.size), int(opt), th, np.ascontiguousarray(grad),
+            vv, mm, float(eta), float(mu), c1, c2)
+    theta[...] = th
+    v[...] = vv
+    m[...] = mm
+
+
+def fill_normal(seed, stream, std, out):
+    """out[i] = std * N(0, 1) from the counter-based stream (seed, stream), drawn on the GPU."""
+    buf = np.zeros(out.size)
+    _launch("fill", _k_fill, _elementwise_blocks(out.size), np.uint64(seed), np.uint64(stream),
+            float(std), True, buf)
+    out[...] = buf.reshape(out.shape)
+
+
+def fill_uniform(seed, stream, limit, out):
+    """out[i] = U[-limit, limit] from the counter-based stream (seed, stream), on the GPU."""
+    buf = np.zeros(out.size)
+    _launch("fill", _k_fill, _elementwise_blocks(out.size), np.uint64(seed), np.uint64(stream),
+            float(limit), False, buf)
+    out[...] = buf.reshape(out.shape)
+
+
+def batch_order_gpu(seed, epoch, n):
+    """The order of the n samples in epoch ``epoch`` of a network with ``seed``, on the GPU."""
+    out = np.zeros(n, np.int64)
+    _launch("batch_order", _k_batch_order, 1, np.uint64(seed), int(epoch), int(n), out)
+    return out
