@@ -344,9 +344,8 @@ def run(spec, out, backend="cpu", scheduler=None, workers=None, quiet=False, log
     """
     if backend not in BACKENDS:
         raise StudyError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "cuda" and "cuda" not in GRID_BACKENDS:
-        raise StudyError("backend 'cuda' is not available: the GPU grid engine is not built into "
-                         "this simcore (use --backend cpu or dask)")
+    if backend == "cuda":
+        _require_gpu()
     if backend != "dask" and (scheduler is not None or workers is not None):
         raise StudyError("--scheduler and --workers go with --backend dask")
     store = Store(out).prepare()
@@ -370,6 +369,20 @@ def run(spec, out, backend="cpu", scheduler=None, workers=None, quiet=False, log
     if not quiet:
         log(f"{spec['name']}: computed {len(todo)} chunks in {time.perf_counter() - t0:.1f} s")
     return chunks
+
+
+def _require_gpu():
+    """Fail before any training when the CUDA backend cannot run here."""
+    if "cuda" not in GRID_BACKENDS:
+        raise StudyError("--backend cuda is not available in this simcore; use --backend cpu or dask")
+    try:
+        from simcore.grid.cuda import require_gpu
+        require_gpu()
+    except ImportError:
+        raise StudyError("--backend cuda needs numba-cuda (pip install 'simcore[cuda]'); "
+                         "use --backend cpu or dask") from None
+    except ValueError as e:
+        raise StudyError(str(e).replace("backend='cpu'", "--backend cpu")) from None
 
 
 def _run_dask(todo, store, total, scheduler, workers, quiet, desc):

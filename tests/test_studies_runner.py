@@ -302,6 +302,18 @@ def test_option_mistakes(capsys, tmp_path):
     assert "holds no study run" in _cli_error(capsys, ["report", str(tmp_path)])
 
 
+def test_cuda_backend_without_a_gpu(capsys, tmp_path):
+    try:
+        from simcore.grid import cuda
+        if cuda.available():
+            pytest.skip("a GPU (or the simulator) is present")
+    except ImportError:
+        pass
+    err = _cli_error(capsys, ["run", str(write(tmp_path, TINY)), "--out", str(tmp_path / "o"),
+                              "--backend", "cuda", "--quiet"])
+    assert "--backend cpu" in err
+
+
 def test_list_names_every_study(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
