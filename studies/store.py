@@ -79,4 +79,14 @@ class Store:
             raise StudyError(f"{len(missing)} of {len(keys)} chunks have no results in "
                              f"{str(self.parts)!r}; run the study again to finish it")
         frames = [pd.read_parquet(self.path(k)) for k in keys]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if not frames:
+            return pd.DataFrame()
+        # integer columns absent from some parts (another sub-grid's data arguments) would turn
+        # float in the concatenation: keep them integers, with <NA> where absent
+        ints = {c for f in frames for c in f.columns if f[c].dtype.kind in "iu"}
+        ints -= {c for f in frames for c in f.columns if f[c].dtype.kind not in "iu"}
+        df = pd.concat(frames, ignore_index=True)
+        for c in ints:
+            if df[c].isna().any():
+                df[c] = df[c].astype("Int64")
+        return df

@@ -384,3 +384,14 @@ def test_sharpness_probe_matches_a_direct_call(tmp_path):
     direct = sharpness(net, initial_params(net, [int(first["seed"])]), X, y, seed=0)
     np.testing.assert_allclose(first["sharpness"], direct[0], rtol=1e-12)
     assert df.dropna(subset=["sharpness"])["step"].max() > 0
+
+
+def test_integer_configuration_stays_integer_across_sub_grids(tmp_path):
+    spec = specmod.load(write(tmp_path, TINY))
+    runner.run(spec, tmp_path / "r", quiet=True)
+    df = runner.results(spec, tmp_path / "r")
+    assert str(df["steps"].dtype) == "Int64"            # absent from the perceptron's rows
+    assert str(df["epochs"].dtype) == "Int64"           # absent from the networks' rows
+    assert df.loc[df["grid"] == "nets", "steps"].eq(20).all()
+    assert df.loc[df["grid"] == "perc", "epochs"].eq(30).all()
+    assert df.loc[df["grid"] == "perc", "steps"].isna().all()
