@@ -27,6 +27,7 @@ Three analyses, each picked by the configuration of a sub-grid (not its name):
   which the training loss reaches the loss of a ``DIST_EPS``-confident correct output, over
   seeds, per data set, architecture and activation.
 """
+import re
 import math
 
 import matplotlib.pyplot as plt
@@ -427,7 +428,7 @@ def _ls_claims(report, label, th, m, by_eta):
 
 
 def _ls_figures(report, label, th, X, m, by_eta, group, traj):
-    slug = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")[:40]
+    slug = re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_")[:40]
     eta_c, eta_star = th["eta_c"], th["eta_star"]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     grid_eta = np.geomspace(m["lr"].min() * 0.9, m["lr"].max() * 1.1, 600)
@@ -719,7 +720,7 @@ def _data_slowdown_claims(report, label, d, traj_by):
     ax.set_ylabel("measured slowdown, steps MSE / steps BCE (log scale)")
     ax.set_title("Slowdown per seed")
     ax.legend(fontsize=8)
-    slug = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")[:40]
+    slug = re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_")[:40]
     report.figure(f"slowdown_{slug}", fig,
                   f"Learning slowdown on {label}: left, loss relative to the target for MSE (red) and "
                   "cross-entropy (blue) from the same saturated starts; right, the measured slowdown "
