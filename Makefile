@@ -66,7 +66,7 @@ bench: $(VENV)/.dev
 
 # the last N commits, each built and installed in asv's own virtualenv (.asv/env), then the
 # dashboard (.asv/html); commits already measured on this machine are skipped. HISTORY_ATTRS
-# trades samples for time (3 samples of one round: about 3 minutes a commit here instead of 10);
+# trades samples for time (3 samples of one round instead of asv's default 2 rounds of up to 10);
 # make bench-history HISTORY_ATTRS= takes asv's defaults.
 HISTORY_ATTRS ?= -a rounds=1 -a repeat=3 -a warmup_time=0.05
 bench-history: $(VENV)/.dev
