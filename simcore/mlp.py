@@ -354,6 +354,19 @@ class MLP:
             self._unpack_state(running, state)
         return float(loss), self.unpack(grad)
 
+    def _inference_args(self, params, X, state):
+        """Checked (theta, X, running, mode) of a forward pass without updates: eval mode with
+        ``state``, the batch's own statistics without it."""
+        theta = self.pack(params)
+        X = _validate.array("X", X, ndim=2, dtype=self.dtype)
+        if X.shape[1] != self.sizes[0]:
+            raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
+        if self.batchnorm and state is None and X.shape[0] < 2:
+            raise ValueError("X must have at least 2 rows when batchnorm=True and no state is given")
+        running = (self._pack_state(state, update=False) if state is not None
+                   else np.empty(self.n_running, self.dtype))
+        return theta, X, running, (EVAL if state is not None else TRAIN_NO_UPDATE)
+
     def predict(self, params, X, state=None):
         """The network's output: probabilities for ``bce`` (sigmoid) and ``ce`` (softmax rows),
         sigmoid outputs for ``mse_sigmoid``, values for ``mse``.
@@ -365,15 +378,7 @@ class MLP:
         -------
         (n,) array when the output width is 1, else (n, sizes[-1]).
         """
-        theta = self.pack(params)
-        X = _validate.array("X", X, ndim=2, dtype=self.dtype)
-        if X.shape[1] != self.sizes[0]:
-            raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
-        if self.batchnorm and state is None and X.shape[0] < 2:
-            raise ValueError("X must have at least 2 rows when batchnorm=True and no state is given")
-        running = (self._pack_state(state, update=False) if state is not None
-                   else np.empty(self.n_running, self.dtype))
-        mode = EVAL if state is not None else TRAIN_NO_UPDATE
+        theta, X, running, mode = self._inference_args(params, X, state)
         out = predict_kernel(theta, self.layout, self._act, self._loss, X, running, mode)
         return out[:, 0] if out.shape[1] == 1 else out
 
@@ -382,15 +387,7 @@ class MLP:
         :math:`z_l` with batch norm, :math:`z_l` without): one (n, sizes[l]) array per hidden
         layer. Batch-norm modes as in :meth:`predict`. Ioffe and Szegedy track these (their
         Figure 1: a last-hidden-layer sigmoid input over training)."""
-        theta = self.pack(params)
-        X = _validate.array("X", X, ndim=2, dtype=self.dtype)
-        if X.shape[1] != self.sizes[0]:
-            raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
-        if self.batchnorm and state is None and X.shape[0] < 2:
-            raise ValueError("X must have at least 2 rows when batchnorm=True and no state is given")
-        running = (self._pack_state(state, update=False) if state is not None
-                   else np.empty(self.n_running, self.dtype))
-        mode = EVAL if state is not None else TRAIN_NO_UPDATE
+        theta, X, running, mode = self._inference_args(params, X, state)
         acts, pre, post, xhats, inv_stds = forward_kernel(theta, self.layout, self._act, X, running, mode)
         return [np.asarray(post[l]) for l in range(self.n_layers - 1)]
 

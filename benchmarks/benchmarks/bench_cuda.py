@@ -4,13 +4,10 @@ issue's sizes), float32 and float64, 50 steps with telemetry every 10; the same 
 or numba-cuda is missing: ``setup`` raising ``NotImplementedError`` is asv's way to skip. The
 timed body includes copying the results back to the host (``train_grid`` returns NumPy arrays).
 """
-import time
-
 import simcore
 
-from .common import DTYPES, W1_FLOPS_PER_STEP, W1_TRAINING_STEPS, Benchmark, w1, w1_lr
-
-STEPS = 50
+from . import bench_grid   # the module, not its class: asv would find an imported class twice
+from .common import DTYPES, w1, w1_lr
 
 
 def cuda_available():
@@ -25,7 +22,8 @@ def cuda_available():
         return False
 
 
-class TrainGridCUDA(Benchmark):
+class TrainGridCUDA(bench_grid.TrainGrid):
+    """``bench_grid.TrainGrid`` (time, peak host memory, trainings/s, GFLOP/s) on the GPU."""
     params = [[4096, 65536], DTYPES]
     param_names = ["G", "dtype"]
 
@@ -37,24 +35,5 @@ class TrainGridCUDA(Benchmark):
         simcore.train_grid(self.net, self.X, self.y, lr=self.lr[:2], steps=1, backend="cuda")
 
     def train(self):
-        return simcore.train_grid(self.net, self.X, self.y, lr=self.lr, steps=STEPS, record_every=10,
+        return simcore.train_grid(self.net, self.X, self.y, lr=self.lr, steps=bench_grid.STEPS, record_every=10,
                                   backend="cuda")
-
-    def best_seconds(self, rounds=3):
-        best = float("inf")
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            self.train()
-            best = min(best, time.perf_counter() - t0)
-        return best
-
-    def time_train_grid(self, G, dtype):
-        self.train()
-
-    def track_trainings_per_second(self, G, dtype):
-        return G * STEPS / W1_TRAINING_STEPS / self.best_seconds()
-    track_trainings_per_second.unit = "trainings/s"
-
-    def track_gflops(self, G, dtype):
-        return W1_FLOPS_PER_STEP * STEPS * G / self.best_seconds() / 1e9
-    track_gflops.unit = "GFLOP/s"
