@@ -142,7 +142,7 @@ def main(argv=None):
                  for t in targets]
         print(paths[-1].parent.parent / "index.html" if len(paths) > 1 else paths[0])
         return 0
-    except (StudyError, ValueError) as e:   # simcore raises ValueError for bad input
+    except StudyError as e:
         print(f"simstudy: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

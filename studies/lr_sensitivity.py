@@ -689,6 +689,10 @@ def analyse(data, spec, report):
         return
     r = runs_table(data)
     r = r[r["loss_fn"] == "mse"]
+    if r.empty:
+        report.text("No MSE runs in this grid: this study's theory (the least-squares Hessian, the "
+                    "sharpness against 2/eta) is about full-batch gradient descent on MSE.")
+        return
     report.text(
         f"{len(r)} full-batch trainings over {r['lr'].nunique()} learning rates from {r['lr'].min():.3g} "
         f"to {r['lr'].max():.3g} ({np.log10(r['lr'].max() / r['lr'].min()):.1f} decades). "

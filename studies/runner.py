@@ -313,9 +313,14 @@ def run_perceptron_chunk(points):
 
 
 def compute_chunk(chunk, backend="cpu"):
-    if chunk["kind"] == "mlp":
-        return run_mlp_chunk(chunk["points"], backend=backend)
-    return run_perceptron_chunk(chunk["points"])
+    """The rows of one chunk. simcore's ValueError (input it rejects) becomes a StudyError
+    naming the sub-grid; any other exception is a bug and keeps its traceback."""
+    try:
+        if chunk["kind"] == "mlp":
+            return run_mlp_chunk(chunk["points"], backend=backend)
+        return run_perceptron_chunk(chunk["points"])
+    except ValueError as e:
+        raise StudyError(f"grids.{chunk['points'][0]['grid']}: {e}") from None
 
 
 def execute_chunk(chunk, root, backend="cpu"):
