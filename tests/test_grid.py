@@ -749,6 +749,9 @@ BAD = [
     (dict(init_scale=-1.0), "init_scale"),
     (dict(init_scale=np.inf), "init_scale"),
     (dict(bias_scale=-0.5), "bias_scale"),
+    (dict(divergence_ref=-1.0), "divergence_ref"),
+    (dict(divergence_ref=np.nan), "divergence_ref"),
+    (dict(lr=[0.1, 0.2], divergence_ref=[1.0, 2.0, 3.0]), "divergence_ref"),
     (dict(params0="shape"), "params0"),
     (dict(params0="missing_b"), "params0"),
     (dict(params0="missing_W"), "params0"),
@@ -923,3 +926,17 @@ def test_cuda_backend_without_a_gpu_names_the_alternatives():
     X, y = simcore.datasets.moons(16, seed=0)
     with pytest.raises(ValueError, match="backend='cpu'" if cuda is None else "backend='cpu'.*NUMBA_ENABLE_CUDASIM=1"):
         simcore.train_grid(simcore.MLP([2, 3, 1]), X, y, lr=0.1, steps=2, backend="cuda")
+
+
+def test_divergence_ref_sets_the_divergence_test():
+    """With a small reference every network counts as diverged at step 0; with its own initial
+    loss the outcome equals the default."""
+    X, y = simcore.datasets.moons(32, seed=1)
+    net = simcore.MLP([2, 4, 1], activation="tanh", loss="mse")
+    lr = np.array([0.1, 50.0])
+    base = simcore.train_grid(net, X, y, lr=lr, steps=30, record_every=5)
+    loss0 = base.history().query("step == 0 and layer == 1")["loss"].to_numpy()
+    same = simcore.train_grid(net, X, y, lr=lr, steps=30, record_every=5, divergence_ref=loss0)
+    np.testing.assert_array_equal(same.diverged_at, base.diverged_at)
+    tiny = simcore.train_grid(net, X, y, lr=lr, steps=30, record_every=5, divergence_ref=1e-12)
+    np.testing.assert_array_equal(tiny.diverged_at, [0, 0])
