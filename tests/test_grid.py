@@ -751,7 +751,7 @@ BAD = [
     (dict(bias_scale=-0.5), "bias_scale"),
     (dict(divergence_ref=-1.0), "divergence_ref"),
     (dict(divergence_ref=np.nan), "divergence_ref"),
-    (dict(lr=[0.1, 0.2], divergence_ref=[1.0, 2.0, 3.0]), "divergence_ref"),
+    (dict(lr=[0.1, 0.2, 0.3], divergence_ref=[1.0, 2.0]), "divergence_ref"),
     (dict(params0="shape"), "params0"),
     (dict(params0="missing_b"), "params0"),
     (dict(params0="missing_W"), "params0"),
