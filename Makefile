@@ -65,13 +65,14 @@ bench: $(VENV)/.dev
 	$(ASV) run --python=same --quick --show-stderr --launch-method=forkserver --set-commit-hash $$(git rev-parse HEAD)
 
 # the last N commits, each built and installed in asv's own virtualenv (.asv/env), then the
-# dashboard (.asv/html); commits already measured on this machine are skipped. HISTORY_ATTRS
+# dashboard (.asv/html); results this machine already has for an environment are skipped
+# (--skip-existing: per environment, so `make bench` on HEAD does not hide HEAD here). HISTORY_ATTRS
 # trades samples for time (3 samples of one round instead of asv's default 2 rounds of up to 10);
 # make bench-history HISTORY_ATTRS= takes asv's defaults.
 HISTORY_ATTRS ?= -a rounds=1 -a repeat=3 -a warmup_time=0.05
 bench-history: $(VENV)/.dev
 	$(ASV) machine --yes
-	$(ASV) run --show-stderr --skip-existing-commits $(HISTORY_ATTRS) HEAD~$(N)..HEAD
+	$(ASV) run --show-stderr --skip-existing $(HISTORY_ATTRS) HEAD~$(N)..HEAD
 	$(ASV) publish
 
 # serve the dashboard of .asv/html (make bench-history first)
