@@ -1,0 +1,189 @@
+"""Explicit SIMD vectors for compiled kernels: load, store and fused multiply-add of whole
+machine registers.
+
+Why this module exists
+----------------------
+The grid engine keeps the networks of a block in lanes (architecture decision 2) and its
+dense layers are small matrix products per lane. A matrix product is fast only when it is
+*register-blocked*: a handful of output rows stay in registers while the inputs stream past,
+so each fused multiply-add needs one load instead of three loads and a store. Written as plain
+loops, LLVM will not do this for numba arrays: it knows nothing about aliasing between them,
+so its loop vectoriser must prove at run time that the outputs overlap none of the inputs, and
+for a blocked loop body (8 outputs, 9 inputs) it gives up ("too many memory checks needed");
+the SLP vectoriser never adds run-time checks at all. Written with the vectors below, the
+blocking is explicit and nothing needs to be proved: measured on the dense forward of a 16x16
+layer in float32, 2.2x the plain loop's GFLOP/s.
+
+The vector type
+---------------
+``Vec(dtype, n)`` is a numba value type stored as an LLVM ``<n x dtype>``; ``n`` is
+``VBYTES // itemsize`` (16 float32 or 8 float64: one AVX-512 register; on machines with
+narrower registers LLVM splits each operation into two or four). Values live in registers (or
+spill like any scalar); there is no Python-level object: these functions exist only inside
+compiled code.
+
+``width(arr)``          n for arr's dtype, a compile-time constant
+``vload(arr, i)``       arr[i:i + n] of a contiguous 1-D array, as a vector (unaligned load)
+``vstore(arr, i, v)``   arr[i:i + n] = v
+``vfma(a, b, c)``       a * b + c elementwise (one fused instruction where the CPU has FMA)
+``vadd(a, b)``          a + b elementwise
+``vzero(arr)``          a vector of zeros of arr's dtype
+
+Register blocks: a tuple of 8 vectors (after inlining, 8 registers), rows ``stride`` apart:
+``load8(arr, o, stride)``, ``store8(arr, o, stride, acc)``, ``fma8(x, arr, o, stride, acc)``
+(acc[q] + x * arr[o + q*stride]) and ``add8(arr, o, stride, acc)``.
+
+No bounds are checked (as numba's own indexing, which checks none either): callers index
+within the array. The multiply-add carries only the ``contract`` flag, so the sum is evaluated
+exactly in the order the kernel writes it (bitwise reproducible, decision 7).
+"""
+from llvmlite import ir
+from numba import literal_unroll, types
+from numba.extending import intrinsic, models, register_model
+
+from ._jit import scalar
+
+VBYTES = 64  # bytes per vector: one AVX-512 register
+
+
+class Vec(types.Type):
+    """A vector of ``count`` values of the numba float type ``dtype``."""
+
+    def __init__(self, dtype, count):
+        self.dtype = dtype
+        self.count = count
+        super().__init__(name=f"Vec({dtype} x {count})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        be_type = ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.count)
+        super().__init__(dmm, fe_type, be_type)
+
+
+def _vec_of(arr):
+    if not (isinstance(arr, types.Array) and isinstance(arr.dtype, types.Float)):
+        return None
+    return Vec(arr.dtype, VBYTES // (arr.dtype.bitwidth // 8))
+
+
+def _element_ptr(context, builder, arrty, arr, idx):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.gep(data, [idx])
+
+
+@intrinsic
+def width(typingctx, arr):
+    """Elements per vector for ``arr``'s dtype (a constant)."""
+    vt = _vec_of(arr)
+    if vt is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, vt.count)
+
+    return types.intp(arr), codegen
+
+
+@intrinsic
+def vload(typingctx, arr, idx):
+    """The vector arr[idx:idx + width(arr)] (unaligned)."""
+    vt = _vec_of(arr)
+    if vt is None or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        vptr = builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
+        return builder.load(vptr, align=arr.dtype.bitwidth // 8)
+
+    return vt(arr, idx), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, idx, v):
+    """arr[idx:idx + width(arr)] = v (unaligned)."""
+    vt = _vec_of(arr)
+    if vt is None or v != vt or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
+        vptr = builder.bitcast(ptr, args[2].type.as_pointer())
+        builder.store(args[2], vptr, align=arr.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c elementwise; "contract" alone lets it fuse, and nothing reorders it."""
+    if not (isinstance(a, Vec) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        prod = builder.fmul(args[0], args[1], flags=("contract",))
+        return builder.fadd(prod, args[2], flags=("contract",))
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b elementwise (IEEE order, as :func:`vfma`)."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1], flags=("contract",))
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def vzero(typingctx, arr):
+    """A vector of zeros of ``arr``'s dtype."""
+    vt = _vec_of(arr)
+    if vt is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vt), None)
+
+    return vt(arr), codegen
+
+
+# --- register blocks of 8 vectors ------------------------------------------------------------
+
+@scalar
+def load8(arr, o, stride):
+    """The 8 vectors arr[o + q * stride], q = 0..7."""
+    return (vload(arr, o), vload(arr, o + stride), vload(arr, o + 2 * stride),
+            vload(arr, o + 3 * stride), vload(arr, o + 4 * stride), vload(arr, o + 5 * stride),
+            vload(arr, o + 6 * stride), vload(arr, o + 7 * stride))
+
+
+@scalar
+def store8(arr, o, stride, v):
+    """arr[o + q * stride] = v[q] for q = 0..7."""
+    for q in literal_unroll((0, 1, 2, 3, 4, 5, 6, 7)):
+        vstore(arr, o + q * stride, v[q])
+
+
+@scalar
+def fma8(x, arr, o, stride, acc):
+    """acc[q] + x * arr[o + q * stride] for q = 0..7."""
+    m = load8(arr, o, stride)
+    return (vfma(x, m[0], acc[0]), vfma(x, m[1], acc[1]), vfma(x, m[2], acc[2]),
+            vfma(x, m[3], acc[3]), vfma(x, m[4], acc[4]), vfma(x, m[5], acc[5]),
+            vfma(x, m[6], acc[6]), vfma(x, m[7], acc[7]))
+
+
+@scalar
+def add8(arr, o, stride, acc):
+    """acc[q] + arr[o + q * stride] for q = 0..7."""
+    m = load8(arr, o, stride)
+    return (vadd(acc[0], m[0]), vadd(acc[1], m[1]), vadd(acc[2], m[2]), vadd(acc[3], m[3]),
+            vadd(acc[4], m[4]), vadd(acc[5], m[5]), vadd(acc[6], m[6]), vadd(acc[7], m[7]))
