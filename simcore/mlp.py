@@ -179,6 +179,18 @@ class MLP:
                 d["gamma"] = (row[OFF_GAMMA], fo, (fo,))
                 d["beta"] = (row[OFF_BETA], fo, (fo,))
             self.slots.append(d)
+        # pack concatenates the tensors in slot order, so that must be their order in theta
+        offset = 0
+        for d in self.slots:
+            for o, size, _ in d.values():
+                assert o == offset, "slots out of flat order"
+                offset += size
+        assert offset == self.n_params
+        # unpack's plan per layer: (key, slice, shape or None for a 1-D tensor: no reshape)
+        self._unpack_plan = [[(key, slice(o, o + size), shape if len(shape) > 1 else None)
+                              for key, (o, size, shape) in d.items()] for d in self.slots]
+        # without batch norm the kernels never touch ``running``: one shared empty array
+        self._no_running = np.empty(0, self.dtype) if self.n_running == 0 else None
 
     # --- layout ------------------------------------------------------------------------------
     @property
@@ -210,26 +222,39 @@ class MLP:
         """Check ``params`` and return them as one flat C-contiguous array in this net's dtype."""
         if not isinstance(params, (list, tuple)) or len(params) != len(self.slots):
             raise ValueError(f"{name} must be a list of {len(self.slots)} per-layer dicts")
-        theta = np.empty(self.n_params, self.dtype)
+        tensors = []
         for l, (p, slots) in enumerate(zip(params, self.slots)):
             if not isinstance(p, dict) or p.keys() != slots.keys():
                 got = sorted(p) if isinstance(p, dict) else type(p).__name__
                 raise ValueError(f"{name}[{l}] must be a dict with keys {sorted(slots)}, got {got}")
-            for key, (o, size, shape) in slots.items():
+            for key, (_, _, shape) in slots.items():
                 arr = np.asarray(p[key])
                 if arr.shape != shape:
                     raise ValueError(f"{name}[{l}][{key!r}] must have shape {shape}, got {arr.shape}")
                 if arr.dtype.kind not in "iuf":
                     raise ValueError(f"{name}[{l}][{key!r}] must hold real numbers, got {arr.dtype}")
-                theta[o:o + size] = arr.reshape(-1)
-        if not np.isfinite(theta).all():
+                tensors.append(arr)
+        # one C call copies (and casts: the same rounding as an assignment) every tensor into
+        # a fresh flat array, in slot order, which is the flat order (checked in __init__);
+        # cheaper than one slice assignment per tensor. "same_kind" allows every int/uint/float
+        # kind checked above.
+        theta = np.concatenate(tensors, axis=None, dtype=self.dtype, casting="same_kind")
+        # checked after the cast, so a float64 value that overflows float32 is caught too
+        if not _validate.all_finite(theta):
             raise ValueError(f"{name} must be finite (no NaN or inf)")
         return theta
 
     def unpack(self, theta):
         """The list-of-dicts view of a flat parameter vector (arrays are views into ``theta``)."""
-        return [{key: theta[o:o + size].reshape(shape) for key, (o, size, shape) in slots.items()}
-                for slots in self.slots]
+        # plain loops over the plan made in __init__: cheaper than nested comprehensions
+        out = []
+        for plan in self._unpack_plan:
+            layer = {}
+            for key, sl, shape in plan:
+                view = theta[sl]
+                layer[key] = view if shape is None else view.reshape(shape)
+            out.append(layer)
+        return out
 
     # --- the API -----------------------------------------------------------------------------
     def init(self, seed=0, scale=1.0, bias_scale=0.0):
@@ -316,6 +341,14 @@ class MLP:
                 state[l]["running_mean"][...] = running[row[OFF_RUN]:row[OFF_RUN] + fo]
                 state[l]["running_var"][...] = running[row[OFF_RUN] + fo:row[OFF_RUN] + 2 * fo]
 
+    def _scratch_running(self):
+        """``running`` for a pass without state: scratch space the batch-norm kernels may
+        write (fresh per call, so threads sharing this net do not race), or the shared empty
+        array when there is no batch norm (nothing reads or writes it)."""
+        if self._no_running is not None:
+            return self._no_running
+        return np.empty(self.n_running, self.dtype)
+
     def _check_X(self, X):
         X = _validate.array("X", X, ndim=2, dtype=self.dtype)
         if X.shape[1] != self.sizes[0]:
@@ -346,7 +379,7 @@ class MLP:
         X = self._check_X(X)
         Y = encode_targets(self.loss, y, X.shape[0], self.sizes[-1], self.dtype)
         running = (self._pack_state(state, update=True) if state is not None
-                   else np.empty(self.n_running, self.dtype))
+                   else self._scratch_running())
         mode = TRAIN if state is not None else TRAIN_NO_UPDATE
         grad = np.empty_like(theta)
         loss = loss_and_grad_kernel(theta, self.layout, self._act, self._loss, X, Y, grad, running, mode)
@@ -364,7 +397,7 @@ class MLP:
         if self.batchnorm and state is None and X.shape[0] < 2:
             raise ValueError("X must have at least 2 rows when batchnorm=True and no state is given")
         running = (self._pack_state(state, update=False) if state is not None
-                   else np.empty(self.n_running, self.dtype))
+                   else self._scratch_running())
         return theta, X, running, (EVAL if state is not None else TRAIN_NO_UPDATE)
 
     def predict(self, params, X, state=None):

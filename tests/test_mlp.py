@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import simcore
-from simcore import MLP
+from simcore import MLP, _validate
+from simcore.mlp import TRAIN_NO_UPDATE, loss_and_grad_kernel
 
 ACTS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus"]
 LOSSES = ["mse", "mse_sigmoid", "bce", "ce"]
@@ -691,3 +692,253 @@ def test_activation_inputs_match_the_numpy_reference(bn, eval_mode):
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="X must have shape"):
         net.activation_inputs(params, X[:, :2])
+
+
+# ============================================================================================
+# The per-call fast paths (compiled checks, one-call packing): same results, same rejections
+# ============================================================================================
+
+
+def _plain_loss_and_grad(net, params, X, y):
+    """loss_and_grad as it was written before the fast paths (bce/mse targets): slice-by-slice
+    packing, plain numpy conversions, the compiled kernel, slice-by-slice unpacking."""
+    theta = np.empty(net.n_params, net.dtype)
+    for p, slots in zip(params, net.slots):
+        for key, (o, size, shape) in slots.items():
+            theta[o:o + size] = np.asarray(p[key]).reshape(-1)
+    X = np.asarray(X, dtype=net.dtype, order="C")
+    Y = np.ascontiguousarray(np.asarray(y).reshape(X.shape[0], net.sizes[-1]), dtype=net.dtype)
+    grad = np.empty_like(theta)
+    loss = loss_and_grad_kernel(theta, net.layout, net._act, net._loss, X, Y, grad,
+                                np.empty(net.n_running, net.dtype), TRAIN_NO_UPDATE)
+    return float(loss), [{key: grad[o:o + size].reshape(shape)
+                          for key, (o, size, shape) in slots.items()} for slots in net.slots]
+
+
+def _fast_path_case(dtype, bn=False):
+    net = MLP([2, 5, 4, 1], activation="tanh", loss="bce", batchnorm=bn, dtype=dtype)
+    params = net.init(seed=4, bias_scale=0.3)
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(12, 2)).astype(dtype)
+    y = rng.integers(0, 2, 12).astype(dtype)
+    return net, params, X, y
+
+
+def _variants_X(X):
+    other = np.float64 if X.dtype == np.float32 else np.float32
+    wide = np.zeros((2 * X.shape[0], 3), X.dtype)
+    wide[::2, :2] = X
+    ro = X.copy()
+    ro.flags.writeable = False
+    return {"same": X, "other_dtype": X.astype(other), "fortran": np.asfortranarray(X),
+            "strided": wide[::2, :2], "read_only": ro, "list": X.tolist(),
+            "int": np.round(4 * X).astype(np.int64)}
+
+
+def _variants_y(y):
+    longer = np.zeros(2 * y.size, y.dtype)
+    longer[::2] = y
+    return {"same": y, "float64": y.astype(np.float64), "float32": y.astype(np.float32),
+            "int64": y.astype(np.int64), "int32": y.astype(np.int32), "uint8": y.astype(np.uint8),
+            "bool": y.astype(bool), "column": y.reshape(-1, 1), "strided": longer[::2],
+            "list": y.astype(int).tolist()}
+
+
+def _variants_params(params):
+    other = np.float64 if params[0]["W"].dtype == np.float32 else np.float32
+    return {"same": params,
+            "other_dtype": [{k: v.astype(other) for k, v in p.items()} for p in params],
+            "fortran": [{k: np.asfortranarray(v) for k, v in p.items()} for p in params],
+            "strided": [{k: np.repeat(v, 2, axis=-1)[..., ::2] for k, v in p.items()}
+                        for p in params],
+            "int": [{k: np.round(3 * v).astype(np.int32) for k, v in p.items()} for p in params],
+            "lists": [{k: v.tolist() for k, v in p.items()} for p in params],
+            "tuple": tuple(params)}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("what", ["X", "y", "params"])
+def test_loss_and_grad_is_bit_identical_to_the_plain_pipeline(dtype, bn, what):
+    net, params, X, y = _fast_path_case(dtype, bn)
+    variants = {"X": _variants_X(X), "y": _variants_y(y), "params": _variants_params(params)}[what]
+    for name, v in variants.items():
+        args = {"params": params, "X": X, "y": y}
+        args[what] = v
+        loss, grads = net.loss_and_grad(**args)
+        ref_loss, ref_grads = _plain_loss_and_grad(net, **args)
+        assert loss == ref_loss, name
+        for g, r in zip(grads, ref_grads):
+            assert g.keys() == r.keys(), name
+            for key in g:
+                assert g[key].dtype == net.dtype and g[key].shape == r[key].shape, (name, key)
+                np.testing.assert_array_equal(g[key], r[key], err_msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bn", [False, True])
+def test_pack_is_a_fresh_exact_copy_and_unpack_gives_views(dtype, bn):
+    net, params, _, _ = _fast_path_case(dtype, bn)
+    for variant in _variants_params(params).values():
+        theta = net.pack(variant)
+        ref = np.empty(net.n_params, net.dtype)
+        for p, slots in zip(variant, net.slots):
+            for key, (o, size, shape) in slots.items():
+                ref[o:o + size] = np.asarray(p[key]).reshape(-1)
+        assert theta.dtype == net.dtype and theta.flags.c_contiguous and theta.flags.writeable
+        np.testing.assert_array_equal(theta, ref)
+    theta = net.pack(params)
+    assert not any(np.shares_memory(theta, v) for p in params for v in p.values())
+    views = net.unpack(theta)
+    assert [{k: v.shape for k, v in p.items()} for p in views] == net.param_shapes()
+    for p, q in zip(views, params):
+        for key in p:
+            assert np.shares_memory(p[key], theta)
+            np.testing.assert_array_equal(p[key], q[key])
+    views[-1]["b"][0] = 7.0
+    assert theta[-1] == 7.0 and params[-1]["b"][0] != 7.0
+
+
+def test_each_call_returns_fresh_gradient_arrays():
+    net, params, X, y = _fast_path_case("float32")
+    _, g1 = net.loss_and_grad(params, X, y)
+    before = [{k: v.copy() for k, v in p.items()} for p in g1]
+    _, g2 = net.loss_and_grad(params, X[:6], y[:6])
+    assert not any(np.shares_memory(a, b)
+                   for p, q in zip(g1, g2) for a, b in zip(p.values(), q.values()))
+    for p, q in zip(g1, before):
+        for key in p:
+            np.testing.assert_array_equal(p[key], q[key])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_X_is_rejected_at_any_position_and_in_any_layout(dtype, bad):
+    net, params, X, y = _fast_path_case(dtype)
+    for name, v in _variants_X(X).items():
+        if name in ("int",):
+            continue
+        for pos in [(0, 0), (5, 1), (11, 1)]:
+            Xb = np.array(v, dtype=np.asarray(v).dtype, copy=True)
+            Xb[pos] = bad
+            if name == "read_only":
+                Xb.flags.writeable = False
+            if name == "strided":
+                wide = np.zeros((24, 3), Xb.dtype)
+                wide[::2, :2] = Xb
+                Xb = wide[::2, :2]
+            if name == "list":
+                Xb = Xb.tolist()
+            with pytest.raises(ValueError, match=r"^X must be finite"):
+                net.loss_and_grad(params, Xb, y)
+            with pytest.raises(ValueError, match=r"^X must be finite"):
+                net.predict(params, Xb)
+
+
+def test_X_that_overflows_float32_is_rejected():
+    net, params, X, y = _fast_path_case("float32")
+    Xb = X.astype(np.float64)
+    Xb[3, 0] = 1e39  # finite in float64, inf once cast to the net's float32
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match=r"^X must be finite"):
+        net.loss_and_grad(params, Xb, y)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("y_dtype", ["float32", "float64", "int64", "int32", "int8", "float16"])
+def test_bad_bce_labels_are_rejected_at_any_position(dtype, y_dtype):
+    net, params, X, y = _fast_path_case(dtype)
+    bad_values = [2, -1] + ([0.5, np.nan, np.inf, -np.inf] if y_dtype.startswith("float") else [])
+    for bad in bad_values:
+        for pos in [0, 6, 11]:
+            yb = y.astype(y_dtype)
+            yb[pos] = bad
+            msg = f"y must take values in [0, 1], got {yb[pos]!r}"
+            for v in (yb, yb.reshape(-1, 1), np.repeat(yb, 2)[::2]):
+                with pytest.raises(ValueError) as info:
+                    net.loss_and_grad(params, X, v)
+                assert str(info.value) == msg
+
+
+def test_minus_zero_is_a_valid_bce_label():
+    net, params, X, y = _fast_path_case("float64")
+    y = np.where(y == 0, -0.0, 1.0)
+    loss, _ = net.loss_and_grad(params, X, y)
+    assert loss == net.loss_and_grad(params, X, np.abs(y))[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_params_are_rejected_in_every_tensor(dtype, bad):
+    net, params, X, y = _fast_path_case(dtype, bn=True)
+    for l, p in enumerate(params):
+        for key in p:
+            for variant in ("same", "other_dtype", "fortran", "strided"):
+                pb = _variants_params(copy.deepcopy(params))[variant]  # fresh arrays
+                for pos in [(0,) * p[key].ndim, (-1,) * p[key].ndim]:
+                    v = pb[l][key]
+                    keep = v[pos]
+                    v[pos] = bad
+                    with pytest.raises(ValueError, match=r"^params must be finite"):
+                        net.loss_and_grad(pb, X, y)
+                    v[pos] = keep
+
+
+def test_params_that_overflow_float32_are_rejected():
+    net, params, X, y = _fast_path_case("float32")
+    pb = [{k: v.astype(np.float64) for k, v in p.items()} for p in params]
+    pb[1]["W"][2, 3] = -1e39  # finite in float64, -inf once cast to the net's float32
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match=r"^params must be finite"):
+        net.loss_and_grad(pb, X, y)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_params_of_the_wrong_shape_or_kind_are_rejected_in_every_tensor(bn):
+    net, params, X, y = _fast_path_case("float32", bn=bn)
+    for l, p in enumerate(params):
+        for key, v in p.items():
+            for bad in (np.zeros(v.shape + (1,), v.dtype), np.zeros(v.size + 1, v.dtype),
+                        v.astype(bool), v.astype(complex), v.astype(str)):
+                pb = copy.deepcopy(params)
+                pb[l][key] = bad
+                with pytest.raises(ValueError, match=rf"^params\[{l}\]\['{key}'\] must "):
+                    net.loss_and_grad(pb, X, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.longdouble, ">f8"])
+@pytest.mark.parametrize("size", [0, 1, 3, 17, 64, 257, 5000])
+def test_all_finite_agrees_with_numpy(dtype, size):
+    a = np.random.default_rng(size).normal(size=size).astype(dtype)
+    assert _validate.all_finite(a) is True
+    positions = range(size) if size <= 64 else [0, 1, size // 2, size - 2, size - 1]
+    for bad in (np.nan, np.inf, -np.inf):
+        for pos in positions:
+            b = a.copy()
+            b[pos] = bad
+            assert not _validate.all_finite(b), (bad, pos)
+            assert not _validate.all_finite(np.repeat(b, 2)[::2]), (bad, pos)  # strided
+            if size % 2 == 0 and size:
+                assert not _validate.all_finite(b.reshape(2, -1).T), (bad, pos)  # Fortran 2-D
+            b.flags.writeable = False
+            assert not _validate.all_finite(b), (bad, pos)
+    big = np.full(size, np.finfo(np.dtype(dtype)).max, dtype)
+    assert _validate.all_finite(big)  # no arithmetic inside: nothing overflows
+
+
+@pytest.mark.parametrize("dtype", ["bool", "int8", "uint8", "int32", "int64", "float16",
+                                   "float32", "float64"])
+def test_zero_one_labels_check_agrees_with_numpy(dtype):
+    rng = np.random.default_rng(1)
+    for size in (1, 5, 64, 1000):
+        y = rng.integers(0, 2, size).astype(dtype)
+        assert _validate.labels("y", y, size, values=(0, 1)) is not None
+        if dtype == "bool":
+            continue
+        bads = [2, 3] + ([-1] if dtype[0] != "u" else []) + (
+            [0.5, 1 + 2 ** -10, np.nan, np.inf, -np.inf] if dtype.startswith("float") else [])
+        for bad in bads:
+            for pos in sorted({0, size // 2, size - 1}):
+                b = y.copy()
+                b[pos] = bad
+                with pytest.raises(ValueError) as info:
+                    _validate.labels("y", b, size, values=(0, 1))
+                assert str(info.value) == f"y must take values in [0, 1], got {b[pos]!r}"
