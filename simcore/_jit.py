@@ -16,6 +16,7 @@ loop containing ``/`` (numba's default "python" model puts a raising check on ev
 """
 from numba import njit
 
+from . import _cache  # noqa: F401  (its cache locators must be in place before any decorator runs)
 from . import config
 
 
