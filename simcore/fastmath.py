@@ -1,4 +1,5 @@
-"""Vectorisable float64 ``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` for compiled loops.
+"""Vectorisable ``exp``, ``expm1``, ``log``, ``log1p`` and ``tanh`` for compiled loops, in float64
+and (for a float32 argument) in float32.
 
 Why this module exists
 ----------------------
@@ -6,12 +7,18 @@ Inside a numba loop ``math.exp`` / ``math.tanh`` / ``np.exp`` lower to a call to
 LLVM can only vectorise such a call when it has a vector math library to map it to (Intel SVML);
 the llvmlite build used here has none, so every element costs a scalar libm call and the whole
 loop stays scalar.  The functions below are written only with operations LLVM knows how to
-vectorise (``+ - * /``, ``fabs``, ``copysign``, compares turned into selects, 64-bit integer
+vectorise (``+ - * /``, ``fabs``, ``copysign``, compares turned into selects, integer
 add/shift/and and bitcasts), without branches, loops or calls, so once LLVM inlines them into
 ``for i in range(n): out[i] = exp(z[i])`` the loop becomes packed AVX/AVX-512 code.
 
-Method (shared by all five)
----------------------------
+Types: each public function is a type switch resolved at compile time (see ``_by_type``).  A
+float32 argument is computed in float32 and gives a float32, so a float32 loop packs twice as
+many lanes (16 with AVX-512): exp and tanh have native float32 kernels (:func:`_exp32`,
+:func:`_tanh32`); expm1, log and log1p compute in float64 and round once to float32.  Any other
+argument (float64, integers) is converted with ``float(x)`` and computed in float64.
+
+Method (float64, shared by all five)
+------------------------------------
 * ``2**k`` is built directly from its bit pattern ``(k + 1023) << 52`` through a numba
   ``@intrinsic`` that bitcasts int64 <-> float64 (:func:`_as_float`, :func:`_as_int`).
 * exp/expm1: Cody-Waite reduction ``x = k*ln2 + r``, ``|r| <= ln2/2``, and a degree-12 polynomial
@@ -20,6 +27,15 @@ Method (shared by all five)
   ``s = f/(2+f)``, ``log(m) = 2 atanh(s)`` with fdlibm's degree-14 minimax polynomial in ``s``
   (error < 2**-58.45); log1p adds the exact rounding error of ``1+x`` back in.
 * tanh from expm1.
+
+Method (float32 exp, tanh)
+--------------------------
+* ``2**k`` from ``(k + 127) << 23`` (:func:`_as_float32`, :func:`_as_int32`); every constant is
+  an ``np.float32`` (a Python float literal is a float64 and would widen the arithmetic).
+* exp: the same Cody-Waite reduction with a 1.5*2**23 shifter and Cephes' two-part ln2, and a
+  degree-7 polynomial for ``expm1(r)`` (near-minimax fit with numpy, 1.6e-10 relative).
+* tanh: ``|x| < 0.55``: odd degree-11 near-minimax polynomial (fit with numpy, 4.3e-9 relative);
+  above, ``1 - 2/(exp(2|x|) + 1)``; ``|x|`` clamped to 9.1, where tanh rounds to 1.
 
 Why some operations go through ``_add`` / ``_sub`` / ``_mul`` / ``_div``
 --------------------------------------------------------------------------
@@ -37,8 +53,15 @@ reassociate through its strict operands (seen with tanh's correction term).  No
 Measured accuracy (float64, against numpy/glibc, ~10 million random points per function over
 the whole range plus special values; see ``tests/test_fastmath.py``), in units of the last place:
 exp 1, expm1 1, log 1, log1p 1, tanh 2.  Special values (+-0, +-inf, NaN, overflow, underflow,
-subnormals, log1p(-1)) are exact.  Float32 (or integer) arguments are promoted and computed in
-float64.
+subnormals, log1p(-1)) are exact.
+
+Measured accuracy (float32, against numpy's float64 result rounded to float32, 10 million points
+per function over the whole float32 range plus special values; see ``tests/test_fastmath32.py``),
+in float32 ulps: exp 1, tanh 1, expm1 0, log 0, log1p 0 (these three are rounded once from
+float64, so at most 1).  Exhaustively, over every float32: exp on [-104, 104] (2,241,855,490
+values) max 1 ulp, 0.77 % of them off by one; tanh on [0, 10] (1,092,616,193 values; tanh is odd
+and exactly 1 beyond) max 1 ulp, 0.30 % off by one.  Special values as in float64, with
+tanh(-0) = -0 and tanh(+-9.010914 and beyond, +-inf) = +-1.
 
 Vectorising also needs the loop body to be unable to raise: numba's default
 ``error_model="python"`` guards every float ``/`` with a ZeroDivisionError check, which stops
@@ -48,9 +71,10 @@ cannot raise (``error_model="numpy"`` or no ``/``).
 """
 import math
 
+import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._jit import scalar
 
@@ -83,18 +107,54 @@ def _as_int(typingctx, x):
     return types.int64(types.float64), codegen
 
 
+@intrinsic
+def _as_float32(typingctx, bits):
+    """Reinterpret the low 32 bits of an integer as a float32 (no conversion).
+
+    Takes any integer type because numba widens int32 arithmetic to int64: the truncation to
+    32 bits is done here, and LLVM then narrows the integer arithmetic feeding it back to i32.
+    """
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        if bits.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        elif bits.bitwidth < 32:
+            v = builder.sext(v, ir.IntType(32)) if bits.signed else builder.zext(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def _as_int32(typingctx, x):
+    """Reinterpret the 32 bits of a float32 as an int32 (no conversion)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
 def _ieee_binop(opname, doc):
     # The single flag "contract" keeps numba's fastmath pass (which only touches instructions
     # without flags) from adding "reassoc", so LLVM keeps our evaluation order.
+    # float32 op float32 is done in float32; any other pair of floats in float64, as numba's
+    # own arithmetic would (a float32 mixed with a float64 is widened, exactly).
     @intrinsic
     def op(typingctx, a, b):
         if not (isinstance(a, types.Float) and isinstance(b, types.Float)):
             return None
+        ty = types.float32 if a == types.float32 and b == types.float32 else types.float64
 
         def codegen(context, builder, sig, args):
             return getattr(builder, opname)(args[0], args[1], flags=("contract",))
 
-        return types.float64(types.float64, types.float64), codegen
+        return ty(ty, ty), codegen
 
     op.__doc__ = doc
     return op
@@ -155,6 +215,51 @@ _TINY = 2.2250738585072014e-308          # smallest normal float64
 
 _INF = math.inf
 _NAN = math.nan
+
+# float32 constants.  They must be np.float32 (numba types a Python float literal as float64,
+# and float32 op float64 is computed in float64): every constant in a float32 kernel is one.
+_F_ZERO = np.float32(0.0)
+_F_HALF = np.float32(0.5)
+_F_ONE = np.float32(1.0)
+_F_TWO = np.float32(2.0)
+_F_TWO_64 = np.float32(2.0 ** 64)
+_F_TWO_M64 = np.float32(2.0 ** -64)
+_F_INV_LN2 = np.float32(1.44269504)      # 1/ln(2)
+# ln(2) split in two (Cephes expf): _F_LN2_HI = 0x3f318000 has 9 significant bits, so k*_F_LN2_HI
+# is exact for |k| < 2**15 and x - k*_F_LN2_HI is exact; _F_LN2_LO = ln2 - _F_LN2_HI rounded.
+_F_LN2_HI = np.float32(0.693359375)
+_F_LN2_LO = np.float32(-2.12194440e-4)
+_F_SHIFT = np.float32(12582912.0)        # 1.5 * 2**23: rounds |v| < 2**22 to an integer
+_F_SHIFT_BITS = 0x4B400000               # bit pattern of _F_SHIFT
+# exp32's clamp: exp(x) overflows float32 above 88.72 and rounds to 0 below -103.97.
+_F_EXP_HI = np.float32(89.0)
+_F_EXP_LO = np.float32(-104.0)
+
+# expm1(r) = r + r**2/2 + r**3 * (_F_E0 + _F_E1 r + ... + _F_E4 r**4) on |r| <= ln2/2 + 1e-3.
+# Fit: weighted least squares of (expm1(r) - r - r**2/2) / r**3 (reference from mpmath) on 20000
+# points, weights |r|**3/exp(r) so the error is relative to exp(r), iterated to near-minimax with
+# Lawson's algorithm (numpy), then rounded to float32: error 1.6e-10 relative, 0.003 float32 ulp.
+_F_E0 = np.float32(0.16666666)
+_F_E1 = np.float32(0.04166646)
+_F_E2 = np.float32(0.008333589)
+_F_E3 = np.float32(0.001393549)
+_F_E4 = np.float32(0.00019732803)
+
+# tanh32: |x| >= _F_TANH_SPLIT uses 1 - 2/(exp(2|x|) + 1); from there on tanh >= 1/2, so the
+# subtracted term is below 1/2 and an error of one of its ulps is half an ulp of the result.
+# tanh rounds to 1 in float32 from 9.010914 on: |x| is clamped to _F_TANH_CLAMP.
+_F_TANH_SPLIT = np.float32(0.55)
+_F_TANH_CLAMP = np.float32(9.1)
+# tanh(x) = x + x**3 * (_F_T0 + _F_T1 s + ... + _F_T4 s**4), s = x**2, for |x| < 0.55.
+# Fit: weighted least squares in s of (tanh(x) - x) / x**3 against numpy's float64 tanh on a
+# grid of 20000 points in (0, 0.55], weights x**3/tanh(x) so the error is relative to tanh(x),
+# iterated to near-minimax with Lawson's algorithm (numpy; fit error 1.1e-9), then rounded to
+# float32: error 4.3e-9 relative, under 0.04 float32 ulp.
+_F_T0 = np.float32(-0.33333316)
+_F_T1 = np.float32(0.13332586)
+_F_T2 = np.float32(-0.053852323)
+_F_T3 = np.float32(0.021071738)
+_F_T4 = np.float32(-0.0062743253)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,11 +336,11 @@ def _log_core(u, c, kextra):
 
 
 # --------------------------------------------------------------------------------------------
-# Public functions
+# float64 functions (also used for integer arguments)
 # --------------------------------------------------------------------------------------------
 
 @scalar
-def exp(x):
+def _exp64(x):
     """exp(x), float64, branch-free and vectorisable.  Measured max error 1 ulp (0.91 vs mpmath;
     subnormal results within 1 step of the subnormal grid).
 
@@ -257,11 +362,11 @@ def exp(x):
 
 
 @scalar
-def expm1(x):
+def _expm1_64(x):
     """exp(x) - 1, float64, accurate also for tiny x.  Measured max error 1 ulp (1.1 vs mpmath).
 
     x is clamped to [-40, 710] (expm1(-40) rounds to -1; exp(710) overflows), reduced as in
-    :func:`exp`, and expm1(x) = 2**k * expm1(r) + (2**k - 1) -- the last term is exact for
+    :func:`_exp64`, and expm1(x) = 2**k * expm1(r) + (2**k - 1) -- the last term is exact for
     |k| <= 53 and k = 0 gives expm1(r) itself, so there is no cancellation for small x.
     For k = 1024 (x in (709.43, 709.79]) the scale is applied as 2**1023 * 2.
     """
@@ -281,7 +386,7 @@ def expm1(x):
 
 
 @scalar
-def log(x):
+def _log64(x):
     """Natural log, float64.  Measured max error 1 ulp.
 
     Subnormal x are first scaled by 2**54 (k -= 54); then fdlibm's log kernel (see
@@ -298,7 +403,7 @@ def log(x):
 
 
 @scalar
-def log1p(x):
+def _log1p64(x):
     """log(1 + x), float64, accurate for tiny x.  Measured max error 1 ulp.
 
     u = 1 + x rounded; its rounding error c = (1 + x) - u is recovered exactly with Fast2Sum
@@ -318,7 +423,7 @@ def log1p(x):
 
 
 @scalar
-def tanh(x):
+def _tanh64(x):
     """tanh(x), float64, odd.  Measured max error 2 ulp against numpy (1.8 ulp against mpmath).
 
     With a = min(|x|, 20) (tanh(20) rounds to 1; the clamp keeps expm1 finite and lets NaN
@@ -330,7 +435,7 @@ def tanh(x):
     x = float(x)
     a = abs(x)
     a = 20.0 if a > 20.0 else a
-    e = expm1(2.0 * a)
+    e = _expm1_64(2.0 * a)
     d = e + 2.0
     small = a < 0.55
     q = _div(e if small else 2.0, d)
@@ -344,3 +449,180 @@ def tanh(x):
     qs = _add(q, corr * (0.5 * (1.0 - q)))
     t = qs if small else 1.0 - q
     return math.copysign(t, x)
+
+
+# --------------------------------------------------------------------------------------------
+# float32 functions
+# --------------------------------------------------------------------------------------------
+# exp and tanh are native float32 kernels, so a loop over float32 vectorises at twice the
+# float64 width (16 lanes with AVX-512); expm1, log and log1p are computed in float64 and
+# rounded once to float32 (at most 1 ulp, usually correctly rounded), vectorising at the
+# float64 width.  Every constant below is an np.float32 and every operation float32 op float32.
+
+@scalar
+def _pow2_32(k):
+    """2.0**k as a float32 from its bit pattern, for -126 <= k <= 127 (any integer type)."""
+    return _as_float32((k + 127) << 23)
+
+
+@scalar
+def _exp32_reduce(x):
+    """Return ``(r, k)`` with ``x = k*ln2 + r``, ``|r| <= ln2/2``, for float32 ``|x| <= 2e4``
+    (k*_F_LN2_HI exact); here |x| <= 104.
+
+    As :func:`_exp_reduce` with the 1.5*2**23 shifter (its low 23 bits hold k) and Cephes'
+    two-part ln2.  NaN x gives NaN r (and garbage k).
+    """
+    t = x * _F_INV_LN2 + _F_SHIFT
+    kf = _sub(t, _F_SHIFT)
+    k = _as_int32(t) - _F_SHIFT_BITS
+    r = _sub(_sub(x, _mul(kf, _F_LN2_HI)), _mul(kf, _F_LN2_LO))
+    return r, k
+
+
+@scalar
+def _expm1_32_reduced(r):
+    """expm1(r) for float32 ``|r| <= ln2/2 + 1e-3``: r + r**2 * (1/2 + r * P4(r)).
+
+    Degree 7 in all, fit error 1.6e-10 relative to exp(r) (see _F_E0.._F_E4).
+    """
+    p = _F_E4
+    p = p * r + _F_E3
+    p = p * r + _F_E2
+    p = p * r + _F_E1
+    p = p * r + _F_E0
+    return _add(r, (r * r) * (_F_HALF + r * p))
+
+
+@scalar
+def _exp32(x):
+    """exp(x) for a float32 x, in float32.  Measured max error 1 ulp (see the module docstring).
+
+    x is clamped to [-104, 89] (outside, the float32 result rounds to 0 / overflows), then
+    exp(x) = (exp(r) * 2**k1) * 2**k2 with k1 = -64 for x < 0, +64 otherwise, k2 = k - k1: for
+    every k in [-150, 128] both factors are normal (|k| <= 62 works with either k1, and beyond
+    k has x's sign), so the first product is exact and the second rounds once, giving +inf
+    above 88.72 and correctly rounded gradual underflow to 0 below -103.97.  NaN propagates
+    through r.
+    (Not k1 = k >> 1 as in :func:`_exp64`: numba does integer arithmetic in int64 and LLVM
+    cannot narrow a right shift back to int32, which costs a second vector per 16 lanes.)
+    """
+    x = _F_EXP_HI if x > _F_EXP_HI else x     # comparisons are false for NaN
+    x = _F_EXP_LO if x < _F_EXP_LO else x
+    r, k = _exp32_reduce(x)
+    neg = x < _F_ZERO
+    s1 = _F_TWO_M64 if neg else _F_TWO_64
+    k2 = k + 64 if neg else k - 64
+    # 1 + expm1(r): the one rounding that matters is this addition
+    return _mul(_mul(_add(_F_ONE, _expm1_32_reduced(r)), s1), _pow2_32(k2))
+
+
+@scalar
+def _tanh32(x):
+    """tanh(x) for a float32 x, in float32, odd.  Measured max error 1 ulp (see the module
+    docstring; exhaustive over [0, 10]).
+
+    With a = min(|x|, 9.1) (tanh rounds to 1 from 9.0109; the clamp lets NaN through):
+      a <  0.55: tanh(a) = a + a**3 P4(a**2), odd minimax polynomial (see _F_T0.._F_T4),
+                 exact for tiny a;
+      a >= 0.55: tanh(a) = 1 - 2 / (exp(2a) + 1): tanh >= 1/2 there, so the subtracted term
+                 is below 1/2 and an error of one of its ulps is half an ulp of the result.
+    Both are computed and one selected (no branch); 2a <= 18.2, so exp(2a) needs no clamp and
+    a single power-of-two scale.  The sign is restored with copysign (tanh(-0) = -0).
+    """
+    a = abs(x)
+    a = _F_TANH_CLAMP if a > _F_TANH_CLAMP else a
+    s = a * a
+    p = _F_T4
+    p = p * s + _F_T3
+    p = p * s + _F_T2
+    p = p * s + _F_T1
+    p = p * s + _F_T0
+    # a + a*s*p in IEEE order, a precaution (not seen to happen here): "reassoc" would allow
+    # a * (1 + s*p), which rounds 1 + s*p first (up to 1/2 ulp of 1) and loses the exactness
+    # for tiny a.
+    t_small = _add(a, (a * s) * p)
+    r, k = _exp32_reduce(a + a)
+    e2a = _mul(_add(_F_ONE, _expm1_32_reduced(r)), _pow2_32(k))
+    t_big = _F_ONE - _div(_F_TWO, e2a + _F_ONE)
+    t = t_small if a < _F_TANH_SPLIT else t_big
+    return math.copysign(t, x)
+
+
+@scalar
+def _expm1_32(x):
+    """expm1(x) for a float32 x: computed in float64, rounded once to float32."""
+    return np.float32(_expm1_64(x))
+
+
+@scalar
+def _log32(x):
+    """log(x) for a float32 x: computed in float64, rounded once to float32."""
+    return np.float32(_log64(x))
+
+
+@scalar
+def _log1p32(x):
+    """log1p(x) for a float32 x: computed in float64, rounded once to float32."""
+    return np.float32(_log1p64(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions: float32 in float32, everything else in float64
+# --------------------------------------------------------------------------------------------
+# The choice is made at compile time from the argument's numba type by an ``overload`` of a
+# private stub, so the public names stay ordinary CPU dispatchers: simcore._jit maps these very
+# objects to ``math.*`` for the CUDA build, and Python can call them directly.  LLVM inlines the
+# stub and the kernel, so a float64 (or integer) argument runs exactly the code it always did.
+
+def _by_type(f32, f64):
+    """A stub that compiled code calls as ``stub(x)``: ``f32(x)`` for a float32 x, ``f64(x)``
+    for anything else (float64, integers: f64 converts with ``float(x)``)."""
+    def stub(x):
+        raise TypeError("simcore.fastmath: call the public function, not its type switch")
+
+    @overload(stub)
+    def _select(x):
+        impl = f32 if x == types.float32 else f64
+        return lambda x: impl(x)
+
+    return stub
+
+
+_exp_t = _by_type(_exp32, _exp64)
+_expm1_t = _by_type(_expm1_32, _expm1_64)
+_log_t = _by_type(_log32, _log64)
+_log1p_t = _by_type(_log1p32, _log1p64)
+_tanh_t = _by_type(_tanh32, _tanh64)
+
+
+@scalar
+def exp(x):
+    """exp(x): float32 -> float32 (:func:`_exp32`), else float64 (:func:`_exp64`)."""
+    return _exp_t(x)
+
+
+@scalar
+def expm1(x):
+    """exp(x) - 1, accurate for tiny x: float32 -> float32 (:func:`_expm1_32`), else float64
+    (:func:`_expm1_64`)."""
+    return _expm1_t(x)
+
+
+@scalar
+def log(x):
+    """Natural log: float32 -> float32 (:func:`_log32`), else float64 (:func:`_log64`)."""
+    return _log_t(x)
+
+
+@scalar
+def log1p(x):
+    """log(1 + x), accurate for tiny x: float32 -> float32 (:func:`_log1p32`), else float64
+    (:func:`_log1p64`)."""
+    return _log1p_t(x)
+
+
+@scalar
+def tanh(x):
+    """tanh(x): float32 -> float32 (:func:`_tanh32`), else float64 (:func:`_tanh64`)."""
+    return _tanh_t(x)

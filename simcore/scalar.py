@@ -11,6 +11,10 @@ the cheaper form (``tanh'(z) = 1 - a^2`` needs no second exponential), as PyTorc
 
 Stability: ``exp`` is only ever called on ``-|z|`` (never overflows); every activation and
 derivative is finite for finite ``z`` of any size, in float32 and float64.
+
+Precision: a float32 ``z`` is computed in float32 (the exp/tanh/log1p of
+:mod:`simcore.fastmath` return its type, and the constants 0 and 1 below follow it), so float32
+loops vectorise at twice the float64 width; float64 is computed in float64.
 """
 import math
 
@@ -20,6 +24,15 @@ from ._jit import scalar
 from .fastmath import exp, log1p, tanh as _tanh
 
 LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default negative slope
+
+# 0 and 1 as int8, so that they take the float type of the other operand: numba (CPU and CUDA)
+# and NumPy promote int8 with float32 to float32 and with float64 or a Python float to float64,
+# exactly.  A literal 1.0 is a float64 and would widen float32 work to float64 (for sigmoid,
+# half the SIMD width: float32 sigmoid ran 1.8x slower).  np.float32 constants would do for
+# numba but not in the CUDA simulator, where NumPy makes np.float32 + (Python float) a float32
+# and would round float64 results.
+_ZERO = np.int8(0)
+_ONE = np.int8(1)
 
 
 # --- activations: f(z) and f'(z) given a = f(z) ------------------------------------------
@@ -40,14 +53,14 @@ def identity_grad(z, a):
 def sigmoid(z):
     r""":math:`\sigma(z) = 1 / (1 + e^{-z})`, evaluated through :math:`e^{-|z|}` so it never overflows."""
     e = exp(-abs(z))
-    r = 1.0 / (1.0 + e)
-    return r if z >= 0 else e * r
+    r = _ONE / (_ONE + e)
+    return r if z >= _ZERO else e * r
 
 
 @scalar
 def sigmoid_grad(z, a):
     r""":math:`\sigma'(z) = \sigma(z)(1 - \sigma(z)) \le 1/4`."""
-    return a * (1.0 - a)
+    return a * (_ONE - a)
 
 
 @scalar
@@ -59,7 +72,7 @@ def tanh(z):
 @scalar
 def tanh_grad(z, a):
     r""":math:`\tanh'(z) = 1 - \tanh^2 z`."""
-    return 1.0 - a * a
+    return _ONE - a * a
 
 
 @scalar
@@ -89,7 +102,7 @@ def leaky_relu_grad(z, a):
 @scalar
 def softplus(z):
     r""":math:`\log(1 + e^{z}) = \max(z, 0) + \log(1 + e^{-|z|})`."""
-    return max(z, 0.0) + log1p(exp(-abs(z)))
+    return max(z, _ZERO) + log1p(exp(-abs(z)))
 
 
 @scalar
