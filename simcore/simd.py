@@ -26,12 +26,12 @@ compiled code.
 ``vload(arr, i)``       arr[i:i + n] of a contiguous 1-D array, as a vector (unaligned load)
 ``vstore(arr, i, v)``   arr[i:i + n] = v
 ``vfma(a, b, c)``       a * b + c elementwise (one fused instruction where the CPU has FMA)
-``vadd(a, b)``          a + b elementwise
 ``vzero(arr)``          a vector of zeros of arr's dtype
+``vsplat(arr, x)``      a vector of arr's dtype with every element x
 
 Register blocks: a tuple of 8 vectors (after inlining, 8 registers), rows ``stride`` apart:
 ``load8(arr, o, stride)``, ``store8(arr, o, stride, acc)``, ``fma8(x, arr, o, stride, acc)``
-(acc[q] + x * arr[o + q*stride]) and ``add8(arr, o, stride, acc)``.
+(acc[q] + x * arr[o + q*stride]).
 
 No bounds are checked (as numba's own indexing, which checks none either): callers index
 within the array. The multiply-add carries only the ``contract`` flag, so the sum is evaluated
@@ -131,18 +131,6 @@ def vfma(typingctx, a, b, c):
 
 
 @intrinsic
-def vadd(typingctx, a, b):
-    """a + b elementwise (IEEE order, as :func:`vfma`)."""
-    if not (isinstance(a, Vec) and a == b):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1], flags=("contract",))
-
-    return a(a, b), codegen
-
-
-@intrinsic
 def vzero(typingctx, arr):
     """A vector of zeros of ``arr``'s dtype."""
     vt = _vec_of(arr)
@@ -153,6 +141,24 @@ def vzero(typingctx, arr):
         return ir.Constant(context.get_value_type(vt), None)
 
     return vt(arr), codegen
+
+
+@intrinsic
+def vsplat(typingctx, arr, x):
+    """A vector of ``arr``'s dtype with every element x (converted to that dtype)."""
+    vt = _vec_of(arr)
+    if vt is None or not isinstance(x, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[1], sig.args[1], vt.dtype)
+        ty = context.get_value_type(vt)
+        out = ir.Constant(ty, ir.Undefined)
+        for q in range(vt.count):
+            out = builder.insert_element(out, v, ir.Constant(ir.IntType(32), q))
+        return out
+
+    return vt(arr, x), codegen
 
 
 # --- register blocks of 8 vectors ------------------------------------------------------------
@@ -179,11 +185,3 @@ def fma8(x, arr, o, stride, acc):
     return (vfma(x, m[0], acc[0]), vfma(x, m[1], acc[1]), vfma(x, m[2], acc[2]),
             vfma(x, m[3], acc[3]), vfma(x, m[4], acc[4]), vfma(x, m[5], acc[5]),
             vfma(x, m[6], acc[6]), vfma(x, m[7], acc[7]))
-
-
-@scalar
-def add8(arr, o, stride, acc):
-    """acc[q] + arr[o + q * stride] for q = 0..7."""
-    m = load8(arr, o, stride)
-    return (vadd(acc[0], m[0]), vadd(acc[1], m[1]), vadd(acc[2], m[2]), vadd(acc[3], m[3]),
-            vadd(acc[4], m[4]), vadd(acc[5], m[5]), vadd(acc[6], m[6]), vadd(acc[7], m[7]))

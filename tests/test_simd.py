@@ -6,7 +6,7 @@ import pytest
 from simcore._jit import cpu_kernel
 from simcore.grid import LANES
 from simcore.grid import cpu
-from simcore.simd import vadd, vfma, vload, vstore, vzero, width, VBYTES
+from simcore.simd import vfma, vload, vsplat, vstore, vzero, width, VBYTES
 
 
 @cpu_kernel
@@ -16,9 +16,9 @@ def _fma_loop(a, b, c, out):
 
 
 @cpu_kernel
-def _add_loop(a, b, out):
+def _splat_loop(a, x, out):
     for i in range(0, a.size, width(a)):
-        vstore(out, i, vadd(vload(a, i), vload(b, i)))
+        vstore(out, i, vfma(vload(a, i), vsplat(a, x), vsplat(a, 0.5)))
 
 
 @cpu_kernel
@@ -52,8 +52,8 @@ def test_load_fma_store_against_numpy(dtype):
     exact = a.astype(np.float64) * b + c
     np.testing.assert_allclose(out, exact, rtol=2 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).tiny)
     assert out.dtype == dtype
-    _add_loop(a, b, out)
-    np.testing.assert_array_equal(out, a + b)
+    _splat_loop(a, 3, out)  # an int converted to the dtype; a * 3 + 0.5
+    np.testing.assert_allclose(out, a.astype(np.float64) * 3 + 0.5, rtol=0, atol=16 * np.finfo(dtype).eps)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

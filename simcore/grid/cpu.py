@@ -36,7 +36,7 @@ from ..activations import backward as act_backward, forward as act_forward
 from ..layers import BN_EPS
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
 from ..scalar import exp, log1p, sigmoid, stream_key, uniform
-from ..simd import add8, fma8, load8, store8, vadd, vfma, vload, vstore, vzero, width
+from ..simd import fma8, load8, store8, vfma, vload, vsplat, vstore, vzero, width
 
 LANES = 32                # networks per block: four AVX-512 registers of float64
 CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
@@ -80,11 +80,12 @@ def _dense_forward(a, th, ow, ob, fi, fo, z):
     """z[s, j] = b[j] + sum_i a[s, i] W[i, j] for every lane; a (ns, fi, LANES), z (ns, fo, LANES),
     W and b rows of th at offsets ow (row-major fi x fo) and ob."""
     V = width(th)
+    nl = z.shape[2]  # = LANES; a run-time trip count keeps LLVM from unrolling the c loops
     af, tf, zf = a.reshape(-1), th.reshape(-1), z.reshape(-1)
     for s in range(a.shape[0]):
         j = 0
         while j + JB <= fo:  # JB outputs at a time, in registers
-            for c in range(0, LANES, V):
+            for c in range(0, nl, V):
                 acc = load8(tf, (ob + j) * LANES + c, LANES)
                 for i in range(fi):
                     acc = fma8(vload(af, (s * fi + i) * LANES + c), tf, (ow + i * fo + j) * LANES + c,
@@ -92,7 +93,7 @@ def _dense_forward(a, th, ow, ob, fi, fo, z):
                 store8(zf, (s * fo + j) * LANES + c, LANES, acc)
             j += JB
         while j < fo:  # the last fo % JB outputs, one at a time
-            for c in range(0, LANES, V):
+            for c in range(0, nl, V):
                 z0 = vload(tf, (ob + j) * LANES + c)
                 for i in range(fi):
                     z0 = vfma(vload(af, (s * fi + i) * LANES + c), vload(tf, (ow + i * fo + j) * LANES + c), z0)
@@ -106,30 +107,30 @@ def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
     dL/dW[i, j] += sum_s a[s, i] delta[s, j]; with ``want_da`` also write
     da[s, i] = sum_j delta[s, j] W[i, j] (the next delta before the activation's derivative)."""
     V = width(th)
-    ns = a.shape[0]
+    ns, nl = a.shape[0], gr.shape[1]  # nl = LANES; a run-time trip count keeps LLVM from unrolling the c loops
     af, tf, df, gf, daf = a.reshape(-1), th.reshape(-1), delta.reshape(-1), gr.reshape(-1), da.reshape(-1)
-    # --- bias and weight gradients: JB gradient rows in registers, the samples streaming past
-    for i in range(-1, fi):  # i = -1: the bias, whose input is 1
+    # --- bias and weight gradients: JB gradient rows in registers, the samples streaming past.
+    # The bias is the weight of an input fixed at 1: 1 * delta is exact, so its multiply-add
+    # rounds as the plain sum gr + delta would.
+    one = vsplat(th, 1.0)
+    for i in range(-1, fi):  # i = -1: the bias
         j = 0
         while j + JB <= fo:
-            for c in range(0, LANES, V):
+            for c in range(0, nl, V):
                 g = ((ob + j) if i < 0 else (ow + i * fo + j)) * LANES + c
                 acc = load8(gf, g, LANES)
                 for s in range(ns):
-                    d = (s * fo + j) * LANES + c
-                    if i < 0:
-                        acc = add8(df, d, LANES, acc)
-                    else:
-                        acc = fma8(vload(af, (s * fi + i) * LANES + c), df, d, LANES, acc)
+                    x = one if i < 0 else vload(af, (s * fi + i) * LANES + c)
+                    acc = fma8(x, df, (s * fo + j) * LANES + c, LANES, acc)
                 store8(gf, g, LANES, acc)
             j += JB
         while j < fo:  # the last fo % JB rows, one at a time
-            for c in range(0, LANES, V):
+            for c in range(0, nl, V):
                 g = ((ob + j) if i < 0 else (ow + i * fo + j)) * LANES + c
                 g0 = vload(gf, g)
                 for s in range(ns):
-                    dv = vload(df, (s * fo + j) * LANES + c)
-                    g0 = vadd(g0, dv) if i < 0 else vfma(vload(af, (s * fi + i) * LANES + c), dv, g0)
+                    x = one if i < 0 else vload(af, (s * fi + i) * LANES + c)
+                    g0 = vfma(x, vload(df, (s * fo + j) * LANES + c), g0)
                 vstore(gf, g, g0)
             j += 1
     if not want_da:
@@ -138,7 +139,7 @@ def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
     for s in range(ns):
         i = 0
         while i + JB <= fi:
-            for c in range(0, LANES, V):
+            for c in range(0, nl, V):
                 zero = vzero(th)
                 acc = (zero, zero, zero, zero, zero, zero, zero, zero)
                 for j in range(fo):
@@ -147,7 +148,7 @@ def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
                 store8(daf, (s * fi + i) * LANES + c, LANES, acc)
             i += JB
         while i < fi:  # the last fi % JB inputs, one at a time
-            for c in range(0, LANES, V):
+            for c in range(0, nl, V):
                 d0 = vzero(th)
                 for j in range(fo):
                     d0 = vfma(vload(df, (s * fo + j) * LANES + c), vload(tf, (ow + i * fo + j) * LANES + c), d0)
@@ -455,14 +456,14 @@ def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all,
                     fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
                     a_in = _view(A, abase[l], cn, fi, nl)
                     y = _view(Ypre, ybase[l], cn, fo, nl)
-                    if layout[l, OFF_GAMMA] >= 0:
-                        z = _view(D1, 0, cn, fo, nl)
-                        _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, z)
+                    bn = layout[l, OFF_GAMMA] >= 0
+                    # z itself is y without batch norm (one call site: this body is inlined)
+                    z = _view(D1, 0, cn, fo, nl) if bn else y
+                    _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, z)
+                    if bn:
                         _bn_forward(z, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, y,
                                     _view(Xhat, ybase[l], cn, fo, nl), inv_std[ubase[l]:ubase[l] + fo],
                                     acc)
-                    else:
-                        _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, y)
                     if l < n_layers - 1:
                         act_forward(act, Ypre[ybase[l]:ybase[l] + cn * fo * nl],
                                     A[abase[l + 1]:abase[l + 1] + cn * fo * nl])
