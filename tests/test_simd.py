@@ -140,3 +140,12 @@ def test_blocking_does_not_change_a_result(dtype):
         cpu._dense_backward(a, th1, 0, fi, fi, 1, delta[:, j:j + 1].copy(), gr1, np.empty_like(a), False)
         np.testing.assert_array_equal(gr1[:fi], gr[j:fi * fo:fo])
         np.testing.assert_array_equal(gr1[fi], gr[fi * fo + j])
+
+
+def test_dense_kernels_refuse_arrays_of_another_lane_count():
+    a = np.zeros((2, 3, 16))
+    th = np.zeros((20, 16))
+    with pytest.raises(ValueError, match="LANES"):
+        cpu._dense_forward(a, th, 0, 9, 3, 3, np.zeros((2, 3, 16)))
+    with pytest.raises(ValueError, match="LANES"):
+        cpu._dense_backward(a, th, 0, 9, 3, 3, np.zeros((2, 3, 16)), th.copy(), a.copy(), True)

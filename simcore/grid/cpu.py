@@ -73,6 +73,7 @@ def batch_order(seed, epoch, n, out):
 # the order of the textbook loop (z = b, then + a_i W_ij for i = 0, 1, ...; gradients summed
 # over samples in order), so a result does not depend on the blocking (tests/test_simd.py).
 JB = 8
+assert LANES % 16 == 0  # whole vectors of 16 float32 or 8 float64 per block of lanes
 
 
 @cpu_kernel
@@ -81,6 +82,8 @@ def _dense_forward(a, th, ow, ob, fi, fo, z):
     W and b rows of th at offsets ow (row-major fi x fo) and ob."""
     V = width(th)
     nl = z.shape[2]  # = LANES; a run-time trip count keeps LLVM from unrolling the c loops
+    if nl != LANES or a.shape[2] != LANES or th.shape[1] != LANES:
+        raise ValueError("dense kernels need arrays of LANES lanes")  # unchecked vector access below
     af, tf, zf = a.reshape(-1), th.reshape(-1), z.reshape(-1)
     for s in range(a.shape[0]):
         j = 0
@@ -108,6 +111,8 @@ def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
     da[s, i] = sum_j delta[s, j] W[i, j] (the next delta before the activation's derivative)."""
     V = width(th)
     ns, nl = a.shape[0], gr.shape[1]  # nl = LANES; a run-time trip count keeps LLVM from unrolling the c loops
+    if nl != LANES or a.shape[2] != LANES or th.shape[1] != LANES or delta.shape[2] != LANES:
+        raise ValueError("dense kernels need arrays of LANES lanes")  # unchecked vector access below
     af, tf, df, gf, daf = a.reshape(-1), th.reshape(-1), delta.reshape(-1), gr.reshape(-1), da.reshape(-1)
     # --- bias and weight gradients: JB gradient rows in registers, the samples streaming past.
     # The bias is the weight of an input fixed at 1: 1 * delta is exact, so its multiply-add
