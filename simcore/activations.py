@@ -1,9 +1,11 @@
 """Activation functions over arrays: a = f(z) and the backward product dz = da * f'(z).
 
-The formulas live once in :mod:`simcore.scalar`; this module lays them over arrays. For each
-activation a pair of compiled loops is generated from its scalar pair (``_forward_loops`` and
-``_backward_loops``); ``forward`` and ``backward`` pick one by integer code outside the loop, so
-every loop stays branch-free and vectorises.
+The formulas live once in :mod:`simcore.scalar`; this module lays them over arrays. ``forward``
+and ``backward`` hold one loop per activation and pick one by integer code outside the loop, so
+every loop stays branch-free and vectorises. The loops are written out in one function rather
+than generated as one compiled function each: every separately compiled function is optimised
+on its own and again inside each caller, and the six pairs cost the grid engine's first call
+about 1.5 s of compile that way.
 
 Examples
 --------
@@ -13,66 +15,60 @@ array([0. , 0.5, 1. ])
 """
 import numpy as np
 
-from . import _validate
+from . import _validate, scalar as _scalar
 from ._jit import cpu_kernel
 from .scalar import ACT_CODE, ACTIVATIONS
 
 NAMES = tuple(ACTIVATIONS)
 
 
-def _make_forward(f):
-    @cpu_kernel
-    def loop(z, a):
-        for i in range(z.size):
-            a[i] = f(z[i])
-    return loop
-
-
-def _make_backward(df):
-    @cpu_kernel
-    def loop(z, a, da, dz):
-        for i in range(z.size):
-            dz[i] = da[i] * df(z[i], a[i])
-    return loop
-
-
-_f0, _f1, _f2, _f3, _f4, _f5 = (_make_forward(ACTIVATIONS[n][1]) for n in NAMES)
-_b0, _b1, _b2, _b3, _b4, _b5 = (_make_backward(ACTIVATIONS[n][2]) for n in NAMES)
-assert [ACT_CODE[n] for n in NAMES] == list(range(6))
-
-
 @cpu_kernel
 def forward(code, z, a):
-    """a = f(z) elementwise on flat (1-D, contiguous) arrays; ``code`` from ``ACT_CODE``."""
+    """a = f(z) elementwise on flat (1-D, contiguous) arrays; ``code`` from ``ACT_CODE``.
+    One loop per activation, chosen outside it, so every loop is branch-free and vectorises."""
+    n = z.size
     if code == 0:
-        _f0(z, a)
+        for i in range(n):
+            a[i] = _scalar.identity(z[i])
     elif code == 1:
-        _f1(z, a)
+        for i in range(n):
+            a[i] = _scalar.sigmoid(z[i])
     elif code == 2:
-        _f2(z, a)
+        for i in range(n):
+            a[i] = _scalar.tanh(z[i])
     elif code == 3:
-        _f3(z, a)
+        for i in range(n):
+            a[i] = _scalar.relu(z[i])
     elif code == 4:
-        _f4(z, a)
+        for i in range(n):
+            a[i] = _scalar.leaky_relu(z[i])
     else:
-        _f5(z, a)
+        for i in range(n):
+            a[i] = _scalar.softplus(z[i])
 
 
 @cpu_kernel
 def backward(code, z, a, da, dz):
     """dz = da * f'(z) elementwise on flat arrays, with a = f(z) already known."""
+    n = z.size
     if code == 0:
-        _b0(z, a, da, dz)
+        for i in range(n):
+            dz[i] = da[i] * _scalar.identity_grad(z[i], a[i])
     elif code == 1:
-        _b1(z, a, da, dz)
+        for i in range(n):
+            dz[i] = da[i] * _scalar.sigmoid_grad(z[i], a[i])
     elif code == 2:
-        _b2(z, a, da, dz)
+        for i in range(n):
+            dz[i] = da[i] * _scalar.tanh_grad(z[i], a[i])
     elif code == 3:
-        _b3(z, a, da, dz)
+        for i in range(n):
+            dz[i] = da[i] * _scalar.relu_grad(z[i], a[i])
     elif code == 4:
-        _b4(z, a, da, dz)
+        for i in range(n):
+            dz[i] = da[i] * _scalar.leaky_relu_grad(z[i], a[i])
     else:
-        _b5(z, a, da, dz)
+        for i in range(n):
+            dz[i] = da[i] * _scalar.softplus_grad(z[i], a[i])
 
 
 def apply(name, z):
