@@ -5,7 +5,7 @@ and ``backward`` hold one loop per activation and pick one by integer code outsi
 every loop stays branch-free and vectorises. The loops are written out in one function rather
 than generated as one compiled function each: every separately compiled function is optimised
 on its own and again inside each caller, and the six pairs cost the grid engine's first call
-about 1.5 s of compile that way.
+about 1.3 s of compile that way.
 
 Examples
 --------
@@ -20,6 +20,8 @@ from ._jit import cpu_kernel
 from .scalar import ACT_CODE, ACTIVATIONS
 
 NAMES = tuple(ACTIVATIONS)
+# the codes the branches of forward and backward are written for
+assert ACT_CODE == {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "softplus": 5}
 
 
 @cpu_kernel
