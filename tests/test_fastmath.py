@@ -22,10 +22,11 @@ REFERENCE = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p,
 NAMES = list(REFERENCE)
 
 
-def _make_loop(func):
-    # How simcore uses them: a plain compiled loop over an array (no fastmath, default
-    # error_model) -- the functions carry their own flags.
-    @njit
+def _make_loop(func, **jit_options):
+    # How simcore uses them: a plain compiled loop over an array (by default no fastmath and
+    # numba's default error_model -- the functions carry their own flags). Never cached, so
+    # numba can show its IR.
+    @njit(**jit_options)
     def loop(x, out):
         for i in range(x.size):
             out[i] = func(x[i])
