@@ -1,17 +1,16 @@
 """The batch-norm study end to end on a tiny grid: runner -> Parquet parts -> analysis ->
 claims.json, with the verdicts recomputed from the stored parts; manipulated data and a broken
 batch-norm backward on which the claims must fail (so none passes vacuously)."""
-import json
 import textwrap
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from studies import batchnorm as study
-from studies import cli, runner
+from studies import runner
 from studies import spec as specmod
 from studies.report import Report
+from study_run import run_tiny
 
 TINY = textwrap.dedent("""\
     study = "batchnorm"
@@ -51,14 +50,9 @@ IDS = ["stable_lr_bn_higher", "digits_steps_to_target", "digits_accuracy_bound",
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bn")
-    toml = root / "tiny.toml"
-    toml.write_text(TINY)
-    out = root / "run"
-    assert cli.main(["run", str(toml), "--out", str(out), "--quiet"]) == 0
-    claims = json.loads((out / "claims.json").read_text())
+    toml, out, claims, by_id = run_tiny(tmp_path_factory, "bn", TINY)
     spec = specmod.load(out / "spec.toml", name="tiny")
-    return out, {c["id"]: c for c in claims["claims"]}, claims, runner.results(spec, out), spec
+    return out, by_id, claims, runner.results(spec, out), spec
 
 
 def test_claims_present_and_figures(run):

@@ -1,15 +1,15 @@
 """The convergence study: a tiny grid through the CLI, its claims against the stored rows and
 the theory, the contraction fit on trajectories with known rates, and claims that must fail on
 manipulated data (so they cannot pass vacuously)."""
-import json
 import math
 
 import numpy as np
 import pytest
 
-from studies import cli, convergence, runner, theory
+from studies import convergence, runner, theory
 from studies import spec as specmod
 from studies.report import Report
+from study_run import run_tiny
 
 TINY = """
 study = "convergence"
@@ -52,12 +52,7 @@ LS_DATA = dict(n=24, d_in=6, hidden=[], noise=0.3, seed=0)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("conv")
-    toml = tmp / "tiny.toml"
-    toml.write_text(TINY)
-    out = tmp / "run"
-    assert cli.main(["run", str(toml), "--out", str(out), "--quiet"]) == 0
-    claims = {c["id"]: c for c in json.loads((out / "claims.json").read_text())["claims"]}
+    toml, out, _, claims = run_tiny(tmp_path_factory, "conv", TINY)
     spec = specmod.load(out / "spec.toml")
     return out, claims, spec, runner.results(spec, out)
 

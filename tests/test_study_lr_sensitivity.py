@@ -1,17 +1,16 @@
 """The lr-sensitivity study end to end on a tiny grid: runner -> Parquet parts -> analysis ->
 claims.json, with the least-squares verdicts recomputed from the stored parts and the theory;
 and manipulated data on which claims must fail (so none can pass vacuously)."""
-import json
 import textwrap
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from studies import cli, runner, theory
+from studies import runner, theory
 from studies import lr_sensitivity as study
 from studies import spec as specmod
 from studies.report import Report
+from study_run import run_tiny
 
 TINY = textwrap.dedent("""\
     study = "lr-sensitivity"
@@ -53,14 +52,9 @@ TINY = textwrap.dedent("""\
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lrs")
-    toml = root / "tiny.toml"
-    toml.write_text(TINY)
-    out = root / "run"
-    assert cli.main(["run", str(toml), "--out", str(out), "--quiet"]) == 0
-    claims = json.loads((out / "claims.json").read_text())
+    toml, out, claims, by_id = run_tiny(tmp_path_factory, "lrs", TINY)
     spec = specmod.load(toml)
-    return out, spec, {c["id"]: c for c in claims["claims"]}, claims, runner.results(spec, out)
+    return out, spec, by_id, claims, runner.results(spec, out)
 
 
 def _ls_id(by_id, prefix):

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from studies import cli, runner
+from studies import runner
 from studies import perceptron as study
 from studies import spec as specmod
 from studies.report import Report
+from study_run import run_tiny
 
 TINY = textwrap.dedent("""\
     study = "perceptron"
@@ -50,15 +51,10 @@ IDS = ["novikoff_bound", "novikoff_max_ratio", "separable_converged",
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("perc")
-    toml = root / "tiny.toml"
-    toml.write_text(TINY)
-    out = root / "run"
-    assert cli.main(["run", str(toml), "--out", str(out), "--quiet"]) == 0
-    claims = json.loads((out / "claims.json").read_text())
+    toml, out, claims, by_id = run_tiny(tmp_path_factory, "perc", TINY)
     parts = pd.concat([pd.read_parquet(p) for p in sorted((out / "parts").glob("*.parquet"))],
                       ignore_index=True)
-    return out, {c["id"]: c for c in claims["claims"]}, claims, parts
+    return out, by_id, claims, parts
 
 
 def _runs(parts, mask):

@@ -1,7 +1,6 @@
 """The vanishing-gradients study end to end on a tiny grid: runner -> Parquet parts -> analysis
 -> claims.json, with the claims' numbers recomputed from the stored parts by independent code;
 and manipulated data on which the analysis must report failures (no claim passes vacuously)."""
-import json
 import math
 import textwrap
 
@@ -9,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from studies import cli, runner, theory
+from studies import runner, theory
 from studies import spec as specmod
 from studies import vanishing_gradients as study
 from studies.report import Report
+from study_run import run_tiny
 
 TINY = textwrap.dedent("""\
     study = "vanishing-gradients"
@@ -63,15 +63,9 @@ IDS = ["sigmoid_bound", "mf_slope", "mf_crossing_tanh_sb2_0", "mf_crossing_tanh_
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vg")
-    toml = root / "tiny.toml"
-    toml.write_text(TINY)
-    out = root / "run"
-    assert cli.main(["run", str(toml), "--out", str(out), "--quiet"]) == 0
-    claims = json.loads((out / "claims.json").read_text())
+    toml, out, claims, by_id = run_tiny(tmp_path_factory, "vg", TINY)
     spec = specmod.load(toml)
-    data = runner.results(spec, out)
-    return out, {c["id"]: c for c in claims["claims"]}, claims, data, spec
+    return out, by_id, claims, runner.results(spec, out), spec
 
 
 def _analyse(data, spec, tmp_path):
