@@ -10,7 +10,7 @@ from .._jit import cpu_kernel
 from ..init import fill_normal, fill_uniform, weight_std
 from ..losses import encode_targets
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, MLP
-from .cpu import LANES, OPT_CODE, QUANTITIES, batch_order, train_lanes
+from .cpu import LANES, OPT_CODE, QUANTITIES, batch_order, train_kernel
 from .result import GridResult
 
 BACKENDS = ("cpu", "cuda")
@@ -296,14 +296,17 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         rec_layer = np.empty((R, m.n_layers, len(QUANTITIES), idx.size))
         fl = np.empty(idx.size)
         dv = np.empty(idx.size, np.int64)
-        args = (theta, m.layout, m._act, m._loss, X, Y, np.ascontiguousarray(per["seeds"][idx]),
-                np.ascontiguousarray(per["lr"][idx]), np.ascontiguousarray(per["momentum"][idx]),
-                np.ascontiguousarray(per["divergence_ref"][idx]), OPT_CODE[optimizer], steps, batch,
-                record_every, rec_loss, rec_layer, dv, fl)
-        if backend == "cuda":
-            train_blocks_cuda(*args)  # one thread block per network (simcore.grid.cuda)
-        else:
-            run_blocks(train_lanes, args, idx.size)
+        per_net = (np.ascontiguousarray(per["seeds"][idx]), np.ascontiguousarray(per["lr"][idx]),
+                   np.ascontiguousarray(per["momentum"][idx]),
+                   np.ascontiguousarray(per["divergence_ref"][idx]))
+        outputs = (rec_loss, rec_layer, dv, fl)
+        if backend == "cuda":  # one thread block per network (simcore.grid.cuda)
+            train_blocks_cuda(theta, m.layout, m._act, m._loss, X, Y, *per_net, OPT_CODE[optimizer],
+                              steps, batch, record_every, *outputs)
+        else:  # compiled for this activation, loss, optimizer and batch-norm setting
+            kernel = train_kernel(m._act, m._loss, OPT_CODE[optimizer], m.batchnorm)
+            run_blocks(kernel, (theta, m.layout, X, Y, *per_net, steps, batch, record_every, *outputs),
+                       idx.size)
         final_loss[idx] = fl
         diverged_at[idx] = dv
         out_groups.append((idx, rec_loss, rec_layer))

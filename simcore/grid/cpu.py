@@ -26,13 +26,19 @@ count its loop vectoriser emits packed AVX-512 code behind a cheap run-time over
 Measured on the dense forward of a 16x16 layer: 3.8 GFLOP/s against 9.2 GFLOP/s. The dense
 layers themselves go further: they are register-blocked with the explicit vectors of
 :mod:`simcore.simd` (see ``JB`` below).
+
+Compile time: the kernel is compiled for one activation, loss, optimizer and batch-norm setting
+(:func:`train_kernel`), and its callees that branch on a code (``_loss_lanes``,
+``_output_lanes``, the activation loops) are :func:`simcore._jit.specialised` on it, so a first
+call compiles the code it runs and nothing else: about 10 s cold instead of 15-17 s.
 """
+import functools
 import math
 
 import numpy as np
 
-from .._jit import cpu_kernel
-from ..activations import backward as act_backward, forward as act_forward
+from .._jit import cpu_kernel, specialised
+from ..activations import backward_fixed as act_backward, forward_fixed as act_forward
 from ..layers import BN_EPS
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
 from ..scalar import exp, log1p, sigmoid, stream_key, uniform
@@ -207,52 +213,55 @@ def _bn_backward(dy, xhat, inv_std, th, og, obeta, fo, gr, dz, acc):
                     nb * dy[s, j, k] - acc[0, k] - xhat[s, j, k] * acc[1, k])
 
 
-@cpu_kernel
-def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
-    """Add this chunk's share of the mean loss (over ``n_total`` samples) to ``loss`` (float64,
-    per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES)."""
-    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
-    nb, K = z.shape[0], z.shape[1]
-    if code == 3:  # softmax cross-entropy with log-sum-exp, per sample and lane
+@specialised
+def _loss_lanes(c):
+    """_loss_lanes(code, z, Y, delta, loss, acc, n_total) for the loss ``c`` fixed at compile
+    time: add this chunk's share of the mean loss (over ``n_total`` samples) to ``loss``
+    (float64, per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES)."""
+    def kernel(code, z, Y, delta, loss, acc, n_total):
+        nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+        nb, K = z.shape[0], z.shape[1]
+        if c == 3:  # softmax cross-entropy with log-sum-exp, per sample and lane
+            for s in range(nb):
+                for k in range(nl):
+                    acc[0, k] = z[s, 0, k]
+                    acc[1, k] = 0.0
+                for j in range(1, K):
+                    for k in range(nl):
+                        acc[0, k] = max(acc[0, k], z[s, j, k])
+                for j in range(K):
+                    for k in range(nl):
+                        e = exp(z[s, j, k] - acc[0, k])
+                        delta[s, j, k] = e
+                        acc[1, k] += e
+                        loss[k] -= Y[s, j, k] * z[s, j, k] / n_total
+                for k in range(nl):
+                    loss[k] += (acc[0, k] + math.log(acc[1, k])) / n_total
+                    acc[1, k] = 1.0 / acc[1, k]
+                for j in range(K):
+                    for k in range(nl):
+                        delta[s, j, k] = (delta[s, j, k] * acc[1, k] - Y[s, j, k]) / n_total
+            return
+        inv_m = 1.0 / (n_total * K)
         for s in range(nb):
-            for k in range(nl):
-                acc[0, k] = z[s, 0, k]
-                acc[1, k] = 0.0
-            for j in range(1, K):
-                for k in range(nl):
-                    acc[0, k] = max(acc[0, k], z[s, j, k])
             for j in range(K):
-                for k in range(nl):
-                    e = exp(z[s, j, k] - acc[0, k])
-                    delta[s, j, k] = e
-                    acc[1, k] += e
-                    loss[k] -= Y[s, j, k] * z[s, j, k] / n_total
-            for k in range(nl):
-                loss[k] += (acc[0, k] + math.log(acc[1, k])) / n_total
-                acc[1, k] = 1.0 / acc[1, k]
-            for j in range(K):
-                for k in range(nl):
-                    delta[s, j, k] = (delta[s, j, k] * acc[1, k] - Y[s, j, k]) / n_total
-        return
-    inv_m = 1.0 / (n_total * K)
-    for s in range(nb):
-        for j in range(K):
-            if code == 0:
-                for k in range(nl):
-                    r = z[s, j, k] - Y[s, j, k]
-                    loss[k] += r * r * inv_m
-                    delta[s, j, k] = 2.0 * r * inv_m
-            elif code == 1:
-                for k in range(nl):
-                    a = sigmoid(z[s, j, k])
-                    r = a - Y[s, j, k]
-                    loss[k] += r * r * inv_m
-                    delta[s, j, k] = 2.0 * r * a * (1.0 - a) * inv_m
-            else:
-                for k in range(nl):
-                    zz = z[s, j, k]
-                    loss[k] += (max(zz, 0.0) - Y[s, j, k] * zz + log1p(exp(-abs(zz)))) * inv_m
-                    delta[s, j, k] = (sigmoid(zz) - Y[s, j, k]) * inv_m
+                if c == 0:  # mse
+                    for k in range(nl):
+                        r = z[s, j, k] - Y[s, j, k]
+                        loss[k] += r * r * inv_m
+                        delta[s, j, k] = 2.0 * r * inv_m
+                elif c == 1:  # mse_sigmoid
+                    for k in range(nl):
+                        a = sigmoid(z[s, j, k])
+                        r = a - Y[s, j, k]
+                        loss[k] += r * r * inv_m
+                        delta[s, j, k] = 2.0 * r * a * (1.0 - a) * inv_m
+                else:  # bce, from the logit
+                    for k in range(nl):
+                        zz = z[s, j, k]
+                        loss[k] += (max(zz, 0.0) - Y[s, j, k] * zz + log1p(exp(-abs(zz)))) * inv_m
+                        delta[s, j, k] = (sigmoid(zz) - Y[s, j, k]) * inv_m
+    return kernel
 
 
 # --- telemetry -------------------------------------------------------------------------------
@@ -303,35 +312,38 @@ def _tele_finish(th, gr, ow, fi, fo, count, acc, out):
         out[6, k] = acc[4, k] / m
 
 
-@cpu_kernel
-def _output_lanes(code, z, out, deriv):
-    """The network's output from its logits, and its diagonal derivative d out / d z (for the
-    output layer's saturation): sigmoid for bce/mse_sigmoid, softmax for ce, identity for mse."""
-    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
-    nb, K = z.shape[0], z.shape[1]
-    for s in range(nb):
-        if code == 3:
-            for k in range(nl):
-                zmax = z[s, 0, k]
-                for j in range(1, K):
-                    zmax = max(zmax, z[s, j, k])
-                tot = 0.0
-                for j in range(K):
-                    out[s, j, k] = exp(z[s, j, k] - zmax)
-                    tot += out[s, j, k]
-                for j in range(K):
-                    out[s, j, k] /= tot
-        for j in range(K):
-            for k in range(nl):
-                if code == 0:
-                    out[s, j, k] = z[s, j, k]
-                    deriv[s, j, k] = 1.0
-                elif code == 3:
-                    deriv[s, j, k] = out[s, j, k] * (1.0 - out[s, j, k])
-                else:
-                    p = sigmoid(z[s, j, k])
-                    out[s, j, k] = p
-                    deriv[s, j, k] = p * (1.0 - p)
+@specialised
+def _output_lanes(c):
+    """_output_lanes(code, z, out, deriv) for the loss ``c`` fixed at compile time: the
+    network's output from its logits, and its diagonal derivative d out / d z (for the output
+    layer's saturation): sigmoid for bce/mse_sigmoid, softmax for ce, identity for mse."""
+    def kernel(code, z, out, deriv):
+        nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+        nb, K = z.shape[0], z.shape[1]
+        for s in range(nb):
+            if c == 3:
+                for k in range(nl):
+                    zmax = z[s, 0, k]
+                    for j in range(1, K):
+                        zmax = max(zmax, z[s, j, k])
+                    tot = 0.0
+                    for j in range(K):
+                        out[s, j, k] = exp(z[s, j, k] - zmax)
+                        tot += out[s, j, k]
+                    for j in range(K):
+                        out[s, j, k] /= tot
+            for j in range(K):
+                for k in range(nl):
+                    if c == 0:
+                        out[s, j, k] = z[s, j, k]
+                        deriv[s, j, k] = 1.0
+                    elif c == 3:
+                        deriv[s, j, k] = out[s, j, k] * (1.0 - out[s, j, k])
+                    else:
+                        p = sigmoid(z[s, j, k])
+                        out[s, j, k] = p
+                        deriv[s, j, k] = p * (1.0 - p)
+    return kernel
 
 
 @cpu_kernel
@@ -340,227 +352,245 @@ def _view(buf, base, nb, w, nl):
     return buf[base:base + nb * w * nl].reshape((nb, w, nl))
 
 
-@cpu_kernel
-def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt, steps,
-                batch, record_every, rec_loss_all, rec_layer_all, diverged_all, final_all,
-                first_block, end_block, nl):
-    """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one architecture; theta
-    (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
-    (R, L, NQ, G). Threads call this on disjoint ranges of blocks (it releases the GIL).
-    ``ref_all[g]`` is the loss network g's divergence test compares with (a negative value: its
-    own loss at step 0).
+@functools.lru_cache(maxsize=None)
+def train_kernel(act, loss_code, opt, batchnorm):
+    """The training kernel ``train_lanes`` below, compiled for one activation, loss, optimizer
+    and batch-norm setting (codes ``ACT_CODE``, ``LOSS_CODE``, ``OPT_CODE``; ``batchnorm``
+    True when the hidden layers have batch norm).
 
-    Without batch norm a batch is processed in chunks of CHUNK samples (forward, loss and
-    backward of a chunk, gradients summed over chunks), so the per-layer buffers stay in the
-    L1/L2 cache; batch norm needs the whole batch at once.
+    They are constants of the compiled code (closure variables, which numba's cache keys on),
+    so the first call of a grid compiles one activation, one loss and one optimizer instead of
+    all of them: half the compile time (README, "Compile time"). Each setting is compiled, and
+    cached on disk, on its first use."""
+    act, loss_code, opt, batchnorm = int(act), int(loss_code), int(opt), bool(batchnorm)
 
-    One function on purpose: numba re-optimises a callee inside every caller, so one more
-    level of nesting around this body would double its compile time. The last block is padded
-    with copies of its first network (lr 0); padding never reaches the outputs."""
-    P, G = theta.shape
-    R = rec_loss_all.shape[0]
-    n_layers = layout.shape[0]
-    n, d_in = X.shape
-    K = Y.shape[1]
-    minibatch = batch < n
-    n_batches = n // batch
-    dt = theta.dtype
-    has_bn = False
-    max_w = 0
-    for l in range(n_layers):
-        has_bn = has_bn or layout[l, OFF_GAMMA] >= 0
-        max_w = max(max_w, layout[l, FAN_IN], layout[l, FAN_OUT])
-    chunk = n if has_bn else min(CHUNK, n)
-    # flat buffers, one (chunk, width, nl) block per layer: abase[l] for the input of layer
-    # l, ybase[l] for its activation input y (= z without batch norm) and batch-norm xhat
-    abase = np.zeros(n_layers, np.int64)
-    ybase = np.zeros(n_layers, np.int64)
-    ubase = np.zeros(n_layers, np.int64)
-    a_size = 0
-    y_size = 0
-    for l in range(n_layers):
-        abase[l] = a_size
-        ybase[l] = y_size
-        ubase[l] = y_size // (chunk * nl)
-        a_size += chunk * layout[l, FAN_IN] * nl
-        y_size += chunk * layout[l, FAN_OUT] * nl
-    A = np.zeros(a_size, dt)
-    Ypre = np.zeros(y_size, dt)
-    Xhat = np.zeros(y_size if has_bn else 0, dt)
-    inv_std = np.zeros((y_size // (chunk * nl), nl), dt)
-    D1 = np.zeros(chunk * max_w * nl, dt)
-    D2 = np.zeros(chunk * max_w * nl, dt)
-    ones = np.ones(chunk * max_w * nl, dt)
-    Yb = np.zeros(chunk * K * nl, dt)
-    gr = np.zeros((P, nl), dt)
-    v = np.zeros((P, nl), dt)
-    m = np.zeros((P, nl), dt)
-    order = np.zeros((nl, n), np.int64)
-    acc = np.zeros((2, nl))
-    tacc = np.zeros((n_layers, 7, nl))
-    loss = np.zeros(nl)
-    loss0 = np.zeros(nl)
-    ref = np.zeros(nl)
-    alive = np.zeros(nl, np.bool_)
-    tele = np.zeros((NQ, nl))
-    th = np.empty((P, nl), dt)
-    seeds = np.empty(nl, np.uint64)
-    lr = np.zeros(nl)
-    mom = np.zeros(nl)
-    rec_loss = np.empty((R, nl))
-    rec_layer = np.empty((R, n_layers, NQ, nl))
-    diverged_at = np.empty(nl, np.int64)
-    final_loss = np.empty(nl)
-    for blk in range(first_block, end_block):
-        g0 = blk * nl
-        gb = min(nl, G - g0)
-        for k in range(nl):
-            g = g0 + k if k < gb else g0
-            for p in range(P):
-                th[p, k] = theta[p, g]
-                v[p, k] = 0.0
-                m[p, k] = 0.0
-            seeds[k] = seeds_all[g]
-            lr[k] = lr_all[g] if k < gb else 0.0
-            mom[k] = mom_all[g]
-            ref[k] = ref_all[g]
-            diverged_at[k] = -1
-            alive[k] = True
-        c1 = 1.0
-        c2 = 1.0
-        for t in range(steps + 1):
-            final = t == steps
-            record = t % record_every == 0 or final
-            use_mini = minibatch and not final
-            nb = batch if use_mini else n
-            if use_mini and t % n_batches == 0:
-                for k in range(nl):
-                    batch_order(seeds[k], t // n_batches, n, order[k])
-            pos = (t % n_batches) * batch
+    @cpu_kernel
+    def train_lanes(theta, layout, X, Y, seeds_all, lr_all, mom_all, ref_all, steps, batch,
+                    record_every, rec_loss_all, rec_layer_all, diverged_all, final_all,
+                    first_block, end_block, nl):
+        """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one architecture; theta
+        (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
+        (R, L, NQ, G). Threads call this on disjoint ranges of blocks (it releases the GIL).
+        ``ref_all[g]`` is the loss network g's divergence test compares with (a negative value: its
+        own loss at step 0).
+
+        Without batch norm a batch is processed in chunks of CHUNK samples (forward, loss and
+        backward of a chunk, gradients summed over chunks), so the per-layer buffers stay in the
+        L1/L2 cache; batch norm needs the whole batch at once.
+
+        One function on purpose: numba re-optimises a callee inside every caller, so one more
+        level of nesting around this body would double its compile time. The last block is padded
+        with copies of its first network (lr 0); padding never reaches the outputs."""
+        P, G = theta.shape
+        R = rec_loss_all.shape[0]
+        n_layers = layout.shape[0]
+        n, d_in = X.shape
+        K = Y.shape[1]
+        minibatch = batch < n
+        n_batches = n // batch
+        dt = theta.dtype
+        max_w = 0
+        for l in range(n_layers):
+            max_w = max(max_w, layout[l, FAN_IN], layout[l, FAN_OUT])
+            if (layout[l, OFF_GAMMA] >= 0) != (batchnorm and l < n_layers - 1):
+                raise ValueError("layout's batch-norm layers do not match the kernel's setting")
+        chunk = n if batchnorm else min(CHUNK, n)
+        origin = np.int64(0)  # offset 0 of a buffer; a literal 0 would compile _view a second time
+        # Buffers, each allocated flat as np.empty(size, dt | np.float64 | np.int64) and reshaped:
+        # numba compiles an allocation once per distinct signature, at about 0.1 s each, so
+        # three signatures instead of twenty save a second of the first call. Every buffer is
+        # written before it is read.
+        # One (chunk, width, nl) block per layer: abase[l] for the input of layer l, ybase[l]
+        # for its activation input y (= z without batch norm) and batch-norm xhat
+        abase = np.empty(n_layers, np.int64)
+        ybase = np.empty(n_layers, np.int64)
+        ubase = np.empty(n_layers, np.int64)
+        a_size = 0
+        y_size = 0
+        for l in range(n_layers):
+            abase[l] = a_size
+            ybase[l] = y_size
+            ubase[l] = y_size // (chunk * nl)
+            a_size += chunk * layout[l, FAN_IN] * nl
+            y_size += chunk * layout[l, FAN_OUT] * nl
+        A = np.empty(a_size, dt)
+        Ypre = np.empty(y_size, dt)
+        Xhat = np.empty(y_size if batchnorm else 0, dt)
+        inv_std = np.empty(y_size // chunk, dt).reshape((y_size // (chunk * nl), nl))
+        D1 = np.empty(chunk * max_w * nl, dt)
+        D2 = np.empty(chunk * max_w * nl, dt)
+        ones = np.empty(chunk * max_w * nl, dt)
+        ones[:] = 1.0
+        Yb = np.empty(chunk * K * nl, dt)
+        gr = np.empty(P * nl, dt).reshape((P, nl))
+        v = np.empty(P * nl, dt).reshape((P, nl))
+        m = np.empty(P * nl, dt).reshape((P, nl))
+        th = np.empty(P * nl, dt).reshape((P, nl))
+        order = np.empty(nl * n, np.int64).reshape((nl, n))
+        acc = np.empty(2 * nl, np.float64).reshape((2, nl))
+        tacc = np.empty(n_layers * 7 * nl, np.float64).reshape((n_layers, 7, nl))
+        loss = np.empty(nl, np.float64)
+        loss0 = np.empty(nl, np.float64)
+        ref = np.empty(nl, np.float64)
+        tele = np.empty(NQ * nl, np.float64).reshape((NQ, nl))
+        lr = np.empty(nl, np.float64)
+        mom = np.empty(nl, np.float64)
+        rec_loss = np.empty(R * nl, np.float64).reshape((R, nl))
+        rec_layer = np.empty(R * n_layers * NQ * nl, np.float64).reshape((R, n_layers, NQ, nl))
+        diverged_at = np.empty(nl, np.int64)  # -1 while the network is alive
+        final_loss = np.empty(nl, np.float64)
+        for blk in range(first_block, end_block):
+            g0 = blk * nl
+            gb = min(nl, G - g0)
             for k in range(nl):
-                loss[k] = 0.0
-            for p in range(P):
-                for k in range(nl):
-                    gr[p, k] = 0.0
-            if record:
-                tacc[:] = 0.0
-            for c0 in range(0, nb, chunk):
-                cn = min(chunk, nb - c0)
-                # --- the chunk's inputs (layer 0) and targets, per lane -----------------------
-                A0 = _view(A, 0, cn, d_in, nl)
-                Yc = _view(Yb, 0, cn, K, nl)
-                for s in range(cn):
+                g = g0 + k if k < gb else g0
+                for p in range(P):
+                    th[p, k] = theta[p, g]
+                    v[p, k] = 0.0
+                    m[p, k] = 0.0
+                lr[k] = lr_all[g] if k < gb else 0.0
+                mom[k] = mom_all[g]
+                ref[k] = ref_all[g]
+                diverged_at[k] = -1
+            c1 = 1.0
+            c2 = 1.0
+            for t in range(steps + 1):
+                final = t == steps
+                record = t % record_every == 0 or final
+                use_mini = minibatch and not final
+                nb = batch if use_mini else n
+                if use_mini and t % n_batches == 0:
                     for k in range(nl):
-                        idx = order[k, pos + c0 + s] if use_mini else c0 + s
-                        for i in range(d_in):
-                            A0[s, i, k] = X[idx, i]
-                        for j in range(K):
-                            Yc[s, j, k] = Y[idx, j]
-                # --- forward ------------------------------------------------------------------
-                for l in range(n_layers):
-                    fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
-                    a_in = _view(A, abase[l], cn, fi, nl)
-                    y = _view(Ypre, ybase[l], cn, fo, nl)
-                    bn = layout[l, OFF_GAMMA] >= 0
-                    # z itself is y without batch norm (one call site: this body is inlined)
-                    z = _view(D1, 0, cn, fo, nl) if bn else y
-                    _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, z)
-                    if bn:
-                        _bn_forward(z, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, y,
-                                    _view(Xhat, ybase[l], cn, fo, nl), inv_std[ubase[l]:ubase[l] + fo],
-                                    acc)
-                    if l < n_layers - 1:
-                        act_forward(act, Ypre[ybase[l]:ybase[l] + cn * fo * nl],
-                                    A[abase[l + 1]:abase[l + 1] + cn * fo * nl])
-                delta = _view(D1, 0, cn, K, nl)
-                _loss_lanes(loss_code, _view(Ypre, ybase[n_layers - 1], cn, K, nl), Yc, delta, loss,
-                            acc, nb)
-                # --- backward: delta in D1, the next one built in D2, then they swap ----------
-                for l in range(n_layers - 1, -1, -1):
-                    fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
-                    if layout[l, OFF_GAMMA] >= 0:
-                        _bn_backward(delta, _view(Xhat, ybase[l], cn, fo, nl),
-                                     inv_std[ubase[l]:ubase[l] + fo], th, layout[l, OFF_GAMMA],
-                                     layout[l, OFF_BETA], fo, gr, _view(D2, 0, cn, fo, nl), acc)
-                        D1, D2 = D2, D1
-                        delta = _view(D1, 0, cn, fo, nl)
-                    da = _view(D2, 0, cn, fi, nl)
-                    _dense_backward(_view(A, abase[l], cn, fi, nl), th, layout[l, OFF_W],
-                                    layout[l, OFF_B], fi, fo, delta, gr, da, l > 0)
-                    if l > 0:
-                        size = cn * fi * nl
-                        act_backward(act, Ypre[ybase[l - 1]:ybase[l - 1] + size],
-                                     A[abase[l]:abase[l] + size], D2[:size], D2[:size])
-                        D1, D2 = D2, D1
-                        delta = _view(D1, 0, cn, fi, nl)
-                # --- telemetry sums of the chunk -----------------------------------------------
+                        batch_order(seeds_all[g0 + k if k < gb else g0], t // n_batches, n, order[k])
+                pos = (t % n_batches) * batch
+                for k in range(nl):
+                    loss[k] = 0.0
+                for p in range(P):
+                    for k in range(nl):
+                        gr[p, k] = 0.0
                 if record:
-                    for l in range(n_layers):
-                        fo = layout[l, FAN_OUT]
-                        size = cn * fo * nl
-                        yl = _view(Ypre, ybase[l], cn, fo, nl)
-                        deriv = _view(D1, 0, cn, fo, nl)
-                        if l < n_layers - 1:
-                            act_backward(act, Ypre[ybase[l]:ybase[l] + size],
-                                         A[abase[l + 1]:abase[l + 1] + size], ones[:size], D1[:size])
-                            _tele_accumulate(yl, _view(A, abase[l + 1], cn, fo, nl), deriv, tacc[l], c0 == 0)
-                        else:
-                            _output_lanes(loss_code, yl, _view(D2, 0, cn, fo, nl), deriv)
-                            _tele_accumulate(yl, _view(D2, 0, cn, fo, nl), deriv, tacc[l], c0 == 0)
-            # --- divergence is data --------------------------------------------------------------
-            if t == 0:
-                for k in range(nl):
-                    loss0[k] = loss[k] if ref[k] < 0.0 else ref[k]
-            for k in range(nl):
-                ok = math.isfinite(loss[k]) and loss[k] <= DIVERGE_FACTOR * max(loss0[k], 1e-300)
-                if alive[k] and not ok:
-                    alive[k] = False
-                    diverged_at[k] = t
-                if final:
-                    final_loss[k] = loss[k]
-            if record:
-                r = t // record_every if t % record_every == 0 else R - 1
-                for l in range(n_layers):
-                    _tele_finish(th, gr, layout[l, OFF_W], layout[l, FAN_IN], layout[l, FAN_OUT],
-                                 nb, tacc[l], tele)
-                    for q in range(NQ):
+                    tacc[:] = 0.0
+                for c0 in range(0, nb, chunk):
+                    cn = min(chunk, nb - c0)
+                    # --- the chunk's inputs (layer 0) and targets, per lane -----------------------
+                    A0 = _view(A, origin, cn, d_in, nl)
+                    Yc = _view(Yb, origin, cn, K, nl)
+                    for s in range(cn):
                         for k in range(nl):
-                            keep = alive[k] or diverged_at[k] == t
-                            rec_layer[r, l, q, k] = tele[q, k] if keep else np.nan
+                            idx = order[k, pos + c0 + s] if use_mini else c0 + s
+                            for i in range(d_in):
+                                A0[s, i, k] = X[idx, i]
+                            for j in range(K):
+                                Yc[s, j, k] = Y[idx, j]
+                    # --- forward ------------------------------------------------------------------
+                    for l in range(n_layers):
+                        fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+                        a_in = _view(A, abase[l], cn, fi, nl)
+                        y = _view(Ypre, ybase[l], cn, fo, nl)
+                        # batch norm on hidden layers; `batchnorm and` first, so that numba drops
+                        # the batch-norm code when the constant is False. z itself is y without
+                        # batch norm (one call site of _dense_forward: its body is inlined)
+                        z = _view(D1, origin, cn, fo, nl) if batchnorm and l < n_layers - 1 else y
+                        _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, z)
+                        if batchnorm and l < n_layers - 1:
+                            _bn_forward(z, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, y,
+                                        _view(Xhat, ybase[l], cn, fo, nl), inv_std[ubase[l]:ubase[l] + fo],
+                                        acc)
+                        if l < n_layers - 1:
+                            act_forward(act, Ypre[ybase[l]:ybase[l] + cn * fo * nl],
+                                        A[abase[l + 1]:abase[l + 1] + cn * fo * nl])
+                    delta = _view(D1, origin, cn, K, nl)
+                    _loss_lanes(loss_code, _view(Ypre, ybase[n_layers - 1], cn, K, nl), Yc, delta, loss,
+                                acc, nb)
+                    # --- backward: delta in D1, the next one built in D2, then they swap ----------
+                    for l in range(n_layers - 1, -1, -1):
+                        fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+                        if batchnorm and l < n_layers - 1:
+                            _bn_backward(delta, _view(Xhat, ybase[l], cn, fo, nl),
+                                         inv_std[ubase[l]:ubase[l] + fo], th, layout[l, OFF_GAMMA],
+                                         layout[l, OFF_BETA], fo, gr, _view(D2, origin, cn, fo, nl), acc)
+                            D1, D2 = D2, D1
+                            delta = _view(D1, origin, cn, fo, nl)
+                        da = _view(D2, origin, cn, fi, nl)
+                        _dense_backward(_view(A, abase[l], cn, fi, nl), th, layout[l, OFF_W],
+                                        layout[l, OFF_B], fi, fo, delta, gr, da, l > 0)
+                        if l > 0:
+                            size = cn * fi * nl
+                            act_backward(act, Ypre[ybase[l - 1]:ybase[l - 1] + size],
+                                         A[abase[l]:abase[l] + size], D2[:size], D2[:size])
+                            D1, D2 = D2, D1
+                            delta = _view(D1, origin, cn, fi, nl)
+                    # --- telemetry sums of the chunk -----------------------------------------------
+                    if record:
+                        for l in range(n_layers):
+                            fo = layout[l, FAN_OUT]
+                            size = cn * fo * nl
+                            yl = _view(Ypre, ybase[l], cn, fo, nl)
+                            deriv = _view(D1, origin, cn, fo, nl)
+                            if l < n_layers - 1:
+                                act_backward(act, Ypre[ybase[l]:ybase[l] + size],
+                                             A[abase[l + 1]:abase[l + 1] + size], ones[:size], D1[:size])
+                                _tele_accumulate(yl, _view(A, abase[l + 1], cn, fo, nl), deriv, tacc[l],
+                                                 c0 == 0)
+                            else:
+                                _output_lanes(loss_code, yl, _view(D2, origin, cn, fo, nl), deriv)
+                                _tele_accumulate(yl, _view(D2, origin, cn, fo, nl), deriv, tacc[l], c0 == 0)
+                # --- divergence is data --------------------------------------------------------------
+                if t == 0:
+                    for k in range(nl):
+                        loss0[k] = loss[k] if ref[k] < 0.0 else ref[k]
                 for k in range(nl):
-                    rec_loss[r, k] = loss[k] if alive[k] or diverged_at[k] == t else np.nan
-            if final:
-                break
-            # --- the update, masked per lane (a diverged network stays frozen) -----------------
-            if opt == 3:
-                c1 = 1.0 - ADAM_BETA1 ** (t + 1)
-                c2 = 1.0 - ADAM_BETA2 ** (t + 1)
-            for p in range(P):
-                for k in range(nl):
-                    g = gr[p, k]
-                    if opt == 0:
-                        step = g
-                    elif opt == 1 or opt == 2:
-                        vk = mom[k] * v[p, k] + g
-                        v[p, k] = vk if alive[k] else v[p, k]
-                        step = g + mom[k] * vk if opt == 2 else vk
-                    else:
-                        mk = ADAM_BETA1 * m[p, k] + (1.0 - ADAM_BETA1) * g
-                        vk = ADAM_BETA2 * v[p, k] + (1.0 - ADAM_BETA2) * g * g
-                        m[p, k] = mk if alive[k] else m[p, k]
-                        v[p, k] = vk if alive[k] else v[p, k]
-                        step = (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS)
-                    new = th[p, k] - lr[k] * step
-                    th[p, k] = new if alive[k] else th[p, k]
-        # --- write the block back --------------------------------------------------------------
-        for k in range(gb):
-            g = g0 + k
-            for p in range(P):
-                theta[p, g] = th[p, k]
-            for r in range(R):
-                rec_loss_all[r, g] = rec_loss[r, k]
-                for l in range(n_layers):
-                    for q in range(NQ):
-                        rec_layer_all[r, l, q, g] = rec_layer[r, l, q, k]
-            diverged_all[g] = diverged_at[k]
-            final_all[g] = final_loss[k]
+                    ok = math.isfinite(loss[k]) and loss[k] <= DIVERGE_FACTOR * max(loss0[k], 1e-300)
+                    if diverged_at[k] < 0 and not ok:
+                        diverged_at[k] = t
+                    if final:
+                        final_loss[k] = loss[k]
+                if record:
+                    r = t // record_every if t % record_every == 0 else R - 1
+                    for l in range(n_layers):
+                        _tele_finish(th, gr, layout[l, OFF_W], layout[l, FAN_IN], layout[l, FAN_OUT],
+                                     nb, tacc[l], tele)
+                        for q in range(NQ):
+                            for k in range(nl):
+                                keep = diverged_at[k] < 0 or diverged_at[k] == t
+                                rec_layer[r, l, q, k] = tele[q, k] if keep else np.nan
+                    for k in range(nl):
+                        rec_loss[r, k] = loss[k] if diverged_at[k] < 0 or diverged_at[k] == t else np.nan
+                if final:
+                    break
+                # --- the update, masked per lane (a diverged network stays frozen) -----------------
+                if opt == 3:
+                    c1 = 1.0 - ADAM_BETA1 ** (t + 1)
+                    c2 = 1.0 - ADAM_BETA2 ** (t + 1)
+                for p in range(P):
+                    for k in range(nl):
+                        alive = diverged_at[k] < 0
+                        g = gr[p, k]
+                        if opt == 0:
+                            step = g
+                        elif opt == 1 or opt == 2:
+                            vk = mom[k] * v[p, k] + g
+                            v[p, k] = vk if alive else v[p, k]
+                            step = g + mom[k] * vk if opt == 2 else vk
+                        else:
+                            mk = ADAM_BETA1 * m[p, k] + (1.0 - ADAM_BETA1) * g
+                            vk = ADAM_BETA2 * v[p, k] + (1.0 - ADAM_BETA2) * g * g
+                            m[p, k] = mk if alive else m[p, k]
+                            v[p, k] = vk if alive else v[p, k]
+                            step = (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS)
+                        new = th[p, k] - lr[k] * step
+                        th[p, k] = new if alive else th[p, k]
+            # --- write the block back --------------------------------------------------------------
+            for k in range(gb):
+                g = g0 + k
+                for p in range(P):
+                    theta[p, g] = th[p, k]
+                for r in range(R):
+                    rec_loss_all[r, g] = rec_loss[r, k]
+                    for l in range(n_layers):
+                        for q in range(NQ):
+                            rec_layer_all[r, l, q, g] = rec_layer[r, l, q, k]
+                diverged_all[g] = diverged_at[k]
+                final_all[g] = final_loss[k]
+
+    return train_lanes
