@@ -34,45 +34,6 @@ def cpu_kernel(func=None, *, parallel=False):
     return wrap if func is None else wrap(func)
 
 
-def specialised(factory):
-    """A kernel compiled for one value of its first argument, an integer ``code`` fixed at
-    compile time (an activation or loss code), so only that code's branch is compiled.
-
-    ``factory(c)`` returns a plain Python function ``kernel(code, ...)`` whose branches test the
-    closure variable ``c`` instead of ``code``: numba prunes branches on constants before it
-    types them, and never compiles what the pruned branches call. (It does not prune on the
-    value of an argument, even a literal one.) The result is a stub for compiled code only,
-    called as ``stub(code, ...)`` where ``code`` is a global, a closure variable or a literal;
-    ``factory(c)`` is compiled once per code, with :func:`cpu_kernel`'s flags, and inlined by
-    LLVM into its caller. Why: the grid engine's first call compiled all six activations' loops
-    three times over, all four losses and all four optimizers, and used one of each.
-    """
-    import inspect
-
-    from numba.core import types
-    from numba.core.errors import TypingError
-    from numba.extending import overload
-
-    signature = inspect.signature(factory(0))
-    name = factory.__name__
-
-    def stub(*args):
-        raise TypeError(f"{name} is for compiled code, with a code fixed at compile time")
-
-    def select(*args):
-        code = args[0]
-        if not isinstance(code, types.IntegerLiteral):
-            raise TypingError(f"{name}: the code must be a compile-time constant, got {code}")
-        return factory(code.literal_value)
-
-    stub.__signature__ = select.__signature__ = signature  # numba matches select's to the kernel's
-    stub.__name__ = stub.__qualname__ = name
-    stub.__doc__ = factory.__doc__
-    overload(stub, prefer_literal=True,
-             jit_options=dict(fastmath=config.FASTMATH, error_model="numpy", nogil=True))(select)
-    return stub
-
-
 # --- the GPU (numba-cuda), imported lazily: importing simcore never needs CUDA ---------------
 #
 # ``gpu_device(f)`` compiles a scalar formula for the GPU from the *same* Python source as the

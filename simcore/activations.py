@@ -16,7 +16,7 @@ array([0. , 0.5, 1. ])
 import numpy as np
 
 from . import _validate, scalar as _scalar
-from ._jit import cpu_kernel, specialised
+from ._jit import cpu_kernel
 from .scalar import ACT_CODE, ACTIVATIONS
 
 NAMES = tuple(ACTIVATIONS)
@@ -71,32 +71,6 @@ def backward(code, z, a, da, dz):
     else:
         for i in range(n):
             dz[i] = da[i] * _scalar.softplus_grad(z[i], a[i])
-
-
-_BY_CODE = {code: (f, grad) for code, f, grad in ACTIVATIONS.values()}
-
-
-@specialised
-def forward_fixed(c):
-    """``forward`` for compiled code that knows the activation at compile time (the grid
-    engine): ``forward_fixed(code, z, a)`` with a constant ``code`` compiles that one loop."""
-    f = _BY_CODE[c][0]
-
-    def kernel(code, z, a):
-        for i in range(z.size):
-            a[i] = f(z[i])
-    return kernel
-
-
-@specialised
-def backward_fixed(c):
-    """``backward`` for an activation known at compile time (see :func:`forward_fixed`)."""
-    grad = _BY_CODE[c][1]
-
-    def kernel(code, z, a, da, dz):
-        for i in range(z.size):
-            dz[i] = da[i] * grad(z[i], a[i])
-    return kernel
 
 
 def apply(name, z):

@@ -64,10 +64,9 @@ def test_edit_of_a_callee_in_another_file_is_not_served_from_the_cache(tmp_path)
 
 _GRID_SETTINGS = r"""
 import json, sys
-import numpy as np
 from numba.core import event
 import simcore
-from simcore.grid.cpu import OPT_CODE, train_kernel
+from simcore.grid.cpu import train_kernel
 
 compiled = []
 
@@ -84,49 +83,47 @@ event.register("numba:compile", Record())
 X, y = simcore.datasets.moons(24, seed=0)
 out = {}
 for setting in sys.argv[1:]:
-    act, opt = setting.split("/")
+    act, bn = setting.split("/")
     del compiled[:]
-    net = simcore.MLP([2, 5, 1], activation=act, loss="bce")
-    res = simcore.train_grid(net, X, y, 0.3, 4, seeds=[0], optimizer=opt)
-    kernel = train_kernel(net._act, net._loss, OPT_CODE[opt], False)
+    net = simcore.MLP([2, 5, 4, 1], activation=act, loss="bce", batchnorm=bn == "bn")
+    res = simcore.train_grid(net, X, y, 0.3, 4, seeds=[0], optimizer="gd")
     params = net.pack([{k: v[0] for k, v in p.items()} for p in res.params])
     out[setting] = {"params": params.tolist(), "compiled": sorted(set(compiled)),
-                    "hits": sum(kernel.stats.cache_hits.values())}
+                    "hits": sum(train_kernel(net.batchnorm).stats.cache_hits.values())}
 print(json.dumps(out))
 """
 
 
-def test_grid_kernel_settings_are_cached_apart(tmp_path):
-    """simcore.grid.cpu.train_kernel compiles one closure per (activation, loss, optimizer,
-    batch norm): all settings share one cache index, keyed on the closure's variables. A setting
-    must be served its own machine code, never another's; and it compiles only its own
-    activation and no batch norm."""
+def test_grid_kernels_with_and_without_batchnorm_are_cached_apart(tmp_path):
+    """simcore.grid.cpu.train_kernel compiles one closure with batch norm and one without: both
+    share one cache index, keyed on the closure's variable. Each must be served its own machine
+    code, never the other's; and the one without batch norm compiles no batch-norm layer."""
     import json
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), SIMCORE_CACHE="1")
 
     def run(*settings):
-        proc = subprocess.run([sys.executable, "-c", _GRID_SETTINGS, *settings], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run([sys.executable, "-c", _GRID_SETTINGS, *settings], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout.splitlines()[-1])
 
-    first = run("tanh/gd", "relu/adam")  # an empty cache: both compile
-    assert first["tanh/gd"]["hits"] == 0 and first["relu/adam"]["hits"] == 0
-    names = first["tanh/gd"]["compiled"]
-    assert "train_kernel.<locals>.train_lanes" in names and "tanh" in names
-    for other in ("relu", "softplus", "leaky_relu", "_bn_forward", "_bn_backward"):
-        assert other not in names
-    again = run("relu/adam", "tanh/gd")  # the other order, from the cache
-    for setting in ("tanh/gd", "relu/adam"):
+    first = run("tanh/plain", "relu/bn")  # an empty cache: both compile
+    assert first["tanh/plain"]["hits"] == 0 and first["relu/bn"]["hits"] == 0
+    names = first["tanh/plain"]["compiled"]
+    assert "train_kernel.<locals>.train_lanes" in names
+    assert "_bn_forward" not in names and "_bn_backward" not in names
+    assert "_bn_forward" in first["relu/bn"]["compiled"]
+    again = run("relu/bn", "tanh/plain")  # the other order, from the cache
+    X, y = simcore.datasets.moons(24, seed=0)
+    for setting in ("tanh/plain", "relu/bn"):
         assert again[setting]["hits"] == 1
         assert "train_kernel.<locals>.train_lanes" not in again[setting]["compiled"]
         assert again[setting]["params"] == first[setting]["params"]
         # and the right numbers: the single-network API from the same start
-        act, opt = setting.split("/")
-        net = simcore.MLP([2, 5, 1], activation=act, loss="bce")
-        X, y = simcore.datasets.moons(24, seed=0)
-        params, optimizer = net.init(seed=0), simcore.Optimizer(opt, eta=0.3)
+        act, bn = setting.split("/")
+        net = simcore.MLP([2, 5, 4, 1], activation=act, loss="bce", batchnorm=bn == "bn")
+        params, optimizer = net.init(seed=0), simcore.Optimizer("gd", eta=0.3)
         for _ in range(4):
             optimizer.step(params, net.loss_and_grad(params, X, y)[1])
         np.testing.assert_allclose(again[setting]["params"], net.pack(params), rtol=1e-12, atol=1e-14)

@@ -940,3 +940,36 @@ def test_divergence_ref_sets_the_divergence_test():
     np.testing.assert_array_equal(same.diverged_at, base.diverged_at)
     tiny = simcore.train_grid(net, X, y, lr=lr, steps=30, record_every=5, divergence_ref=1e-12)
     np.testing.assert_array_equal(tiny.diverged_at, [0, 0])
+
+
+# --- the kernel, compiled with and without batch norm -------------------------------------------
+
+def _kernel_args(net, X, y, steps=2):
+    """The arguments of the CPU kernel for one network (G = 1), as train_grid passes them."""
+    from simcore.grid.cpu import NQ, OPT_CODE
+    from simcore.losses import encode_targets
+    theta = np.ascontiguousarray(net.pack(net.init(seed=0))[:, None])
+    Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
+    R = steps + 1
+    return (theta, net.layout, net._act, net._loss, X, Y, np.zeros(1, np.uint64), np.full(1, 0.1),
+            np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"], steps, X.shape[0], 1, np.empty((R, 1)),
+            np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64), np.empty(1), 0, 1, LANES)
+
+
+def test_one_kernel_per_batchnorm_setting():
+    from simcore.grid.cpu import train_kernel
+    assert train_kernel(np.bool_(False)) is train_kernel(False) is not train_kernel(True)
+
+
+def test_kernel_refuses_a_network_of_the_other_batchnorm_setting():
+    """train_grid picks the kernel from the network; a kernel called by hand with a network of
+    the other batch-norm setting must refuse rather than skip or misread layers."""
+    from simcore.grid.cpu import train_kernel
+    X, y = simcore.datasets.moons(24, seed=0)
+    with pytest.raises(ValueError, match="batch-norm"):
+        train_kernel(False)(*_kernel_args(MLP([2, 4, 1], batchnorm=True), X, y))
+    args = _kernel_args(MLP([2, 4, 1]), X, y)
+    with pytest.raises(ValueError, match="batch-norm"):
+        train_kernel(True)(*args)
+    train_kernel(False)(*args)  # the matching kernel trains
+    assert np.isfinite(args[-4][0]) and args[-5][0] == -1

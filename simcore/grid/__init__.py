@@ -296,17 +296,14 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         rec_layer = np.empty((R, m.n_layers, len(QUANTITIES), idx.size))
         fl = np.empty(idx.size)
         dv = np.empty(idx.size, np.int64)
-        per_net = (np.ascontiguousarray(per["seeds"][idx]), np.ascontiguousarray(per["lr"][idx]),
-                   np.ascontiguousarray(per["momentum"][idx]),
-                   np.ascontiguousarray(per["divergence_ref"][idx]))
-        outputs = (rec_loss, rec_layer, dv, fl)
-        if backend == "cuda":  # one thread block per network (simcore.grid.cuda)
-            train_blocks_cuda(theta, m.layout, m._act, m._loss, X, Y, *per_net, OPT_CODE[optimizer],
-                              steps, batch, record_every, *outputs)
-        else:  # compiled for this activation, loss, optimizer and batch-norm setting
-            kernel = train_kernel(m._act, m._loss, OPT_CODE[optimizer], m.batchnorm)
-            run_blocks(kernel, (theta, m.layout, X, Y, *per_net, steps, batch, record_every, *outputs),
-                       idx.size)
+        args = (theta, m.layout, m._act, m._loss, X, Y, np.ascontiguousarray(per["seeds"][idx]),
+                np.ascontiguousarray(per["lr"][idx]), np.ascontiguousarray(per["momentum"][idx]),
+                np.ascontiguousarray(per["divergence_ref"][idx]), OPT_CODE[optimizer], steps, batch,
+                record_every, rec_loss, rec_layer, dv, fl)
+        if backend == "cuda":
+            train_blocks_cuda(*args)  # one thread block per network (simcore.grid.cuda)
+        else:
+            run_blocks(train_kernel(m.batchnorm), args, idx.size)
         final_loss[idx] = fl
         diverged_at[idx] = dv
         out_groups.append((idx, rec_loss, rec_layer))

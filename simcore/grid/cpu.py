@@ -27,22 +27,23 @@ Measured on the dense forward of a 16x16 layer: 3.8 GFLOP/s against 9.2 GFLOP/s.
 layers themselves go further: they are register-blocked with the explicit vectors of
 :mod:`simcore.simd` (see ``JB`` below).
 
-Compile time: the kernel is compiled for one activation, loss, optimizer and batch-norm setting
-(:func:`train_kernel`), and its callees that branch on a code (``_loss_lanes``,
-``_output_lanes``, the activation loops) are :func:`simcore._jit.specialised` on it, so a first
-call compiles the code it runs and nothing else: about 10 s cold instead of 15-17 s.
+Compile time: the kernel is compiled twice, with and without batch norm (:func:`train_kernel`),
+so that a network without batch norm does not compile the batch-norm layers. Nothing else is
+worth a compile per value: six activations, four losses and four optimizers all in one kernel
+cost about 2 s of a first call, while a kernel per activation cost 5-6 s more for every
+activation a study compares (README, "Compile time").
 """
 import functools
 import math
 
 import numpy as np
 
-from .._jit import cpu_kernel, specialised
-from ..activations import backward_fixed as act_backward, forward_fixed as act_forward
+from .._jit import cpu_kernel
+from ..activations import backward as act_backward, forward as act_forward
 from ..layers import BN_EPS
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
 from ..scalar import exp, log1p, sigmoid, stream_key, uniform
-from ..simd import fma8, load8, store8, vfma, vload, vsplat, vstore, vzero, width
+from ..simd import VBYTES, fma8, load8, store8, vfma, vload, vsplat, vstore, vzero, width
 
 LANES = 32                # networks per block: four AVX-512 registers of float64
 CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
@@ -213,55 +214,55 @@ def _bn_backward(dy, xhat, inv_std, th, og, obeta, fo, gr, dz, acc):
                     nb * dy[s, j, k] - acc[0, k] - xhat[s, j, k] * acc[1, k])
 
 
-@specialised
-def _loss_lanes(c):
-    """_loss_lanes(code, z, Y, delta, loss, acc, n_total) for the loss ``c`` fixed at compile
-    time: add this chunk's share of the mean loss (over ``n_total`` samples) to ``loss``
-    (float64, per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES)."""
-    def kernel(code, z, Y, delta, loss, acc, n_total):
-        nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
-        nb, K = z.shape[0], z.shape[1]
-        if c == 3:  # softmax cross-entropy with log-sum-exp, per sample and lane
-            for s in range(nb):
-                for k in range(nl):
-                    acc[0, k] = z[s, 0, k]
-                    acc[1, k] = 0.0
-                for j in range(1, K):
-                    for k in range(nl):
-                        acc[0, k] = max(acc[0, k], z[s, j, k])
-                for j in range(K):
-                    for k in range(nl):
-                        e = exp(z[s, j, k] - acc[0, k])
-                        delta[s, j, k] = e
-                        acc[1, k] += e
-                        loss[k] -= Y[s, j, k] * z[s, j, k] / n_total
-                for k in range(nl):
-                    loss[k] += (acc[0, k] + math.log(acc[1, k])) / n_total
-                    acc[1, k] = 1.0 / acc[1, k]
-                for j in range(K):
-                    for k in range(nl):
-                        delta[s, j, k] = (delta[s, j, k] * acc[1, k] - Y[s, j, k]) / n_total
-            return
-        inv_m = 1.0 / (n_total * K)
+@cpu_kernel
+def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
+    """Add this chunk's share of the mean loss (over ``n_total`` samples) to ``loss`` (float64,
+    per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES)."""
+    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+    nb, K = z.shape[0], z.shape[1]
+    if code == 3:  # softmax cross-entropy with log-sum-exp, per sample and lane
         for s in range(nb):
+            for k in range(nl):
+                acc[0, k] = z[s, 0, k]
+                acc[1, k] = 0.0
+            for j in range(1, K):
+                for k in range(nl):
+                    acc[0, k] = max(acc[0, k], z[s, j, k])
             for j in range(K):
-                if c == 0:  # mse
-                    for k in range(nl):
-                        r = z[s, j, k] - Y[s, j, k]
-                        loss[k] += r * r * inv_m
-                        delta[s, j, k] = 2.0 * r * inv_m
-                elif c == 1:  # mse_sigmoid
-                    for k in range(nl):
-                        a = sigmoid(z[s, j, k])
-                        r = a - Y[s, j, k]
-                        loss[k] += r * r * inv_m
-                        delta[s, j, k] = 2.0 * r * a * (1.0 - a) * inv_m
-                else:  # bce, from the logit
-                    for k in range(nl):
-                        zz = z[s, j, k]
-                        loss[k] += (max(zz, 0.0) - Y[s, j, k] * zz + log1p(exp(-abs(zz)))) * inv_m
-                        delta[s, j, k] = (sigmoid(zz) - Y[s, j, k]) * inv_m
-    return kernel
+                for k in range(nl):
+                    e = exp(z[s, j, k] - acc[0, k])
+                    delta[s, j, k] = e
+                    acc[1, k] += e
+                    loss[k] -= Y[s, j, k] * z[s, j, k] / n_total
+            for k in range(nl):
+                loss[k] += (acc[0, k] + math.log(acc[1, k])) / n_total
+                acc[1, k] = 1.0 / acc[1, k]
+            for j in range(K):
+                for k in range(nl):
+                    delta[s, j, k] = (delta[s, j, k] * acc[1, k] - Y[s, j, k]) / n_total
+        return
+    inv_m = 1.0 / (n_total * K)
+    for s in range(nb):
+        for j in range(K):
+            if code == 0:  # mse
+                for k in range(nl):
+                    r = z[s, j, k] - Y[s, j, k]
+                    loss[k] += r * r * inv_m
+                    delta[s, j, k] = 2.0 * r * inv_m
+            elif code == 1:  # mse_sigmoid
+                for k in range(nl):
+                    a = sigmoid(z[s, j, k])
+                    r = a - Y[s, j, k]
+                    loss[k] += r * r * inv_m
+                    delta[s, j, k] = 2.0 * r * a * (1.0 - a) * inv_m
+            else:  # bce, from the logit
+                for k in range(nl):
+                    zz = z[s, j, k]
+                    loss[k] += (max(zz, 0.0) - Y[s, j, k] * zz + log1p(exp(-abs(zz)))) * inv_m
+                    delta[s, j, k] = (sigmoid(zz) - Y[s, j, k]) * inv_m
+
+
+# --- telemetry -------------------------------------------------------------------------------
 
 
 # --- telemetry -------------------------------------------------------------------------------
@@ -312,38 +313,47 @@ def _tele_finish(th, gr, ow, fi, fo, count, acc, out):
         out[6, k] = acc[4, k] / m
 
 
-@specialised
-def _output_lanes(c):
-    """_output_lanes(code, z, out, deriv) for the loss ``c`` fixed at compile time: the
-    network's output from its logits, and its diagonal derivative d out / d z (for the output
-    layer's saturation): sigmoid for bce/mse_sigmoid, softmax for ce, identity for mse."""
-    def kernel(code, z, out, deriv):
-        nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
-        nb, K = z.shape[0], z.shape[1]
-        for s in range(nb):
-            if c == 3:
-                for k in range(nl):
-                    zmax = z[s, 0, k]
-                    for j in range(1, K):
-                        zmax = max(zmax, z[s, j, k])
-                    tot = 0.0
-                    for j in range(K):
-                        out[s, j, k] = exp(z[s, j, k] - zmax)
-                        tot += out[s, j, k]
-                    for j in range(K):
-                        out[s, j, k] /= tot
-            for j in range(K):
-                for k in range(nl):
-                    if c == 0:
-                        out[s, j, k] = z[s, j, k]
-                        deriv[s, j, k] = 1.0
-                    elif c == 3:
-                        deriv[s, j, k] = out[s, j, k] * (1.0 - out[s, j, k])
-                    else:
-                        p = sigmoid(z[s, j, k])
-                        out[s, j, k] = p
-                        deriv[s, j, k] = p * (1.0 - p)
-    return kernel
+@cpu_kernel
+def _output_lanes(code, z, out, deriv):
+    """The network's output from its logits, and its diagonal derivative d out / d z (for the
+    output layer's saturation): sigmoid for bce/mse_sigmoid, softmax for ce, identity for mse."""
+    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+    nb, K = z.shape[0], z.shape[1]
+    for s in range(nb):
+        if code == 3:
+            for k in range(nl):
+                zmax = z[s, 0, k]
+                for j in range(1, K):
+                    zmax = max(zmax, z[s, j, k])
+                tot = 0.0
+                for j in range(K):
+                    out[s, j, k] = exp(z[s, j, k] - zmax)
+                    tot += out[s, j, k]
+                for j in range(K):
+                    out[s, j, k] /= tot
+        for j in range(K):
+            for k in range(nl):
+                if code == 0:
+                    out[s, j, k] = z[s, j, k]
+                    deriv[s, j, k] = 1.0
+                elif code == 3:
+                    deriv[s, j, k] = out[s, j, k] * (1.0 - out[s, j, k])
+                else:
+                    p = sigmoid(z[s, j, k])
+                    out[s, j, k] = p
+                    deriv[s, j, k] = p * (1.0 - p)
+
+
+@cpu_kernel
+def _empty_aligned(n, dt):
+    """An uninitialised 1-D array of n elements of dtype dt that starts on a VBYTES (64-byte)
+    boundary. numba aligns arrays to 32 bytes only, and a 64-byte vector loaded from a 32-byte
+    boundary spans two cache lines: the grid's W1 training ran at 72-76 trainings/s or 100-106
+    from one process to the next, as its buffers happened to fall."""
+    buf = np.empty(n + VBYTES // 4, dt)  # room to move the start by up to 64 bytes
+    off = VBYTES - np.int64(buf.ctypes.data % np.uint64(VBYTES))
+    off = (off % VBYTES) // buf.itemsize
+    return buf[off:off + n]
 
 
 @cpu_kernel
@@ -353,20 +363,17 @@ def _view(buf, base, nb, w, nl):
 
 
 @functools.lru_cache(maxsize=None)
-def train_kernel(act, loss_code, opt, batchnorm):
-    """The training kernel ``train_lanes`` below, compiled for one activation, loss, optimizer
-    and batch-norm setting (codes ``ACT_CODE``, ``LOSS_CODE``, ``OPT_CODE``; ``batchnorm``
-    True when the hidden layers have batch norm).
+def train_kernel(batchnorm):
+    """The training kernel ``train_lanes`` below, compiled for networks with batch norm on
+    their hidden layers (``batchnorm=True``) or without (False).
 
-    They are constants of the compiled code (closure variables, which numba's cache keys on),
-    so the first call of a grid compiles one activation, one loss and one optimizer instead of
-    all of them: half the compile time (README, "Compile time"). Each setting is compiled, and
-    cached on disk, on its first use."""
-    act, loss_code, opt, batchnorm = int(act), int(loss_code), int(opt), bool(batchnorm)
+    The flag is a constant of the compiled code (a closure variable, which numba's on-disk cache
+    keys on), so without batch norm numba drops the batch-norm layers before it types them."""
+    batchnorm = bool(batchnorm)
 
     @cpu_kernel
-    def train_lanes(theta, layout, X, Y, seeds_all, lr_all, mom_all, ref_all, steps, batch,
-                    record_every, rec_loss_all, rec_layer_all, diverged_all, final_all,
+    def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt,
+                    steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all, final_all,
                     first_block, end_block, nl):
         """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one architecture; theta
         (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
@@ -396,10 +403,10 @@ def train_kernel(act, loss_code, opt, batchnorm):
                 raise ValueError("layout's batch-norm layers do not match the kernel's setting")
         chunk = n if batchnorm else min(CHUNK, n)
         origin = np.int64(0)  # offset 0 of a buffer; a literal 0 would compile _view a second time
-        # Buffers, each allocated flat as np.empty(size, dt | np.float64 | np.int64) and reshaped:
-        # numba compiles an allocation once per distinct signature, at about 0.1 s each, so
-        # three signatures instead of twenty save a second of the first call. Every buffer is
-        # written before it is read.
+        # Buffers, each allocated flat and reshaped: numba compiles an allocation once per
+        # distinct signature, at about 0.1 s each, so three signatures (the network's dtype,
+        # float64, int64) instead of twenty save a second of the first call. Those the vector
+        # code reads start on a 64-byte boundary. Every buffer is written before it is read.
         # One (chunk, width, nl) block per layer: abase[l] for the input of layer l, ybase[l]
         # for its activation input y (= z without batch norm) and batch-norm xhat
         abase = np.empty(n_layers, np.int64)
@@ -413,19 +420,19 @@ def train_kernel(act, loss_code, opt, batchnorm):
             ubase[l] = y_size // (chunk * nl)
             a_size += chunk * layout[l, FAN_IN] * nl
             y_size += chunk * layout[l, FAN_OUT] * nl
-        A = np.empty(a_size, dt)
-        Ypre = np.empty(y_size, dt)
-        Xhat = np.empty(y_size if batchnorm else 0, dt)
-        inv_std = np.empty(y_size // chunk, dt).reshape((y_size // (chunk * nl), nl))
-        D1 = np.empty(chunk * max_w * nl, dt)
-        D2 = np.empty(chunk * max_w * nl, dt)
-        ones = np.empty(chunk * max_w * nl, dt)
+        A = _empty_aligned(a_size, dt)
+        Ypre = _empty_aligned(y_size, dt)
+        Xhat = _empty_aligned(y_size, dt)  # batch norm's x-hat (unused without batch norm)
+        inv_std = _empty_aligned(y_size // chunk, dt).reshape((y_size // (chunk * nl), nl))
+        D1 = _empty_aligned(chunk * max_w * nl, dt)
+        D2 = _empty_aligned(chunk * max_w * nl, dt)
+        ones = _empty_aligned(chunk * max_w * nl, dt)
         ones[:] = 1.0
-        Yb = np.empty(chunk * K * nl, dt)
-        gr = np.empty(P * nl, dt).reshape((P, nl))
-        v = np.empty(P * nl, dt).reshape((P, nl))
-        m = np.empty(P * nl, dt).reshape((P, nl))
-        th = np.empty(P * nl, dt).reshape((P, nl))
+        Yb = _empty_aligned(chunk * K * nl, dt)
+        gr = _empty_aligned(P * nl, dt).reshape((P, nl))
+        v = _empty_aligned(P * nl, dt).reshape((P, nl))
+        m = _empty_aligned(P * nl, dt).reshape((P, nl))
+        th = _empty_aligned(P * nl, dt).reshape((P, nl))
         order = np.empty(nl * n, np.int64).reshape((nl, n))
         acc = np.empty(2 * nl, np.float64).reshape((2, nl))
         tacc = np.empty(n_layers * 7 * nl, np.float64).reshape((n_layers, 7, nl))
@@ -494,8 +501,8 @@ def train_kernel(act, loss_code, opt, batchnorm):
                         _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, z)
                         if batchnorm and l < n_layers - 1:
                             _bn_forward(z, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, y,
-                                        _view(Xhat, ybase[l], cn, fo, nl), inv_std[ubase[l]:ubase[l] + fo],
-                                        acc)
+                                        _view(Xhat, ybase[l], cn, fo, nl),
+                                        inv_std[ubase[l]:ubase[l] + fo], acc)
                         if l < n_layers - 1:
                             act_forward(act, Ypre[ybase[l]:ybase[l] + cn * fo * nl],
                                         A[abase[l + 1]:abase[l + 1] + cn * fo * nl])
@@ -534,7 +541,8 @@ def train_kernel(act, loss_code, opt, batchnorm):
                                                  c0 == 0)
                             else:
                                 _output_lanes(loss_code, yl, _view(D2, origin, cn, fo, nl), deriv)
-                                _tele_accumulate(yl, _view(D2, origin, cn, fo, nl), deriv, tacc[l], c0 == 0)
+                                _tele_accumulate(yl, _view(D2, origin, cn, fo, nl), deriv, tacc[l],
+                                                 c0 == 0)
                 # --- divergence is data --------------------------------------------------------------
                 if t == 0:
                     for k in range(nl):

@@ -1,11 +1,10 @@
 r"""The grid engine on the GPU (numba-cuda): one thread block trains one network.
 
 The contract is that of the CPU engine's ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`:
-the same arguments, with the activation, loss and optimizer codes passed as arguments rather
-than fixed at compile time, less the block range; same outputs, same semantics: minibatch
-orders from :func:`batch_order` of the network's seed and the epoch, telemetry every ``record_every`` steps and at the last step, the
-batch's loss before the update, the full-data loss at the end, divergence freezing); only the
-layout of the work differs (architecture decision 4):
+the same arguments less the block range, same outputs, same semantics: minibatch orders from
+:func:`batch_order` of the network's seed and the epoch, telemetry every ``record_every``
+steps and at the last step, the batch's loss before the update, the full-data loss at the
+end, divergence freezing); only the layout of the work differs (architecture decision 4):
 
 * **One block per network.** Block ``b`` trains networks ``b, b + gridDim, ...`` (at most
   ``config.CUDA_MAX_BLOCKS`` blocks, so scratch memory stays bounded for any G).
@@ -624,9 +623,10 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
                       opt, steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
                       final_all):
     """Train the G networks of one architecture on the GPU; the contract of the CPU's
-    ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`; without the block range): theta (P, G) is updated in
-    place, telemetry written to rec_loss_all (R, G) and rec_layer_all (R, L, NQ, G), the step of
-    divergence (-1: none) to diverged_all (G,) and the full-data loss at the end to final_all."""
+    ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`; without the block range): theta
+    (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
+    (R, L, NQ, G), the step of divergence (-1: none) to diverged_all (G,) and the full-data
+    loss at the end to final_all."""
     require_gpu()
     P, G = theta.shape
     n = X.shape[0]
