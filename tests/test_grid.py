@@ -973,3 +973,16 @@ def test_kernel_refuses_a_network_of_the_other_batchnorm_setting():
         train_kernel(True)(*args)
     train_kernel(False)(*args)  # the matching kernel trains
     assert np.isfinite(args[-4][0]) and args[-5][0] == -1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_buffers_start_on_64_byte_boundaries(dtype):
+    """numba aligns arrays to 32 bytes; the grid kernel's buffers must start on 64 (one AVX-512
+    vector), whatever the allocator returns."""
+    from simcore.grid.cpu import _empty_aligned
+    for n in (0, 1, 7, 32, 1000, 4097):
+        arrays = [_empty_aligned(n, np.dtype(dtype)) for _ in range(8)]
+        for a in arrays:
+            assert a.shape == (n,) and a.dtype == dtype and a.flags.c_contiguous
+            assert a.ctypes.data % 64 == 0
+        assert len({a.ctypes.data for a in arrays if n}) == (8 if n else 0)  # distinct buffers
