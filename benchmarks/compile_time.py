@@ -41,7 +41,8 @@ import time
 
 TARGET_WARM_S = 2.0
 
-CHILD = r"""
+# the child processes time their imports the same way: t0..t3 around numpy, numba, simcore
+IMPORTS = r"""
 import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
@@ -51,6 +52,9 @@ t2 = time.perf_counter()
 import simcore
 t3 = time.perf_counter()
 dtype = sys.argv[1]
+"""
+
+CHILD = IMPORTS + r"""
 net = simcore.MLP([2, 16, 16, 1], activation="tanh", loss="bce", dtype=dtype)
 params = net.init(seed=0)
 t4 = time.perf_counter()
@@ -71,16 +75,7 @@ print(json.dumps({"import_numpy": t1 - t0, "import_numba": t2 - t1, "import_simc
                   "user_total": (t3 - t0) + (t4 - t3) + (t6 - t5) + (t7 - t6), "loss": float(loss)}))
 """
 
-CHILD_GRID = r"""
-import json, sys, time
-t0 = time.perf_counter()
-import numpy as np
-t1 = time.perf_counter()
-import numba
-t2 = time.perf_counter()
-import simcore
-t3 = time.perf_counter()
-dtype = sys.argv[1]
+CHILD_GRID = IMPORTS + r"""
 X, y = simcore.datasets.moons(256, seed=0)
 net = simcore.MLP([2, 16, 16, 1], activation="tanh", loss="bce", dtype=dtype)
 lr = np.geomspace(0.01, 1.0, 64)
