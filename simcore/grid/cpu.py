@@ -264,9 +264,6 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
 
 # --- telemetry -------------------------------------------------------------------------------
 
-
-# --- telemetry -------------------------------------------------------------------------------
-
 @cpu_kernel
 def _tele_accumulate(y, a, deriv, acc, first):
     """Add the sums that telemetry needs of one chunk of a layer into acc (7, LANES): sums and
@@ -373,21 +370,21 @@ def train_kernel(batchnorm):
 
     @cpu_kernel
     def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt,
-                    steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all, final_all,
-                    first_block, end_block, nl):
-        """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one architecture; theta
-        (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
-        (R, L, NQ, G). Threads call this on disjoint ranges of blocks (it releases the GIL).
-        ``ref_all[g]`` is the loss network g's divergence test compares with (a negative value: its
-        own loss at step 0).
+                    steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
+                    final_all, first_block, end_block, nl):
+        """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one
+        architecture; theta (P, G) is updated in place, telemetry written to rec_loss_all (R, G)
+        and rec_layer_all (R, L, NQ, G). Threads call this on disjoint ranges of blocks (it
+        releases the GIL). ``ref_all[g]`` is the loss network g's divergence test compares with
+        (a negative value: its own loss at step 0).
 
         Without batch norm a batch is processed in chunks of CHUNK samples (forward, loss and
-        backward of a chunk, gradients summed over chunks), so the per-layer buffers stay in the
-        L1/L2 cache; batch norm needs the whole batch at once.
+        backward of a chunk, gradients summed over chunks), so the per-layer buffers stay in
+        the L1/L2 cache; batch norm needs the whole batch at once.
 
         One function on purpose: numba re-optimises a callee inside every caller, so one more
-        level of nesting around this body would double its compile time. The last block is padded
-        with copies of its first network (lr 0); padding never reaches the outputs."""
+        level of nesting around this body would double its compile time. The last block is
+        padded with copies of its first network (lr 0); padding never reaches the outputs."""
         P, G = theta.shape
         R = rec_loss_all.shape[0]
         n_layers = layout.shape[0]
@@ -468,7 +465,8 @@ def train_kernel(batchnorm):
                 nb = batch if use_mini else n
                 if use_mini and t % n_batches == 0:
                     for k in range(nl):
-                        batch_order(seeds_all[g0 + k if k < gb else g0], t // n_batches, n, order[k])
+                        net = g0 + k if k < gb else g0  # padding lanes copy network g0
+                        batch_order(seeds_all[net], t // n_batches, n, order[k])
                 pos = (t % n_batches) * batch
                 for k in range(nl):
                     loss[k] = 0.0
@@ -507,15 +505,16 @@ def train_kernel(batchnorm):
                             act_forward(act, Ypre[ybase[l]:ybase[l] + cn * fo * nl],
                                         A[abase[l + 1]:abase[l + 1] + cn * fo * nl])
                     delta = _view(D1, origin, cn, K, nl)
-                    _loss_lanes(loss_code, _view(Ypre, ybase[n_layers - 1], cn, K, nl), Yc, delta, loss,
-                                acc, nb)
+                    _loss_lanes(loss_code, _view(Ypre, ybase[n_layers - 1], cn, K, nl), Yc, delta,
+                                loss, acc, nb)
                     # --- backward: delta in D1, the next one built in D2, then they swap ----------
                     for l in range(n_layers - 1, -1, -1):
                         fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
                         if batchnorm and l < n_layers - 1:
                             _bn_backward(delta, _view(Xhat, ybase[l], cn, fo, nl),
                                          inv_std[ubase[l]:ubase[l] + fo], th, layout[l, OFF_GAMMA],
-                                         layout[l, OFF_BETA], fo, gr, _view(D2, origin, cn, fo, nl), acc)
+                                         layout[l, OFF_BETA], fo, gr, _view(D2, origin, cn, fo, nl),
+                                         acc)
                             D1, D2 = D2, D1
                             delta = _view(D1, origin, cn, fo, nl)
                         da = _view(D2, origin, cn, fi, nl)
@@ -527,7 +526,7 @@ def train_kernel(batchnorm):
                                          A[abase[l]:abase[l] + size], D2[:size], D2[:size])
                             D1, D2 = D2, D1
                             delta = _view(D1, origin, cn, fi, nl)
-                    # --- telemetry sums of the chunk -----------------------------------------------
+                    # --- telemetry sums of the chunk ----------------------------------------------
                     if record:
                         for l in range(n_layers):
                             fo = layout[l, FAN_OUT]
@@ -536,19 +535,21 @@ def train_kernel(batchnorm):
                             deriv = _view(D1, origin, cn, fo, nl)
                             if l < n_layers - 1:
                                 act_backward(act, Ypre[ybase[l]:ybase[l] + size],
-                                             A[abase[l + 1]:abase[l + 1] + size], ones[:size], D1[:size])
-                                _tele_accumulate(yl, _view(A, abase[l + 1], cn, fo, nl), deriv, tacc[l],
-                                                 c0 == 0)
+                                             A[abase[l + 1]:abase[l + 1] + size], ones[:size],
+                                             D1[:size])
+                                _tele_accumulate(yl, _view(A, abase[l + 1], cn, fo, nl), deriv,
+                                                 tacc[l], c0 == 0)
                             else:
                                 _output_lanes(loss_code, yl, _view(D2, origin, cn, fo, nl), deriv)
                                 _tele_accumulate(yl, _view(D2, origin, cn, fo, nl), deriv, tacc[l],
                                                  c0 == 0)
-                # --- divergence is data --------------------------------------------------------------
+                # --- divergence is data -----------------------------------------------------------
                 if t == 0:
                     for k in range(nl):
                         loss0[k] = loss[k] if ref[k] < 0.0 else ref[k]
                 for k in range(nl):
-                    ok = math.isfinite(loss[k]) and loss[k] <= DIVERGE_FACTOR * max(loss0[k], 1e-300)
+                    ok = (math.isfinite(loss[k])
+                          and loss[k] <= DIVERGE_FACTOR * max(loss0[k], 1e-300))
                     if diverged_at[k] < 0 and not ok:
                         diverged_at[k] = t
                     if final:
@@ -556,17 +557,18 @@ def train_kernel(batchnorm):
                 if record:
                     r = t // record_every if t % record_every == 0 else R - 1
                     for l in range(n_layers):
-                        _tele_finish(th, gr, layout[l, OFF_W], layout[l, FAN_IN], layout[l, FAN_OUT],
-                                     nb, tacc[l], tele)
+                        _tele_finish(th, gr, layout[l, OFF_W], layout[l, FAN_IN],
+                                     layout[l, FAN_OUT], nb, tacc[l], tele)
                         for q in range(NQ):
                             for k in range(nl):
                                 keep = diverged_at[k] < 0 or diverged_at[k] == t
                                 rec_layer[r, l, q, k] = tele[q, k] if keep else np.nan
                     for k in range(nl):
-                        rec_loss[r, k] = loss[k] if diverged_at[k] < 0 or diverged_at[k] == t else np.nan
+                        keep = diverged_at[k] < 0 or diverged_at[k] == t
+                        rec_loss[r, k] = loss[k] if keep else np.nan
                 if final:
                     break
-                # --- the update, masked per lane (a diverged network stays frozen) -----------------
+                # --- the update, masked per lane (a diverged network stays frozen) ----------------
                 if opt == 3:
                     c1 = 1.0 - ADAM_BETA1 ** (t + 1)
                     c2 = 1.0 - ADAM_BETA2 ** (t + 1)
@@ -588,7 +590,7 @@ def train_kernel(batchnorm):
                             step = (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS)
                         new = th[p, k] - lr[k] * step
                         th[p, k] = new if alive else th[p, k]
-            # --- write the block back --------------------------------------------------------------
+            # --- write the block back -------------------------------------------------------------
             for k in range(gb):
                 g = g0 + k
                 for p in range(P):
