@@ -25,12 +25,23 @@ def scalar(func):
     return njit(cache=config.CACHE, fastmath=config.FASTMATH, error_model="numpy")(func)
 
 
-def cpu_kernel(func=None, *, parallel=False):
+def cpu_kernel(func=None, *, parallel=False, ordered=False):
     """Compile an array kernel for the CPU (releasing the GIL, so Python threads can run
-    kernels side by side)."""
+    kernels side by side).
+
+    ``ordered=True`` compiles without reassociation or reciprocal rewriting
+    (``config.FASTMATH_ORDERED``), for kernels that vectorise across independent lanes and need
+    neither. Why it matters: numba compiles a callee on its own, then links a copy into each
+    caller, where LLVM optimises it again and often does not inline it; a call binds to
+    whichever definition of the symbol the process loaded first (the callee's own build in a
+    process that compiled it, the caller's copy in one that loaded the caller from the cache).
+    With reassociation allowed the two copies can round differently, and a result then depends
+    on the process's history (seen: a cross-entropy loss 1 ulp apart)."""
+    flags = config.FASTMATH_ORDERED if ordered else config.FASTMATH
+
     def wrap(f):
-        return njit(cache=config.CACHE, fastmath=config.FASTMATH, parallel=parallel,
-                    error_model="numpy", nogil=True)(f)
+        return njit(cache=config.CACHE, fastmath=flags, parallel=parallel, error_model="numpy",
+                    nogil=True)(f)
     return wrap if func is None else wrap(func)
 
 

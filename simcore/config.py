@@ -3,7 +3,8 @@
 ``SIMCORE_CACHE``     "1" (default) caches compiled kernels on disk (numba ``cache=True``);
                       "0" compiles afresh in every process (to measure cold compile time).
 ``SIMCORE_FASTMATH``  "1" (default) lets LLVM contract to FMA and reassociate sums so loops
-                      vectorise; "0" gives strict IEEE evaluation order.
+                      vectorise; "0" gives strict IEEE evaluation order. The grid engine's
+                      kernels never reassociate (``FASTMATH_ORDERED``, see ``_jit.cpu_kernel``).
 ``SIMCORE_CUDA_THREADS``     threads per block of the CUDA grid engine (a power of two, default
                       128); one block trains one network, its threads split the samples.
 ``SIMCORE_CUDA_MAX_BLOCKS``  at most this many blocks are launched (default 4096); each block
@@ -23,6 +24,8 @@ def _flag(name, default):
 
 CACHE = _flag("SIMCORE_CACHE", "1")
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"} if _flag("SIMCORE_FASTMATH", "1") else False
+# for kernels whose sums must run in the source's order: no reassociation, no x/y -> x*(1/y)
+FASTMATH_ORDERED = (FASTMATH - {"reassoc", "arcp"}) if FASTMATH else False
 
 
 def _int(name, default):

@@ -127,3 +127,33 @@ def test_grid_kernels_with_and_without_batchnorm_are_cached_apart(tmp_path):
         for _ in range(4):
             optimizer.step(params, net.loss_and_grad(params, X, y)[1])
         np.testing.assert_allclose(again[setting]["params"], net.pack(params), rtol=1e-12, atol=1e-14)
+
+
+_CE_GRID = r"""
+import sys
+import numpy as np
+import simcore
+X, y = simcore.datasets.spirals(90, n_classes=3, seed=2)
+net = simcore.MLP([2, 10, 3], activation="softplus", loss="ce")
+res = simcore.train_grid(net, X, y, np.geomspace(0.01, 3e3, 40), 30, seeds=np.arange(40),
+                         optimizer="nesterov", momentum=0.9, batch_size=30, record_every=7)
+np.save(sys.argv[1], res.history().select_dtypes("number").to_numpy(np.float64))
+"""
+
+
+def test_grid_results_do_not_depend_on_compiling_or_loading_from_the_cache(tmp_path):
+    """The grid kernel's callees are linked into it as copies and optimised again there, and a
+    call binds to whichever copy the process loaded first: the callee's own build when the
+    kernel was compiled in the process, the kernel's copy when it came from the cache. With
+    reassociation allowed (simcore's default fastmath) these copies rounded this cross-entropy
+    grid's losses 1 ulp apart; the grid's kernels are compiled in source order
+    (``cpu_kernel(ordered=True)``) so that every copy computes the same."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), SIMCORE_CACHE="1")
+    runs = []
+    for i in range(2):  # compiles, then loads
+        out = str(tmp_path / f"run{i}.npy")
+        proc = subprocess.run([sys.executable, "-c", _CE_GRID, out], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(np.load(out))
+    assert np.array_equal(runs[0], runs[1], equal_nan=True)

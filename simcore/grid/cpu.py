@@ -58,7 +58,7 @@ QUANTITIES = ("grad_norm", "weight_norm", "preact_mean", "preact_std", "act_mean
 NQ = len(QUANTITIES)
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def batch_order(seed, epoch, n, out):
     """The order of the n samples in epoch ``epoch`` of a network with ``seed``: a Fisher-Yates
     shuffle drawn from the counter-based stream (seed, PERM_STREAM + epoch); written to ``out``."""
@@ -83,7 +83,7 @@ JB = 8
 assert LANES % 16 == 0  # whole vectors of 16 float32 or 8 float64 per block of lanes
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _dense_forward(a, th, ow, ob, fi, fo, z):
     """z[s, j] = b[j] + sum_i a[s, i] W[i, j] for every lane; a (ns, fi, LANES), z (ns, fo, LANES),
     W and b rows of th at offsets ow (row-major fi x fo) and ob."""
@@ -111,7 +111,7 @@ def _dense_forward(a, th, ow, ob, fi, fo, z):
             j += 1
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
     """Add this chunk's gradients to gr: dL/db[j] += sum_s delta[s, j] and
     dL/dW[i, j] += sum_s a[s, i] delta[s, j]; with ``want_da`` also write
@@ -168,7 +168,7 @@ def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
             i += 1
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc):
     nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
     nb = z.shape[0]
@@ -193,7 +193,7 @@ def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc):
                 y[s, j, k] = th[og + j, k] * xhat[s, j, k] + th[obeta + j, k]
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _bn_backward(dy, xhat, inv_std, th, og, obeta, fo, gr, dz, acc):
     nl = dy.shape[2]  # lanes: a run-time trip count, see the module docstring
     nb = dy.shape[0]
@@ -214,7 +214,7 @@ def _bn_backward(dy, xhat, inv_std, th, og, obeta, fo, gr, dz, acc):
                     nb * dy[s, j, k] - acc[0, k] - xhat[s, j, k] * acc[1, k])
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
     """Add this chunk's share of the mean loss (over ``n_total`` samples) to ``loss`` (float64,
     per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES)."""
@@ -264,7 +264,7 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
 
 # --- telemetry -------------------------------------------------------------------------------
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _tele_accumulate(y, a, deriv, acc, first):
     """Add the sums that telemetry needs of one chunk of a layer into acc (7, LANES): sums and
     sums of squares of y - c_y and of a - c_a, and the count of saturated units (|f'(y)| small).
@@ -288,7 +288,7 @@ def _tele_accumulate(y, a, deriv, acc, first):
                 acc[4, k] += 1.0 if abs(deriv[s, j, k]) < SATURATED else 0.0
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _tele_finish(th, gr, ow, fi, fo, count, acc, out):
     """Telemetry of one layer into out (NQ, LANES) from its accumulated sums (count = samples)."""
     nl = gr.shape[1]
@@ -310,7 +310,7 @@ def _tele_finish(th, gr, ow, fi, fo, count, acc, out):
         out[6, k] = acc[4, k] / m
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _output_lanes(code, z, out, deriv):
     """The network's output from its logits, and its diagonal derivative d out / d z (for the
     output layer's saturation): sigmoid for bce/mse_sigmoid, softmax for ce, identity for mse."""
@@ -341,7 +341,7 @@ def _output_lanes(code, z, out, deriv):
                     deriv[s, j, k] = p * (1.0 - p)
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _empty_aligned(n, dt):
     """An uninitialised 1-D array of n elements of dtype dt that starts on a VBYTES (64-byte)
     boundary. numba aligns arrays to 32 bytes only, and a 64-byte vector loaded from a 32-byte
@@ -353,7 +353,7 @@ def _empty_aligned(n, dt):
     return buf[off:off + n]
 
 
-@cpu_kernel
+@cpu_kernel(ordered=True)
 def _view(buf, base, nb, w, nl):
     """A (nb, w, nl) array stored at ``base`` of a flat buffer (contiguous)."""
     return buf[base:base + nb * w * nl].reshape((nb, w, nl))
@@ -368,7 +368,7 @@ def train_kernel(batchnorm):
     keys on), so without batch norm numba drops the batch-norm layers before it types them."""
     batchnorm = bool(batchnorm)
 
-    @cpu_kernel
+    @cpu_kernel(ordered=True)
     def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt,
                     steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
                     final_all, first_block, end_block, nl):
