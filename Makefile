@@ -47,7 +47,7 @@ $(VENV)/.peers: pyproject.toml | $(BIN)/python
 
 # W1 side by side: simcore vs JAX jit(vmap), PyTorch batched and a PyTorch loop (float64, float32)
 bench-peers: $(VENV)/.peers
-	$(BIN)/python benchmarks/peers.py --G 256 --dtype both
+	$(BIN)/python benchmarks/peers.py --dtype both --torch
 
 # MLP.loss_and_grad per call vs NumPy+BLAS and PyTorch, and compile time cold/cached
 bench-mlp: $(VENV)/.dev

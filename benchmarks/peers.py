@@ -1,14 +1,17 @@
-"""W1 side by side: simcore's grid engine against JAX jit(vmap), PyTorch batched and a PyTorch loop.
+"""simcore's grid engine against JAX jit(vmap), side by side, on the suite of ``workloads.py``.
 
-Workload W1 (see ``benchmarks/w1_peers.py``): G MLPs 2-16-16-1 (tanh, BCE from logits), 256
-two-moons samples, 500 full-batch gradient-descent steps, lr[g] = geomspace(1e-2, 3, G)[g], the
-same Glorot initial weights for every implementation. Each implementation runs in its own fresh
-process, one after the other, in one invocation of this script; the machine's GEMM rate
-(numpy ``a @ b``, 2048^2) is measured in the same run. Every implementation must reproduce the
-same final losses (median, first, last) -- the table shows the median so a reader can check.
+For every workload (W1; the width sweep H = 16 ... 256; the digits network; W1 with batch norm)
+and both dtypes, each implementation runs in its own fresh process, one after the other, in
+one invocation of this script, and reports trainings/s (median of ``--repeat`` timed calls,
+compile excluded), GFLOP/s and the fraction of the machine's GEMM rate (numpy ``a @ a``,
+2048^2, all threads) measured in the same run. Both start from the same initial weights, and
+their losses after ``--check-steps`` (30) steps are compared: float64 must agree to 1e-10
+relative (later steps of large-lr networks are chaotic). ``--torch`` adds PyTorch (batched and
+a plain loop) on W1, from ``w1_peers.py``.
 
-Run:  make bench-peers      (or: python benchmarks/peers.py --G 256 --dtype both)
-Needs the optional extra ``peers`` (jax, jaxlib, torch==2.13.0); missing peers are skipped.
+Run:  make bench-peers      (or: python benchmarks/peers.py [--only W1 digits] [--dtype float64])
+Needs the optional extra ``peers`` (jax, jaxlib, torch==2.13.0); a missing peer is reported as
+skipped. Exits non-zero if a float64 check fails.
 """
 import argparse
 import json
@@ -20,6 +23,10 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import workloads  # noqa: E402
+
+F64_CHECK = 1e-10
 
 
 def gemm_gflops(dtype, n=2048, repeat=5):
@@ -33,94 +40,120 @@ def gemm_gflops(dtype, n=2048, repeat=5):
     return 2 * n ** 3 / np.median(ts) / 1e9
 
 
-def run_simcore(G, S, dtype, repeat):
-    sys.path.insert(0, HERE)
-    import w1_peers as w1
-    import simcore
+def child(impl, name, dtype, repeat, check_steps, strategy):
+    """One implementation on one workload, in this (fresh) process: a JSON line."""
+    w = workloads.WORKLOADS[name]
     dt = np.dtype(dtype).type
-    X, y = w1.make_data(256)
-    P = w1.init_params(G, 16, dtype=dt)
-    lr = w1.lrs_for(G)
-    net = simcore.MLP([2, 16, 16, 1], activation="tanh", loss="bce", dtype=dtype)
-    params0 = [{"W": P[0], "b": P[1]}, {"W": P[2], "b": P[3]}, {"W": P[4], "b": P[5]}]
-    t = time.perf_counter()
-    simcore.train_grid(net, X, y, lr=lr[:2], steps=1, params0=[{k: v[:2] for k, v in d.items()} for d in params0])
-    compile_s = time.perf_counter() - t
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        res = simcore.train_grid(net, X, y, lr=lr, steps=S, params0=params0, record_every=S)
-        ts.append(time.perf_counter() - t)
-    dtm = float(np.median(ts))
-    r = res.final_loss
-    return dict(impl="simcore", G=G, S=S, dtype=dtype, seconds=round(dtm, 4), compile_s=round(compile_s, 3),
-                trainings_per_s=round(G / dtm, 2), gflops=round(w1.flops(256, 16, S) * G / dtm / 1e9, 3),
-                loss_median=float(np.nanmedian(r)), loss_first=float(r[0]), loss_last=float(r[-1]))
+    G, S = w["G"], w["S"]
+    if impl == "simcore":
+        r, sec, first_s, how = workloads.run_simcore(w, G, S, dt, repeat, strategy)
+        check, _, _, _ = workloads.run_simcore(w, G, check_steps, dt, 1, strategy)
+        extra = {"first_call_s": round(first_s, 3), "strategy": how}
+    else:
+        r, sec, compile_s = workloads.run_jax(w, G, S, dt, repeat)
+        check, _, _ = workloads.run_jax(w, G, check_steps, dt, 1)
+        extra = {"first_call_s": round(compile_s, 3)}
+    n = workloads.data(w)[0].shape[0]
+    return dict(impl=impl, workload=name, dtype=dtype, G=G, S=S, seconds=round(sec, 4),
+                trainings_per_s=round(G / sec, 3), gflops=round(workloads.flops(w, n, S) * G / sec / 1e9, 3),
+                loss_median=float(np.nanmedian(r)), check_losses=[float(x) for x in check], **extra)
 
 
-def subprocess_json(args, env=None):
-    out = subprocess.run(args, capture_output=True, text=True, env=env)
+def subprocess_json(args):
+    out = subprocess.run(args, capture_output=True, text=True)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(lines[-1])
 
 
+def rel_diff(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if not ok.any():
+        return float("nan")
+    return float(np.max(np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-300)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--G", type=int, default=256)
-    ap.add_argument("--S", type=int, default=500)
-    ap.add_argument("--loop-G", type=int, default=16,
-                    help="networks for the plain PyTorch loop (its rate per training does not depend on G)")
+    ap.add_argument("--only", nargs="*", default=None, help=f"workloads, of: {' '.join(workloads.WORKLOADS)}")
     ap.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
-    ap.add_argument("--repeat", type=int, default=3, help="timed repeats of simcore (median)")
-    ap.add_argument("--only", nargs="*", default=None, help="subset of: simcore jax torch_batched torch_loop")
-    ap.add_argument("--json", action="store_true", help="print the raw JSON lines too")
-    ap.add_argument("--internal-simcore", nargs=2, metavar=("G", "DTYPE"), help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=3, help="timed calls per implementation (median)")
+    ap.add_argument("--check-steps", type=int, default=30, help="steps after which the losses are compared")
+    ap.add_argument("--strategy", default="auto", help="simcore's strategy (auto, lanes, gemm)")
+    ap.add_argument("--torch", action="store_true", help="add PyTorch batched and a PyTorch loop on W1")
+    ap.add_argument("--json", metavar="FILE", help="also write every row as JSON lines to FILE")
+    ap.add_argument("--internal", nargs=3, metavar=("IMPL", "WORKLOAD", "DTYPE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.internal_simcore:
-        print(json.dumps(run_simcore(int(a.internal_simcore[0]), a.S, a.internal_simcore[1], a.repeat)))
-        return
+    if a.internal:
+        print(json.dumps(child(*a.internal, a.repeat, a.check_steps, a.strategy)))
+        return 0
+    names = a.only or list(workloads.WORKLOADS)
+    unknown = [x for x in names if x not in workloads.WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {unknown}; choose from {list(workloads.WORKLOADS)}")
     dtypes = ["float64", "float32"] if a.dtype == "both" else [a.dtype]
-    impls = a.only or ["simcore", "jax", "torch_batched", "torch_loop"]
-    rows = []
-    for dtype in dtypes:
-        gemm = gemm_gflops(np.dtype(dtype).type)
-        for impl in impls:
-            G = a.loop_G if impl == "torch_loop" else a.G
-            if impl == "simcore":
-                r = subprocess_json([sys.executable, __file__, "--S", str(a.S), "--repeat", str(a.repeat),
-                                     "--internal-simcore", str(G), dtype])
-            else:
+    rows, failed = [], []
+    gemm = {d: gemm_gflops(np.dtype(d).type) for d in dtypes}
+    for name in names:
+        for dtype in dtypes:
+            pair = {}
+            for impl in ("simcore", "jax"):
+                r = subprocess_json([sys.executable, __file__, "--internal", impl, name, dtype,
+                                     "--repeat", str(a.repeat), "--check-steps", str(a.check_steps),
+                                     "--strategy", a.strategy])
+                r.update(impl=impl, workload=name, dtype=dtype, gemm_gflops=round(gemm[dtype], 1))
+                pair[impl] = r
+                rows.append(r)
+            s, j = pair["simcore"], pair["jax"]
+            if "error" not in s and "error" not in j:
+                s["x_jax"] = s["trainings_per_s"] / j["trainings_per_s"]
+                s["check_rel"] = rel_diff(s["check_losses"], j["check_losses"])
+                if dtype == "float64" and not s["check_rel"] <= F64_CHECK:
+                    failed.append(f"{name} {dtype}: losses after {a.check_steps} steps differ by {s['check_rel']:.2e}")
+            print(_line(s, j), flush=True)
+    if a.torch and "W1" in names:
+        for dtype in dtypes:
+            for impl in ("torch_batched", "torch_loop"):
+                G = 16 if impl == "torch_loop" else workloads.WORKLOADS["W1"]["G"]
                 r = subprocess_json([sys.executable, os.path.join(HERE, "w1_peers.py"), impl, "--G", str(G),
-                                     "--S", str(a.S), "--dtype", dtype])
-            r.update(impl=impl, dtype=dtype, G=G, gemm_gflops=round(gemm, 1))
-            rows.append(r)
-            if a.json:
-                print(json.dumps(r), flush=True)
-    print(f"\nW1: 2-16-16-1 tanh/BCE, n=256, S={a.S} full-batch GD steps; G={a.G} "
-          f"(PyTorch loop: G={a.loop_G}); {os.cpu_count()} CPUs\n")
-    head = f"{'impl':<14}{'dtype':<9}{'trainings/s':>12}{'x JAX':>8}{'x loop':>8}{'GFLOP/s':>9}{'% GEMM':>8}{'compile s':>10}{'loss median':>22}"
-    print(head)
-    print("-" * len(head))
-    for dtype in dtypes:
-        by = {r["impl"]: r for r in rows if r["dtype"] == dtype}
-        ref_jax = by.get("jax", {}).get("trainings_per_s")
-        ref_loop = by.get("torch_loop", {}).get("trainings_per_s")
-        for impl in impls:
-            r = by[impl]
-            if "error" in r:
-                print(f"{impl:<14}{dtype:<9}  skipped: {r['error'][:80]}")
-                continue
-            tps = r["trainings_per_s"]
-            xj = f"{tps / ref_jax:.2f}" if ref_jax else "-"
-            xl = f"{tps / ref_loop:.1f}" if ref_loop else "-"
-            pct = 100 * r["gflops"] / r["gemm_gflops"]
-            print(f"{impl:<14}{dtype:<9}{tps:>12.2f}{xj:>8}{xl:>8}{r['gflops']:>9.2f}{pct:>7.1f}%"
-                  f"{r.get('compile_s', 0):>10.2f}{r['loss_median']:>22.15f}")
-    print("\nGEMM rate (numpy a @ a, 2048^2, same run): "
-          + ", ".join(f"{d} {next(r['gemm_gflops'] for r in rows if r['dtype'] == d)} GFLOP/s" for d in dtypes))
+                                     "--S", "500", "--dtype", dtype])
+                r.update(impl=impl, workload="W1", dtype=dtype, gemm_gflops=round(gemm[dtype], 1))
+                rows.append(r)
+                print(f"  W1 {dtype} {impl}: " + (r["error"] if "error" in r else
+                      f"{r['trainings_per_s']:.2f} trainings/s (G={G}), loss median {r['loss_median']:.12f}"))
+    print("\nGEMM rate (numpy a @ a, 2048^2, all threads, same run): "
+          + ", ".join(f"{d} {gemm[d]:.1f} GFLOP/s" for d in dtypes) + f"; {os.cpu_count()} CPUs")
+    if a.json:
+        with open(a.json, "w") as fh:
+            for r in rows:
+                fh.write(json.dumps(r) + "\n")
+    for f in failed:
+        print("CHECK FAILED:", f)
+    return 1 if failed else 0
+
+
+HEADER = (f"| workload | dtype | G | steps | simcore /s | JAX /s | simcore / JAX | simcore GFLOP/s | "
+          f"% GEMM | JAX GFLOP/s | strategy | 30-step rel. diff | first call s |\n"
+          f"|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def _line(s, j):
+    if not hasattr(_line, "started"):
+        print(HEADER)
+        _line.started = True
+    w = f"| {s['workload']} | {s['dtype']} | {workloads.WORKLOADS[s['workload']]['G']} | " \
+        f"{workloads.WORKLOADS[s['workload']]['S']} |"
+    if "error" in s:
+        return f"{w} simcore failed: {s['error'][:100]} |"
+    if "error" in j:
+        return (f"{w} {s['trainings_per_s']:.2f} | skipped: {j['error'][:60]} | | {s['gflops']:.1f} | "
+                f"{100 * s['gflops'] / s['gemm_gflops']:.0f}% | | {s['strategy']} | | {s['first_call_s']:.1f} |")
+    return (f"{w} {s['trainings_per_s']:.2f} | {j['trainings_per_s']:.2f} | **{s['x_jax']:.2f}x** | "
+            f"{s['gflops']:.1f} | {100 * s['gflops'] / s['gemm_gflops']:.0f}% | {j['gflops']:.1f} | "
+            f"{s['strategy']} | {s['check_rel']:.1e} | {s['first_call_s']:.1f} |")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

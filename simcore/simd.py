@@ -31,7 +31,9 @@ compiled code.
 
 Register blocks: a tuple of 8 vectors (after inlining, 8 registers), rows ``stride`` apart:
 ``load8(arr, o, stride)``, ``store8(arr, o, stride, acc)``, ``fma8(x, arr, o, stride, acc)``
-(acc[q] + x * arr[o + q*stride]).
+(acc[q] + x * arr[o + q*stride]). Rows of 4 for :mod:`simcore.gemm`'s micro-kernel:
+``load4``, ``store4`` and ``fma4(x, r, acc)`` (acc[q] + x * r[q], the 4 vectors r loaded once
+and shared by every row of the tile).
 
 No bounds are checked (as numba's own indexing, which checks none either): callers index
 within the array. The multiply-add carries only the ``contract`` flag, so the sum is evaluated
@@ -185,3 +187,26 @@ def fma8(x, arr, o, stride, acc):
     return (vfma(x, m[0], acc[0]), vfma(x, m[1], acc[1]), vfma(x, m[2], acc[2]),
             vfma(x, m[3], acc[3]), vfma(x, m[4], acc[4]), vfma(x, m[5], acc[5]),
             vfma(x, m[6], acc[6]), vfma(x, m[7], acc[7]))
+
+
+# --- register rows of 4 vectors (the GEMM micro-kernel of simcore.gemm) -----------------------
+
+@scalar
+def load4(arr, o, stride):
+    """The 4 vectors arr[o + q * stride], q = 0..3."""
+    return (vload(arr, o), vload(arr, o + stride), vload(arr, o + 2 * stride),
+            vload(arr, o + 3 * stride))
+
+
+@scalar
+def store4(arr, o, stride, v):
+    """arr[o + q * stride] = v[q] for q = 0..3."""
+    for q in literal_unroll((0, 1, 2, 3)):
+        vstore(arr, o + q * stride, v[q])
+
+
+@scalar
+def fma4(x, r, acc):
+    """acc[q] + x * r[q] for q = 0..3 (x one vector, r and acc rows of 4)."""
+    return (vfma(x, r[0], acc[0]), vfma(x, r[1], acc[1]), vfma(x, r[2], acc[2]),
+            vfma(x, r[3], acc[3]))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import simcore
 from simcore import _cache, scalar
@@ -66,8 +67,10 @@ _GRID_SETTINGS = r"""
 import json, sys
 from numba.core import event
 import simcore
-from simcore.grid.cpu import train_kernel
+from simcore.grid import cpu, cpu_gemm
 
+strategy = sys.argv[1]
+train_kernel = {"lanes": cpu.train_kernel, "gemm": cpu_gemm.train_kernel}[strategy]
 compiled = []
 
 
@@ -82,11 +85,11 @@ class Record(event.Listener):
 event.register("numba:compile", Record())
 X, y = simcore.datasets.moons(24, seed=0)
 out = {}
-for setting in sys.argv[1:]:
+for setting in sys.argv[2:]:
     act, bn = setting.split("/")
     del compiled[:]
     net = simcore.MLP([2, 5, 4, 1], activation=act, loss="bce", batchnorm=bn == "bn")
-    res = simcore.train_grid(net, X, y, 0.3, 4, seeds=[0], optimizer="gd")
+    res = simcore.train_grid(net, X, y, 0.3, 4, seeds=[0], optimizer="gd", strategy=strategy)
     params = net.pack([{k: v[0] for k, v in p.items()} for p in res.params])
     out[setting] = {"params": params.tolist(), "compiled": sorted(set(compiled)),
                     "hits": sum(train_kernel(net.batchnorm).stats.cache_hits.values())}
@@ -94,16 +97,19 @@ print(json.dumps(out))
 """
 
 
-def test_grid_kernels_with_and_without_batchnorm_are_cached_apart(tmp_path):
-    """simcore.grid.cpu.train_kernel compiles one closure with batch norm and one without: both
-    share one cache index, keyed on the closure's variable. Each must be served its own machine
-    code, never the other's; and the one without batch norm compiles no batch-norm layer."""
+@pytest.mark.parametrize("strategy, kernel", [("lanes", "train_lanes"), ("gemm", "train_networks")])
+def test_grid_kernels_with_and_without_batchnorm_are_cached_apart(tmp_path, strategy, kernel):
+    """Each strategy's train_kernel (simcore.grid.cpu, simcore.grid.cpu_gemm) compiles one
+    closure with batch norm and one without: both share one cache index, keyed on the closure's
+    variable. Each must be served its own machine code, never the other's; and the one without
+    batch norm compiles no batch-norm layer."""
     import json
+    kernel = f"train_kernel.<locals>.{kernel}"
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), SIMCORE_CACHE="1")
 
     def run(*settings):
-        proc = subprocess.run([sys.executable, "-c", _GRID_SETTINGS, *settings], env=env,
+        proc = subprocess.run([sys.executable, "-c", _GRID_SETTINGS, strategy, *settings], env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout.splitlines()[-1])
@@ -111,14 +117,14 @@ def test_grid_kernels_with_and_without_batchnorm_are_cached_apart(tmp_path):
     first = run("tanh/plain", "relu/bn")  # an empty cache: both compile
     assert first["tanh/plain"]["hits"] == 0 and first["relu/bn"]["hits"] == 0
     names = first["tanh/plain"]["compiled"]
-    assert "train_kernel.<locals>.train_lanes" in names
+    assert kernel in names
     assert "_bn_forward" not in names and "_bn_backward" not in names
     assert "_bn_forward" in first["relu/bn"]["compiled"]
     again = run("relu/bn", "tanh/plain")  # the other order, from the cache
     X, y = simcore.datasets.moons(24, seed=0)
     for setting in ("tanh/plain", "relu/bn"):
         assert again[setting]["hits"] == 1
-        assert "train_kernel.<locals>.train_lanes" not in again[setting]["compiled"]
+        assert kernel not in again[setting]["compiled"]
         assert again[setting]["params"] == first[setting]["params"]
         # and the right numbers: the single-network API from the same start
         act, bn = setting.split("/")
@@ -132,16 +138,19 @@ def test_grid_kernels_with_and_without_batchnorm_are_cached_apart(tmp_path):
 _CE_GRID = r"""
 import sys
 import numpy as np
+import pytest
 import simcore
 X, y = simcore.datasets.spirals(90, n_classes=3, seed=2)
 net = simcore.MLP([2, 10, 3], activation="softplus", loss="ce")
 res = simcore.train_grid(net, X, y, np.geomspace(0.01, 3e3, 40), 30, seeds=np.arange(40),
-                         optimizer="nesterov", momentum=0.9, batch_size=30, record_every=7)
+                         optimizer="nesterov", momentum=0.9, batch_size=30, record_every=7,
+                         strategy=sys.argv[2])
 np.save(sys.argv[1], res.history().select_dtypes("number").to_numpy(np.float64))
 """
 
 
-def test_grid_results_do_not_depend_on_compiling_or_loading_from_the_cache(tmp_path):
+@pytest.mark.parametrize("strategy", ["lanes", "gemm"])
+def test_grid_results_do_not_depend_on_compiling_or_loading_from_the_cache(tmp_path, strategy):
     """The grid kernel's callees are linked into it as copies and optimised again there, and a
     call binds to whichever copy the process loaded first: the callee's own build when the
     kernel was compiled in the process, the kernel's copy when it came from the cache. With
@@ -152,7 +161,7 @@ def test_grid_results_do_not_depend_on_compiling_or_loading_from_the_cache(tmp_p
     runs = []
     for i in range(2):  # compiles, then loads
         out = str(tmp_path / f"run{i}.npy")
-        proc = subprocess.run([sys.executable, "-c", _CE_GRID, out], env=env, cwd=tmp_path,
+        proc = subprocess.run([sys.executable, "-c", _CE_GRID, out, strategy], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
         runs.append(np.load(out))

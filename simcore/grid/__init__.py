@@ -10,12 +10,15 @@ from .._jit import cpu_kernel
 from ..init import fill_normal, fill_uniform, weight_std
 from ..losses import encode_targets
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, MLP
-from .cpu import LANES, OPT_CODE, QUANTITIES, batch_order, train_kernel
+from . import cpu, cpu_gemm
+from .cpu import LANES, OPT_CODE, QUANTITIES, batch_order
 from .result import GridResult
 
 BACKENDS = ("cpu", "cuda")
+STRATEGIES = ("auto", "lanes", "gemm")
 
-__all__ = ["train_grid", "initial_params", "GridResult", "batch_order", "QUANTITIES", "LANES"]
+__all__ = ["train_grid", "initial_params", "choose_strategy", "GridResult", "batch_order", "QUANTITIES",
+           "LANES", "STRATEGIES"]
 
 
 @cpu_kernel
@@ -66,20 +69,42 @@ def initial_params(net, seeds, init_scale=1.0, bias_scale=0.0):
     return _unstack(net, _draw_theta(net, seeds, scale, bias))
 
 
-def run_blocks(kernel, args, G):
-    """Run ``kernel(*args, first_block, end_block, LANES)`` over the ceil(G / LANES) blocks of a grid,
-    split into contiguous ranges over ``numba.get_num_threads()`` Python threads (the kernel
-    releases the GIL). Blocks are independent, so the split never changes a result."""
-    n_blocks = -(-G // LANES)
+def run_blocks(kernel, args, G, size=LANES):
+    """Run ``kernel(*args, first_block, end_block, size)`` over the ceil(G / size) blocks of
+    ``size`` networks of a grid, split into contiguous ranges over ``numba.get_num_threads()``
+    Python threads (the kernel releases the GIL). Blocks are independent, so the split never
+    changes a result."""
+    n_blocks = -(-G // size)
     n_threads = max(1, min(numba.get_num_threads(), n_blocks))
     bounds = np.linspace(0, n_blocks, n_threads + 1).round().astype(int)
     if n_threads == 1:
-        kernel(*args, 0, n_blocks, LANES)
+        kernel(*args, 0, n_blocks, size)
         return
     with ThreadPoolExecutor(n_threads) as pool:
-        futures = [pool.submit(kernel, *args, int(a), int(b), LANES) for a, b in zip(bounds[:-1], bounds[1:])]
+        futures = [pool.submit(kernel, *args, int(a), int(b), size) for a, b in zip(bounds[:-1], bounds[1:])]
         for f in futures:
             f.result()
+
+
+def choose_strategy(net, G):
+    """The CPU strategy ``train_grid(strategy="auto")`` picks for G networks of architecture ``net``.
+
+    "lanes" (:mod:`simcore.grid.cpu`): networks side by side in SIMD lanes, blocks of LANES.
+    Best for narrow networks, where one network's matrix products are too small to tile, and
+    only when the grid fills its blocks (a block of one network costs as much as LANES).
+    "gemm" (:mod:`simcore.grid.cpu_gemm`): one network at a time, register-tiled matrix
+    products. Best once a layer is wide enough that a block of lanes no longer keeps its
+    weights in cache. The thresholds are measured (README, "Which strategy runs when")."""
+    widest = max(net.sizes[1:-1], default=net.sizes[-1])
+    if widest >= GEMM_WIDTH:
+        return "gemm"
+    if G * LANES_FILL < LANES * min(numba.get_num_threads(), -(-G // LANES)):
+        return "gemm"
+    return "lanes"
+
+
+GEMM_WIDTH = 48   # hidden width from which one network's tiled products beat a block of lanes
+LANES_FILL = 2    # lanes need G at least LANES / LANES_FILL networks per thread to pay off
 
 
 def _per_network(name, value, kind=float):
@@ -139,7 +164,7 @@ def _unstack(net, theta):
 
 def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, bias_scale=0.0,
                optimizer="gd", momentum=0.0, batch_size=None, record_every=10, divergence_ref=None,
-               backend="cpu"):
+               backend="cpu", strategy="auto"):
     r"""Train G networks on the same data in one compiled call.
 
     Parameters
@@ -179,6 +204,12 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         "cpu": networks in SIMD lanes over all cores (:mod:`simcore.grid.cpu`). "cuda": one
         thread block per network on an NVIDIA GPU (:mod:`simcore.grid.cuda`; needs the
         ``cuda`` extra, and a GPU or ``NUMBA_ENABLE_CUDASIM=1`` for numba's simulator).
+    strategy : {"auto", "lanes", "gemm"}
+        How the CPU backend lays out the work: "lanes" trains LANES networks side by side in
+        SIMD lanes, "gemm" one network at a time with register-tiled matrix products, "auto"
+        picks per architecture and G (:func:`choose_strategy`). Results agree to rounding
+        (float64 within 1e-12), and each strategy is bitwise reproducible on its own. Only
+        "auto" with ``backend="cuda"``.
 
     Returns
     -------
@@ -200,6 +231,10 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     (64,)
     """
     _validate.choice("backend", backend, BACKENDS)
+    _validate.choice("strategy", strategy, STRATEGIES)
+    if backend == "cuda" and strategy != "auto":
+        raise ValueError(f"strategy must be 'auto' with backend='cuda' (one thread block per network), "
+                         f"got {strategy!r}")
     if backend == "cuda":  # imported here: simcore never needs CUDA unless asked for it
         try:
             from .cuda import require_gpu, train_blocks_cuda
@@ -281,6 +316,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     R = steps // record_every + 1 + (1 if steps % record_every else 0)
     record_steps = np.r_[np.arange(0, steps + 1, record_every), [steps] if steps % record_every else []].astype(np.int64)
     out_groups, params_out = [], [None] * G
+    strategies = np.full(G, "cuda" if backend == "cuda" else "", dtype=object)
     for key, idx in groups.items():
         idx = np.asarray(idx)
         m = nets[idx[0]]
@@ -303,7 +339,12 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         if backend == "cuda":
             train_blocks_cuda(*args)  # one thread block per network (simcore.grid.cuda)
         else:
-            run_blocks(train_kernel(m.batchnorm), args, idx.size)
+            how = choose_strategy(m, idx.size) if strategy == "auto" else strategy
+            strategies[idx] = how
+            if how == "lanes":
+                run_blocks(cpu.train_kernel(m.batchnorm), args, idx.size)
+            else:
+                run_blocks(cpu_gemm.train_kernel(m.batchnorm), args, idx.size, size=1)
         final_loss[idx] = fl
         diverged_at[idx] = dv
         out_groups.append((idx, rec_loss, rec_layer))
@@ -316,7 +357,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         "network": np.arange(G), "arch": ["-".join(map(str, m.sizes)) for m in nets],
         "activation": [m.activation for m in nets], "batchnorm": [m.batchnorm for m in nets],
         "lr": per["lr"], "seed": per["seeds"], "init_scale": per["init_scale"],
-        "bias_scale": per["bias_scale"], "momentum": per["momentum"],
+        "bias_scale": per["bias_scale"], "momentum": per["momentum"], "strategy": strategies,
         "final_loss": final_loss, "diverged": diverged_at >= 0, "diverged_at": diverged_at})
     return GridResult(final_loss=final_loss, diverged=diverged_at >= 0, diverged_at=diverged_at,
                       params=params_out, record_steps=record_steps, config=config, _groups=out_groups)

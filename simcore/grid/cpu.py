@@ -70,6 +70,23 @@ def batch_order(seed, epoch, n, out):
         out[i], out[j] = out[j], out[i]
 
 
+@cpu_kernel(ordered=True)  # not @scalar: its sums and divisions must not be reassociated either
+def optimizer_step(opt, g, v, m, mu, c1, c2):
+    """The step of one parameter with gradient g, and its new optimizer state (v, m):
+    theta <- theta - eta * step. ``opt`` from ``OPT_CODE``: gradient descent (step = g);
+    momentum (v <- mu v + g, step = v); Nesterov (step = g + mu v); Adam (m, v the moving
+    averages of g and g^2, step = m_hat / (sqrt(v_hat) + eps), with c1, c2 = 1 - beta^(t+1)
+    the bias corrections of step t)."""
+    if opt == 0:
+        return g, v, m
+    if opt == 1 or opt == 2:
+        vk = mu * v + g
+        return (g + mu * vk if opt == 2 else vk), vk, m
+    mk = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * g
+    vk = ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * g * g
+    return (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS), vk, mk
+
+
 # --- layers in lanes: arrays are (samples, units, LANES); th and gr are (params, LANES) --------
 
 # The dense layers are the engine's matrix products, register-blocked with explicit vectors
@@ -289,17 +306,17 @@ def _tele_accumulate(y, a, deriv, acc, first):
 
 
 @cpu_kernel(ordered=True)
-def _tele_finish(th, gr, ow, fi, fo, count, acc, out):
-    """Telemetry of one layer into out (NQ, LANES) from its accumulated sums (count = samples)."""
+def _tele_finish(th, gr, ow, n_w, m, acc, out):
+    """Telemetry of one layer into out (NQ, lanes) from its accumulated sums: the norms of the
+    n_w weights from offset ``ow`` (zero padding adds nothing), means over m values (samples x units)."""
     nl = gr.shape[1]
     for k in range(nl):
         out[0, k] = 0.0
         out[1, k] = 0.0
-    for p in range(ow, ow + fi * fo):
+    for p in range(ow, ow + n_w):
         for k in range(nl):
             out[0, k] += gr[p, k] * gr[p, k]
             out[1, k] += th[p, k] * th[p, k]
-    m = count * fo
     for k in range(nl):
         out[0, k] = math.sqrt(out[0, k])
         out[1, k] = math.sqrt(out[1, k])
@@ -557,8 +574,8 @@ def train_kernel(batchnorm):
                 if record:
                     r = t // record_every if t % record_every == 0 else R - 1
                     for l in range(n_layers):
-                        _tele_finish(th, gr, layout[l, OFF_W], layout[l, FAN_IN],
-                                     layout[l, FAN_OUT], nb, tacc[l], tele)
+                        _tele_finish(th, gr, layout[l, OFF_W], layout[l, FAN_IN] * layout[l, FAN_OUT],
+                                     nb * layout[l, FAN_OUT], tacc[l], tele)
                         for q in range(NQ):
                             for k in range(nl):
                                 keep = diverged_at[k] < 0 or diverged_at[k] == t
@@ -575,19 +592,9 @@ def train_kernel(batchnorm):
                 for p in range(P):
                     for k in range(nl):
                         alive = diverged_at[k] < 0
-                        g = gr[p, k]
-                        if opt == 0:
-                            step = g
-                        elif opt == 1 or opt == 2:
-                            vk = mom[k] * v[p, k] + g
-                            v[p, k] = vk if alive else v[p, k]
-                            step = g + mom[k] * vk if opt == 2 else vk
-                        else:
-                            mk = ADAM_BETA1 * m[p, k] + (1.0 - ADAM_BETA1) * g
-                            vk = ADAM_BETA2 * v[p, k] + (1.0 - ADAM_BETA2) * g * g
-                            m[p, k] = mk if alive else m[p, k]
-                            v[p, k] = vk if alive else v[p, k]
-                            step = (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS)
+                        step, vk, mk = optimizer_step(opt, gr[p, k], v[p, k], m[p, k], mom[k], c1, c2)
+                        v[p, k] = vk if alive else v[p, k]
+                        m[p, k] = mk if alive else m[p, k]
                         new = th[p, k] - lr[k] * step
                         th[p, k] = new if alive else th[p, k]
             # --- write the block back -------------------------------------------------------------

@@ -1,0 +1,288 @@
+r"""The grid engine's per-network strategy on the CPU: one network at a time per thread, its
+layers as register-tiled matrix products (:func:`simcore.gemm.gemm`).
+
+Why a second strategy: lanes (:mod:`simcore.grid.cpu`) give every network its own weights in
+every vector, so a block's weights grow with width x lanes. Past a few dozen units they no
+longer fit in cache and every sample streams them from memory again. Here one network's layer
+is a plain matrix product over a chunk of samples, :math:`z = b + a W` with rows for samples,
+and its weights are read once per tile of 6 samples from a panel that stays in cache
+(:mod:`simcore.gemm`). The three products of a step are
+
+.. math::
+    z_l = b_l + a_{l-1} W_l,\quad
+    \nabla W_l \mathrel{+}= a_{l-1}^T \delta_l,\quad
+    \nabla b_l \mathrel{+}= \textstyle\sum_s \delta_{l,s},\quad
+    \delta_{l-1} = (\delta_l W_l^T) \odot f'(y_{l-1})
+
+with :math:`W_l^T` kept beside :math:`W_l` (refreshed after every update). Column counts are
+padded with zeros to whole vectors; padding stays zero (its gradients are exactly zero) and never
+reaches a real value, since inputs are read only up to the real fan-in.
+
+The contract is that of ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`): same arguments,
+same telemetry, same divergence rule. Every sum runs in the same order as there (biases first,
+inputs in order, samples in order), and batch norm, the losses and the telemetry call the lane
+kernels themselves on views of one network's buffers (a view with the columns as lanes, or with
+one lane), so the two strategies agree bitwise where the order of every sum is the same.
+A network that diverges is frozen at once: only its final evaluation remains to be computed.
+"""
+import functools
+import math
+
+import numpy as np
+
+from .._jit import cpu_kernel
+from ..activations import backward as act_backward, forward as act_forward
+from ..gemm import gemm
+from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
+from ..simd import width
+from .cpu import (ADAM_BETA1, ADAM_BETA2, DIVERGE_FACTOR, NQ, _bn_backward, _bn_forward, _empty_aligned,
+                  _loss_lanes, _output_lanes, _tele_accumulate, _tele_finish, _view, batch_order,
+                  optimizer_step)
+
+CHUNK = 96  # samples per chunk without batch norm: a multiple of the tile's 6 rows; buffers stay in L2
+
+
+@cpu_kernel(ordered=True)
+def _cols(buf, base, nb, ld, w):
+    """The (nb, w, 1) view of the first w columns of the (nb, ld) rows stored at ``base`` of a
+    flat buffer: one network's units as the lane kernels' (samples, units, lanes) with one lane."""
+    return buf[base:base + nb * ld].reshape((nb, ld))[:, :w, np.newaxis]
+
+
+@functools.lru_cache(maxsize=None)
+def train_kernel(batchnorm):
+    """The per-network training kernel ``train_networks``, compiled with or without batch norm
+    on the hidden layers (as :func:`simcore.grid.cpu.train_kernel`)."""
+    batchnorm = bool(batchnorm)
+
+    @cpu_kernel(ordered=True)
+    def train_networks(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt,
+                       steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
+                       final_all, first_block, end_block, nl):
+        """Train networks [first_block * nl, end_block * nl) of theta (P, G), one after the other,
+        with the arguments of ``train_lanes``; threads call it on disjoint ranges."""
+        P, G = theta.shape
+        R = rec_loss_all.shape[0]
+        n_layers = layout.shape[0]
+        n, d_in = X.shape
+        K = Y.shape[1]
+        minibatch = batch < n
+        n_batches = n // batch
+        dt = theta.dtype
+        V = width(theta)
+        for l in range(n_layers):
+            if (layout[l, OFF_GAMMA] >= 0) != (batchnorm and l < n_layers - 1):
+                raise ValueError("layout's batch-norm layers do not match the kernel's setting")
+        chunk = n if batchnorm else min(CHUNK, n)
+        origin = np.int64(0)
+        # padded widths and the padded parameter layout: W_l (fi x wp), b_l, then gamma_l and beta_l
+        # side by side (a (2, wp) block, as the lane kernels' th rows og and og + 1)
+        wp = np.empty(n_layers, np.int64)
+        pw = np.empty(n_layers, np.int64)
+        pb = np.empty(n_layers, np.int64)
+        pg = np.empty(n_layers, np.int64)
+        pwt = np.empty(n_layers, np.int64)
+        ybase = np.empty(n_layers, np.int64)
+        abase = np.empty(n_layers, np.int64)
+        ibase = np.empty(n_layers, np.int64)
+        Pp = 0
+        wt_size = 0
+        y_size = 0
+        a_size = 0
+        max_w = K
+        for l in range(n_layers):
+            fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+            wp[l] = -(-fo // V) * V
+            max_w = max(max_w, wp[l])
+            pw[l] = Pp
+            Pp += fi * wp[l]
+            pb[l] = Pp
+            Pp += wp[l]
+            pg[l] = -1
+            if layout[l, OFF_GAMMA] >= 0:
+                pg[l] = Pp
+                Pp += 2 * wp[l]
+            pwt[l] = wt_size
+            if l > 0:
+                wt_size += fo * wp[l - 1]
+            ybase[l] = y_size
+            ibase[l] = y_size // chunk
+            y_size += chunk * wp[l]
+            abase[l] = a_size
+            a_size += chunk * (d_in if l == 0 else wp[l - 1])
+        th = _empty_aligned(Pp, dt)
+        gr = _empty_aligned(Pp, dt)
+        v = _empty_aligned(Pp, dt)
+        m = _empty_aligned(Pp, dt)
+        Wt = _empty_aligned(max(wt_size, 1), dt)
+        A = _empty_aligned(a_size, dt)       # layer inputs: X's rows, then the activations
+        Ypre = _empty_aligned(y_size, dt)    # activation inputs y (z without batch norm)
+        Xhat = _empty_aligned(y_size, dt)    # batch norm's x-hat
+        inv_std = _empty_aligned(y_size // chunk, dt)
+        D1 = _empty_aligned(chunk * max_w, dt)
+        D2 = _empty_aligned(chunk * max_w, dt)
+        ones = _empty_aligned(chunk * max_w, dt)
+        ones[:] = 1.0
+        zero_row = _empty_aligned(max_w, dt)
+        zero_row[:] = 0.0
+        Yb = _empty_aligned(chunk * K, dt)
+        order = np.empty(n, np.int64)
+        acc = np.empty(2 * max_w, np.float64)
+        tacc = np.empty(n_layers * 7, np.float64).reshape((n_layers, 7, 1))
+        loss = np.empty(1, np.float64)
+        tele = np.empty(NQ, np.float64).reshape((NQ, 1))
+        th2, gr2 = th.reshape((Pp, 1)), gr.reshape((Pp, 1))
+        for g in range(first_block * nl, min(end_block * nl, G)):
+            # --- the network's parameters into the padded layout; telemetry starts as NaN ----
+            th[:] = 0.0
+            Wt[:] = 0.0
+            for l in range(n_layers):
+                fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+                for i in range(fi):
+                    for j in range(fo):
+                        th[pw[l] + i * wp[l] + j] = theta[layout[l, OFF_W] + i * fo + j, g]
+                for j in range(fo):
+                    th[pb[l] + j] = theta[layout[l, OFF_B] + j, g]
+                    if pg[l] >= 0:
+                        th[pg[l] + j] = theta[layout[l, OFF_GAMMA] + j, g]
+                        th[pg[l] + wp[l] + j] = theta[layout[l, OFF_BETA] + j, g]
+            v[:] = 0.0
+            m[:] = 0.0
+            for r in range(R):
+                rec_loss_all[r, g] = np.nan
+                for l in range(n_layers):
+                    for q in range(NQ):
+                        rec_layer_all[r, l, q, g] = np.nan
+            lr, mu, seed = lr_all[g], mom_all[g], seeds_all[g]
+            loss0 = 0.0
+            diverged_at = -1
+            t = 0
+            while True:
+                # W^T of every layer that passes a delta back, from the current W
+                for l in range(1, n_layers):
+                    fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+                    for i in range(fi):
+                        for j in range(fo):
+                            Wt[pwt[l] + j * wp[l - 1] + i] = th[pw[l] + i * wp[l] + j]
+                final = t == steps
+                record = t % record_every == 0 or final
+                use_mini = minibatch and not final
+                nb = batch if use_mini else n
+                if use_mini and t % n_batches == 0:
+                    batch_order(seed, t // n_batches, n, order)
+                pos = (t % n_batches) * batch
+                loss[0] = 0.0
+                gr[:] = 0.0
+                if record:
+                    tacc[:] = 0.0
+                for c0 in range(0, nb, chunk):
+                    cn = min(chunk, nb - c0)
+                    for s in range(cn):
+                        idx = order[pos + c0 + s] if use_mini else c0 + s
+                        for i in range(d_in):
+                            A[s * d_in + i] = X[idx, i]
+                        for j in range(K):
+                            Yb[s * K + j] = Y[idx, j]
+                    # --- forward ----------------------------------------------------------------
+                    for l in range(n_layers):
+                        fi, fo, w = layout[l, FAN_IN], layout[l, FAN_OUT], wp[l]
+                        lda = d_in if l == 0 else wp[l - 1]
+                        bn = batchnorm and l < n_layers - 1
+                        if bn:  # z into D1, then batch norm into y
+                            gemm(A, abase[l], lda, 1, th, pw[l], w, th, pb[l], 0, D1, origin, w, cn, w, fi)
+                            _bn_forward(_view(D1, origin, cn, 1, w), th[pg[l]:pg[l] + 2 * w].reshape((2, w)),
+                                        0, 1, 1, _view(Ypre, ybase[l], cn, 1, w), _view(Xhat, ybase[l], cn, 1, w),
+                                        inv_std[ibase[l]:ibase[l] + w].reshape((1, w)),
+                                        acc[:2 * w].reshape((2, w)))
+                        else:
+                            gemm(A, abase[l], lda, 1, th, pw[l], w, th, pb[l], 0, Ypre, ybase[l], w, cn, w, fi)
+                        if l < n_layers - 1:
+                            act_forward(act, Ypre[ybase[l]:ybase[l] + cn * w],
+                                        A[abase[l + 1]:abase[l + 1] + cn * w])
+                    # --- the loss, and delta = dL/dz of the output layer (padding columns 0) ------
+                    wl = wp[n_layers - 1]
+                    _loss_lanes(loss_code, _cols(Ypre, ybase[n_layers - 1], cn, wl, K),
+                                _view(Yb, origin, cn, K, 1), _cols(D1, origin, cn, wl, K), loss,
+                                acc[:2].reshape((2, 1)), nb)
+                    for s in range(cn):
+                        for j in range(K, wl):
+                            D1[s * wl + j] = 0.0
+                    # --- backward: delta in D1, the next one built in D2, then they swap ----------
+                    for l in range(n_layers - 1, -1, -1):
+                        fi, fo, w = layout[l, FAN_IN], layout[l, FAN_OUT], wp[l]
+                        lda = d_in if l == 0 else wp[l - 1]
+                        if batchnorm and l < n_layers - 1:
+                            _bn_backward(_view(D1, origin, cn, 1, w), _view(Xhat, ybase[l], cn, 1, w),
+                                         inv_std[ibase[l]:ibase[l] + w].reshape((1, w)),
+                                         th[pg[l]:pg[l] + 2 * w].reshape((2, w)), 0, 1, 1,
+                                         gr[pg[l]:pg[l] + 2 * w].reshape((2, w)), _view(D2, origin, cn, 1, w),
+                                         acc[:2 * w].reshape((2, w)))
+                            D1, D2 = D2, D1
+                        # grad W += a^T delta (a read transposed); grad b += sum over samples
+                        gemm(A, abase[l], 1, lda, D1, origin, w, gr, pw[l], w, gr, pw[l], w, fi, w, cn)
+                        gemm(ones, origin, 0, 1, D1, origin, w, gr, pb[l], 0, gr, pb[l], w, 1, w, cn)
+                        if l > 0:  # delta W^T, then times f'(y) of the layer below
+                            gemm(D1, origin, w, 1, Wt, pwt[l], lda, zero_row, origin, 0, D2, origin, lda,
+                                 cn, lda, fo)
+                            size = cn * lda
+                            act_backward(act, Ypre[ybase[l - 1]:ybase[l - 1] + size],
+                                         A[abase[l]:abase[l] + size], D2[:size], D2[:size])
+                            D1, D2 = D2, D1
+                    # --- telemetry sums of the chunk ----------------------------------------------
+                    if record:
+                        for l in range(n_layers):
+                            fo, w = layout[l, FAN_OUT], wp[l]
+                            yl = _cols(Ypre, ybase[l], cn, w, fo)
+                            if l < n_layers - 1:
+                                act_backward(act, Ypre[ybase[l]:ybase[l] + cn * w],
+                                             A[abase[l + 1]:abase[l + 1] + cn * w], ones[:cn * w], D1[:cn * w])
+                                _tele_accumulate(yl, _cols(A, abase[l + 1], cn, w, fo), _cols(D1, origin, cn, w, fo),
+                                                 tacc[l], c0 == 0)
+                            else:
+                                _output_lanes(loss_code, yl, _view(D2, origin, cn, fo, 1), _view(D1, origin, cn, fo, 1))
+                                _tele_accumulate(yl, _view(D2, origin, cn, fo, 1), _view(D1, origin, cn, fo, 1),
+                                                 tacc[l], c0 == 0)
+                # --- divergence is data -----------------------------------------------------------
+                lt = loss[0]
+                if t == 0:
+                    loss0 = lt if ref_all[g] < 0.0 else ref_all[g]
+                ok = math.isfinite(lt) and lt <= DIVERGE_FACTOR * max(loss0, 1e-300)
+                if diverged_at < 0 and not ok:
+                    diverged_at = t
+                if record and (diverged_at < 0 or diverged_at == t):
+                    r = t // record_every if t % record_every == 0 else R - 1
+                    for l in range(n_layers):
+                        _tele_finish(th2, gr2, pw[l], layout[l, FAN_IN] * wp[l], nb * layout[l, FAN_OUT],
+                                     tacc[l], tele)
+                        for q in range(NQ):
+                            rec_layer_all[r, l, q, g] = tele[q, 0]
+                    rec_loss_all[r, g] = lt
+                if final:
+                    final_all[g] = lt
+                    break
+                if diverged_at >= 0:  # frozen: only the final evaluation is left
+                    t = steps
+                    continue
+                # --- the update ---------------------------------------------------------------------
+                c1 = 1.0 - ADAM_BETA1 ** (t + 1)
+                c2 = 1.0 - ADAM_BETA2 ** (t + 1)
+                for p in range(Pp):
+                    step, vk, mk = optimizer_step(opt, gr[p], v[p], m[p], mu, c1, c2)
+                    v[p] = vk
+                    m[p] = mk
+                    th[p] = th[p] - lr * step
+                t += 1
+            # --- write the network back ---------------------------------------------------------
+            for l in range(n_layers):
+                fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+                for i in range(fi):
+                    for j in range(fo):
+                        theta[layout[l, OFF_W] + i * fo + j, g] = th[pw[l] + i * wp[l] + j]
+                for j in range(fo):
+                    theta[layout[l, OFF_B] + j, g] = th[pb[l] + j]
+                    if pg[l] >= 0:
+                        theta[layout[l, OFF_GAMMA] + j, g] = th[pg[l] + j]
+                        theta[layout[l, OFF_BETA] + j, g] = th[pg[l] + wp[l] + j]
+            diverged_all[g] = diverged_at
+
+    return train_networks
