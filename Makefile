@@ -45,7 +45,8 @@ $(VENV)/.peers: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[peers]"
 	touch $@
 
-# W1 side by side: simcore vs JAX jit(vmap), PyTorch batched and a PyTorch loop (float64, float32)
+# the peers suite (benchmarks/workloads.py: W1, W1 with batch norm, widths 16-256, digits) against
+# JAX jit(vmap) in the same run, both dtypes, plus PyTorch on W1; the README's speed table
 bench-peers: $(VENV)/.peers
 	$(BIN)/python benchmarks/peers.py --dtype both --torch
 
@@ -74,6 +75,14 @@ bench-history: $(VENV)/.dev
 	$(ASV) machine --yes
 	$(ASV) run --show-stderr --skip-existing $(HISTORY_ATTRS) HEAD~$(N)..HEAD
 	$(ASV) publish
+
+# before merging kernel work: the peers suite's workloads (bench_suite) at BASE and at HEAD, side by
+# side in asv's own virtualenvs; exits non-zero when a benchmark is more than 10% slower at HEAD
+BASE ?= HEAD~1
+.PHONY: bench-compare
+bench-compare: $(VENV)/.dev
+	$(ASV) machine --yes
+	$(ASV) continuous --show-stderr --factor 1.1 --bench bench_suite $(HISTORY_ATTRS) $(BASE) HEAD
 
 # serve the dashboard of .asv/html (make bench-history first)
 bench-view: $(VENV)/.dev

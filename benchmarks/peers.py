@@ -6,7 +6,9 @@ one invocation of this script, and reports trainings/s (median of ``--repeat`` t
 compile excluded), GFLOP/s and the fraction of the machine's GEMM rate (numpy ``a @ a``,
 2048^2, all threads) measured in the same run. Both start from the same initial weights, and
 their losses after ``--check-steps`` (30) steps are compared: float64 must agree to 1e-10
-relative (later steps of large-lr networks are chaotic). ``--torch`` adds PyTorch (batched and
+relative on the networks with lr <= ``CHECK_LR`` (large-lr networks are chaotic: rounding
+differences grow by orders of magnitude within 30 steps); the table shows both that and the
+largest difference over all networks. ``--torch`` adds PyTorch (batched and
 a plain loop) on W1, from ``w1_peers.py``.
 
 Run:  make bench-peers      (or: python benchmarks/peers.py [--only W1 digits] [--dtype float64])
@@ -27,6 +29,7 @@ sys.path.insert(0, HERE)
 import workloads  # noqa: E402
 
 F64_CHECK = 1e-10
+CHECK_LR = 0.1
 
 
 def gemm_gflops(dtype, n=2048, repeat=5):
@@ -109,7 +112,9 @@ def main():
             s, j = pair["simcore"], pair["jax"]
             if "error" not in s and "error" not in j:
                 s["x_jax"] = s["trainings_per_s"] / j["trainings_per_s"]
-                s["check_rel"] = rel_diff(s["check_losses"], j["check_losses"])
+                calm = workloads.lrs(workloads.WORKLOADS[name], len(s["check_losses"])) <= CHECK_LR
+                s["check_all"] = rel_diff(s["check_losses"], j["check_losses"])
+                s["check_rel"] = rel_diff(np.asarray(s["check_losses"])[calm], np.asarray(j["check_losses"])[calm])
                 if dtype == "float64" and not s["check_rel"] <= F64_CHECK:
                     failed.append(f"{name} {dtype}: losses after {a.check_steps} steps differ by {s['check_rel']:.2e}")
             print(_line(s, j), flush=True)
@@ -135,8 +140,8 @@ def main():
 
 
 HEADER = (f"| workload | dtype | G | steps | simcore /s | JAX /s | simcore / JAX | simcore GFLOP/s | "
-          f"% GEMM | JAX GFLOP/s | strategy | 30-step rel. diff | first call s |\n"
-          f"|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"% GEMM | JAX GFLOP/s | strategy | 30-step diff, lr <= {CHECK_LR} | all | first call s |\n"
+          f"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _line(s, j):
@@ -149,10 +154,10 @@ def _line(s, j):
         return f"{w} simcore failed: {s['error'][:100]} |"
     if "error" in j:
         return (f"{w} {s['trainings_per_s']:.2f} | skipped: {j['error'][:60]} | | {s['gflops']:.1f} | "
-                f"{100 * s['gflops'] / s['gemm_gflops']:.0f}% | | {s['strategy']} | | {s['first_call_s']:.1f} |")
+                f"{100 * s['gflops'] / s['gemm_gflops']:.0f}% | | {s['strategy']} | | | {s['first_call_s']:.1f} |")
     return (f"{w} {s['trainings_per_s']:.2f} | {j['trainings_per_s']:.2f} | **{s['x_jax']:.2f}x** | "
             f"{s['gflops']:.1f} | {100 * s['gflops'] / s['gemm_gflops']:.0f}% | {j['gflops']:.1f} | "
-            f"{s['strategy']} | {s['check_rel']:.1e} | {s['first_call_s']:.1f} |")
+            f"{s['strategy']} | {s['check_rel']:.1e} | {s['check_all']:.1e} | {s['first_call_s']:.1f} |")
 
 
 if __name__ == "__main__":

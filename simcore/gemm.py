@@ -18,7 +18,7 @@ How it is fast (Goto & van de Geijn 2008, the BLIS micro-kernel): a tile of ``MR
 registers for the whole sum over k; each k loads 4 vectors of ``R`` and broadcasts 6 scalars of
 ``L``, for 24 fused multiply-adds. Columns are the outer loop, so one panel of ``R`` (K rows by
 4 vectors) is reused by every tile of rows while it is in cache. Tails: rows one at a time,
-columns one vector at a time.
+the last columns in tiles of 2 vectors (12 accumulators), then of one.
 
 Every sum runs in the textbook's order (``I`` first, then k = 0, 1, ...), as the grid engine's
 lane kernels do, so a result does not depend on the tiling: the product is bitwise the plain
@@ -28,7 +28,7 @@ triple loop with fused multiply-adds (tests/test_gemm.py).
 column counts with zeros. Nothing is bounds-checked (as in :mod:`simcore.simd`).
 """
 from ._jit import cpu_kernel, scalar
-from .simd import fma4, load4, store4, vfma, vload, vsplat, vstore, width
+from .simd import fma2, fma4, load2, load4, store2, store4, vfma, vload, vsplat, vstore, width
 
 MR = 6  # rows of a tile (broadcasts per k)
 NR = 4  # vectors of a tile (loads per k)
@@ -67,6 +67,41 @@ def _tile_1x4(L, lo, sk, R, ro, ldr, I, io, C, co, K):
     for k in range(K):
         c0 = fma4(vsplat(R, L[lo + k * sk]), load4(R, ro + k * ldr, V), c0)
     store4(C, co, V, c0)
+
+
+@scalar
+def _tile_6x2(L, lo, sm, sk, R, ro, ldr, I, io, si, C, co, ldc, K):
+    V = width(R)
+    c0 = load2(I, io, V)
+    c1 = load2(I, io + si, V)
+    c2 = load2(I, io + 2 * si, V)
+    c3 = load2(I, io + 3 * si, V)
+    c4 = load2(I, io + 4 * si, V)
+    c5 = load2(I, io + 5 * si, V)
+    for k in range(K):
+        r = load2(R, ro + k * ldr, V)
+        lk = lo + k * sk
+        c0 = fma2(vsplat(R, L[lk]), r, c0)
+        c1 = fma2(vsplat(R, L[lk + sm]), r, c1)
+        c2 = fma2(vsplat(R, L[lk + 2 * sm]), r, c2)
+        c3 = fma2(vsplat(R, L[lk + 3 * sm]), r, c3)
+        c4 = fma2(vsplat(R, L[lk + 4 * sm]), r, c4)
+        c5 = fma2(vsplat(R, L[lk + 5 * sm]), r, c5)
+    store2(C, co, V, c0)
+    store2(C, co + ldc, V, c1)
+    store2(C, co + 2 * ldc, V, c2)
+    store2(C, co + 3 * ldc, V, c3)
+    store2(C, co + 4 * ldc, V, c4)
+    store2(C, co + 5 * ldc, V, c5)
+
+
+@scalar
+def _tile_1x2(L, lo, sk, R, ro, ldr, I, io, C, co, K):
+    V = width(R)
+    c0 = load2(I, io, V)
+    for k in range(K):
+        c0 = fma2(vsplat(R, L[lo + k * sk]), load2(R, ro + k * ldr, V), c0)
+    store2(C, co, V, c0)
 
 
 @scalar
@@ -119,6 +154,16 @@ def gemm(L, lo, sm, sk, R, ro, ldr, I, io, si, C, co, ldc, M, N, K):
             _tile_1x4(L, lo + m * sm, sk, R, ro + n, ldr, I, io + m * si + n, C, co + m * ldc + n, K)
             m += 1
         n += NR * V
+    while n + 2 * V <= N:
+        m = 0
+        while m + MR <= M:
+            _tile_6x2(L, lo + m * sm, sm, sk, R, ro + n, ldr, I, io + m * si + n, si,
+                      C, co + m * ldc + n, ldc, K)
+            m += MR
+        while m < M:
+            _tile_1x2(L, lo + m * sm, sk, R, ro + n, ldr, I, io + m * si + n, C, co + m * ldc + n, K)
+            m += 1
+        n += 2 * V
     while n < N:
         m = 0
         while m + MR <= M:

@@ -33,7 +33,7 @@ Register blocks: a tuple of 8 vectors (after inlining, 8 registers), rows ``stri
 ``load8(arr, o, stride)``, ``store8(arr, o, stride, acc)``, ``fma8(x, arr, o, stride, acc)``
 (acc[q] + x * arr[o + q*stride]). Rows of 4 for :mod:`simcore.gemm`'s micro-kernel:
 ``load4``, ``store4`` and ``fma4(x, r, acc)`` (acc[q] + x * r[q], the 4 vectors r loaded once
-and shared by every row of the tile).
+and shared by every row of the tile), and rows of 2 (``load2``, ``store2``, ``fma2``) for its tails.
 
 No bounds are checked (as numba's own indexing, which checks none either): callers index
 within the array. The multiply-add carries only the ``contract`` flag, so the sum is evaluated
@@ -210,3 +210,22 @@ def fma4(x, r, acc):
     """acc[q] + x * r[q] for q = 0..3 (x one vector, r and acc rows of 4)."""
     return (vfma(x, r[0], acc[0]), vfma(x, r[1], acc[1]), vfma(x, r[2], acc[2]),
             vfma(x, r[3], acc[3]))
+
+
+@scalar
+def load2(arr, o, stride):
+    """The 2 vectors arr[o], arr[o + stride]."""
+    return vload(arr, o), vload(arr, o + stride)
+
+
+@scalar
+def store2(arr, o, stride, v):
+    """arr[o] = v[0], arr[o + stride] = v[1]."""
+    vstore(arr, o, v[0])
+    vstore(arr, o + stride, v[1])
+
+
+@scalar
+def fma2(x, r, acc):
+    """acc[q] + x * r[q] for q = 0, 1."""
+    return vfma(x, r[0], acc[0]), vfma(x, r[1], acc[1])

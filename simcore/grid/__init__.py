@@ -1,4 +1,6 @@
-"""The grid engine: train many networks in one compiled call (see :mod:`simcore.grid.cpu`)."""
+"""The grid engine: train many networks in one compiled call. CPU strategies: networks in lanes
+(:mod:`simcore.grid.cpu`) and one network per thread (:mod:`simcore.grid.cpu_gemm`); the GPU:
+:mod:`simcore.grid.cuda`."""
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -10,6 +12,7 @@ from .._jit import cpu_kernel
 from ..init import fill_normal, fill_uniform, weight_std
 from ..losses import encode_targets
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, MLP
+from ..simd import VBYTES
 from . import cpu, cpu_gemm
 from .cpu import LANES, OPT_CODE, QUANTITIES, batch_order
 from .result import GridResult
@@ -96,15 +99,15 @@ def choose_strategy(net, G):
     products. Best once a layer is wide enough that a block of lanes no longer keeps its
     weights in cache. The thresholds are measured (README, "Which strategy runs when")."""
     widest = max(net.sizes[1:-1], default=net.sizes[-1])
-    if widest >= GEMM_WIDTH:
+    if widest >= GEMM_VECTORS * VBYTES // np.dtype(net.dtype).itemsize:
         return "gemm"
     if G * LANES_FILL < LANES * min(numba.get_num_threads(), -(-G // LANES)):
         return "gemm"
     return "lanes"
 
 
-GEMM_WIDTH = 48   # hidden width from which one network's tiled products beat a block of lanes
-LANES_FILL = 2    # lanes need G at least LANES / LANES_FILL networks per thread to pay off
+GEMM_VECTORS = 3  # a hidden layer of 3 vectors (24 float64, 48 float32 units) or more: "gemm"
+LANES_FILL = 2    # lanes need G >= LANES / LANES_FILL networks per thread to pay off
 
 
 def _per_network(name, value, kind=float):
@@ -201,7 +204,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         1e6 times it). Default: each network's loss at step 0. Give the first call's initial
         loss to continue a training in several calls with the same test.
     backend : {"cpu", "cuda"}
-        "cpu": networks in SIMD lanes over all cores (:mod:`simcore.grid.cpu`). "cuda": one
+        "cpu": all cores, with the layout ``strategy`` names. "cuda": one
         thread block per network on an NVIDIA GPU (:mod:`simcore.grid.cuda`; needs the
         ``cuda`` extra, and a GPU or ``NUMBA_ENABLE_CUDASIM=1`` for numba's simulator).
     strategy : {"auto", "lanes", "gemm"}
