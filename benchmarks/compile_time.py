@@ -28,6 +28,7 @@ Usage::
     python benchmarks/compile_time.py --dtype float64 --runs 5 --json
     python benchmarks/compile_time.py --in-tree       # use the checkout's own cache (warm only)
     python benchmarks/compile_time.py --grid          # the grid engine's first train_grid call
+    python benchmarks/compile_time.py --grid --strategy gemm   # ... with the per-network kernel
 """
 import argparse
 import json
@@ -79,10 +80,11 @@ CHILD_GRID = IMPORTS + r"""
 X, y = simcore.datasets.moons(256, seed=0)
 net = simcore.MLP([2, 16, 16, 1], activation="tanh", loss="bce", dtype=dtype)
 lr = np.geomspace(0.01, 1.0, 64)
+kw = {"strategy": sys.argv[2]} if len(sys.argv) > 2 else {}
 t4 = time.perf_counter()
-res = simcore.train_grid(net, X.astype(dtype), y, lr, 50, seeds=np.arange(64))
+res = simcore.train_grid(net, X.astype(dtype), y, lr, 50, seeds=np.arange(64), **kw)
 t5 = time.perf_counter()
-simcore.train_grid(net, X.astype(dtype), y, lr, 50, seeds=np.arange(64))
+simcore.train_grid(net, X.astype(dtype), y, lr, 50, seeds=np.arange(64), **kw)
 t6 = time.perf_counter()
 assert np.isfinite(res.final_loss).all()
 print(json.dumps({"import_numpy": t1 - t0, "import_numba": t2 - t1, "import_simcore": t3 - t2,
@@ -97,11 +99,11 @@ KEYS = ("process_wall", "import_numpy", "import_numba", "import_simcore", "impor
         "mlp_init", "first_loss_and_grad", "first_predict", "second_loss_and_grad", "user_total")
 
 
-def run_child(dtype, env_extra, timeout, child=CHILD):
+def run_child(dtype, env_extra, timeout, child=CHILD, extra=()):
     env = dict(os.environ)
     env.update(env_extra)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", child, dtype], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", child, dtype, *extra], env=env, capture_output=True,
                           text=True, timeout=timeout)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -116,23 +118,24 @@ def median_of(results):
     return {k: statistics.median(r[k] for r in results) for k in keys}
 
 
-def measure(dtype, runs, timeout, in_tree, grid=False):
+def measure(dtype, runs, timeout, in_tree, grid=False, strategy=None):
     """{mode: {"median": {...}, "runs": [...]}} for one dtype."""
     out = {}
     child = CHILD_GRID if grid else CHILD
+    extra = (strategy,) if strategy else ()
     tmp = tempfile.mkdtemp(prefix="simcore_numba_cache_")
     try:
         cold_env = {"SIMCORE_CACHE": "0", "NUMBA_CACHE_DIR": os.path.join(tmp, "unused")}
-        cold = [run_child(dtype, cold_env, timeout, child) for _ in range(runs)]
+        cold = [run_child(dtype, cold_env, timeout, child, extra) for _ in range(runs)]
         out["cold"] = {"median": median_of(cold), "runs": cold}
         if in_tree:
             warm_env = {"SIMCORE_CACHE": "1"}
-            first = run_child(dtype, warm_env, timeout, child)  # fills the checkout's cache if needed
+            first = run_child(dtype, warm_env, timeout, child, extra)  # fills the checkout's cache if needed
         else:
             warm_env = {"SIMCORE_CACHE": "1", "NUMBA_CACHE_DIR": os.path.join(tmp, "cache")}
-            first = run_child(dtype, warm_env, timeout, child)
+            first = run_child(dtype, warm_env, timeout, child, extra)
         out["first"] = {"median": median_of([first]), "runs": [first]}
-        warm = [run_child(dtype, warm_env, timeout, child) for _ in range(runs)]
+        warm = [run_child(dtype, warm_env, timeout, child, extra) for _ in range(runs)]
         out["warm"] = {"median": median_of(warm), "runs": warm}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -151,6 +154,8 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="one JSON line per (dtype, mode)")
     p.add_argument("--grid", action="store_true",
                    help="time the grid engine's first train_grid call instead of the MLP API")
+    p.add_argument("--strategy", choices=("lanes", "gemm"), default=None,
+                   help="with --grid: force train_grid's strategy (W1 at G = 64 runs lanes by default)")
     args = p.parse_args(argv)
     dtypes = ["float64", "float32"] if args.dtype == "both" else [args.dtype]
     if args.grid:
@@ -171,7 +176,7 @@ def main(argv=None):
     rows = []
     for dt in dtypes:
         load0 = os.getloadavg()[0]
-        res = measure(dt, args.runs, args.timeout, args.in_tree, grid=args.grid)
+        res = measure(dt, args.runs, args.timeout, args.in_tree, grid=args.grid, strategy=args.strategy)
         for mode in ("cold", "first", "warm"):
             med = res[mode]["median"]
             row = {"dtype": dt, "mode": mode, "n_runs": len(res[mode]["runs"]), **med,
