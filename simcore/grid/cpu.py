@@ -87,6 +87,29 @@ def optimizer_step(opt, g, v, m, mu, c1, c2):
     return (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS), vk, mk
 
 
+@cpu_kernel(ordered=True)
+def adam_corrections(t):
+    """Adam's bias corrections of step t (counted from 0): 1 - beta1^(t+1), 1 - beta2^(t+1)."""
+    return 1.0 - ADAM_BETA1 ** (t + 1), 1.0 - ADAM_BETA2 ** (t + 1)
+
+
+@cpu_kernel(ordered=True)
+def is_diverged(loss, loss0):
+    """A network has diverged when its loss is non-finite or above DIVERGE_FACTOR times loss0,
+    the loss it is compared with (its own at step 0, or the ``divergence_ref`` it was given)."""
+    return not (math.isfinite(loss) and loss <= DIVERGE_FACTOR * max(loss0, 1e-300))
+
+
+@cpu_kernel(ordered=True)
+def check_batchnorm_layout(layout, batchnorm):
+    """Refuse a layout whose hidden layers do (not) have batch norm against a kernel compiled
+    without (with) it."""
+    n_layers = layout.shape[0]
+    for l in range(n_layers):
+        if (layout[l, OFF_GAMMA] >= 0) != (batchnorm and l < n_layers - 1):
+            raise ValueError("layout's batch-norm layers do not match the kernel's setting")
+
+
 # --- layers in lanes: arrays are (samples, units, LANES); th and gr are (params, LANES) --------
 
 # The dense layers are the engine's matrix products, register-blocked with explicit vectors
@@ -410,11 +433,10 @@ def train_kernel(batchnorm):
         minibatch = batch < n
         n_batches = n // batch
         dt = theta.dtype
+        check_batchnorm_layout(layout, batchnorm)
         max_w = 0
         for l in range(n_layers):
             max_w = max(max_w, layout[l, FAN_IN], layout[l, FAN_OUT])
-            if (layout[l, OFF_GAMMA] >= 0) != (batchnorm and l < n_layers - 1):
-                raise ValueError("layout's batch-norm layers do not match the kernel's setting")
         chunk = n if batchnorm else min(CHUNK, n)
         origin = np.int64(0)  # offset 0 of a buffer; a literal 0 would compile _view a second time
         # Buffers, each allocated flat and reshaped: numba compiles an allocation once per
@@ -565,9 +587,7 @@ def train_kernel(batchnorm):
                     for k in range(nl):
                         loss0[k] = loss[k] if ref[k] < 0.0 else ref[k]
                 for k in range(nl):
-                    ok = (math.isfinite(loss[k])
-                          and loss[k] <= DIVERGE_FACTOR * max(loss0[k], 1e-300))
-                    if diverged_at[k] < 0 and not ok:
+                    if diverged_at[k] < 0 and is_diverged(loss[k], loss0[k]):
                         diverged_at[k] = t
                     if final:
                         final_loss[k] = loss[k]
@@ -587,8 +607,7 @@ def train_kernel(batchnorm):
                     break
                 # --- the update, masked per lane (a diverged network stays frozen) ----------------
                 if opt == 3:
-                    c1 = 1.0 - ADAM_BETA1 ** (t + 1)
-                    c2 = 1.0 - ADAM_BETA2 ** (t + 1)
+                    c1, c2 = adam_corrections(t)
                 for p in range(P):
                     for k in range(nl):
                         alive = diverged_at[k] < 0

@@ -26,7 +26,6 @@ one lane), so the two strategies agree bitwise where the order of every sum is t
 A network that diverges is frozen at once: only its final evaluation remains to be computed.
 """
 import functools
-import math
 
 import numpy as np
 
@@ -35,9 +34,9 @@ from ..activations import backward as act_backward, forward as act_forward
 from ..gemm import gemm
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
 from ..simd import width
-from .cpu import (ADAM_BETA1, ADAM_BETA2, DIVERGE_FACTOR, NQ, _bn_backward, _bn_forward, _empty_aligned,
-                  _loss_lanes, _output_lanes, _tele_accumulate, _tele_finish, _view, batch_order,
-                  optimizer_step)
+from .cpu import (NQ, _bn_backward, _bn_forward, _empty_aligned, _loss_lanes, _output_lanes,
+                  _tele_accumulate, _tele_finish, _view, adam_corrections, batch_order,
+                  check_batchnorm_layout, is_diverged, optimizer_step)
 
 CHUNK = 96  # samples per chunk without batch norm: a multiple of the tile's 6 rows; buffers stay in L2
 
@@ -70,9 +69,7 @@ def train_kernel(batchnorm):
         n_batches = n // batch
         dt = theta.dtype
         V = width(theta)
-        for l in range(n_layers):
-            if (layout[l, OFF_GAMMA] >= 0) != (batchnorm and l < n_layers - 1):
-                raise ValueError("layout's batch-norm layers do not match the kernel's setting")
+        check_batchnorm_layout(layout, batchnorm)
         chunk = n if batchnorm else min(CHUNK, n)
         origin = np.int64(0)
         # padded widths and the padded parameter layout: W_l (fi x wp), b_l, then gamma_l and beta_l
@@ -246,8 +243,7 @@ def train_kernel(batchnorm):
                 lt = loss[0]
                 if t == 0:
                     loss0 = lt if ref_all[g] < 0.0 else ref_all[g]
-                ok = math.isfinite(lt) and lt <= DIVERGE_FACTOR * max(loss0, 1e-300)
-                if diverged_at < 0 and not ok:
+                if diverged_at < 0 and is_diverged(lt, loss0):
                     diverged_at = t
                 if record and (diverged_at < 0 or diverged_at == t):
                     r = t // record_every if t % record_every == 0 else R - 1
@@ -264,8 +260,7 @@ def train_kernel(batchnorm):
                     t = steps
                     continue
                 # --- the update ---------------------------------------------------------------------
-                c1 = 1.0 - ADAM_BETA1 ** (t + 1)
-                c2 = 1.0 - ADAM_BETA2 ** (t + 1)
+                c1, c2 = adam_corrections(t)
                 for p in range(Pp):
                     step, vk, mk = optimizer_step(opt, gr[p], v[p], m[p], mu, c1, c2)
                     v[p] = vk
