@@ -9,7 +9,11 @@ Backends: ``cpu`` runs chunks one after the other in this process (the grid engi
 core); ``cuda`` does the same on the GPU engine; ``dask`` sends chunks to a Dask cluster whose
 workers write their parts to the same store.
 """
+import contextlib
+import heapq
+import itertools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -85,37 +89,117 @@ def _hashed(p):
     return {k: v for k, v in p.items() if not (k in _HASH_OMIT_AT_DEFAULT and v == _HASH_OMIT_AT_DEFAULT[k])}
 
 
+def _groups(spec, gname):
+    """The train_grid groups of one sub-grid, in the order of their first point: lists of
+    position tuples of the shared axes (several when two settings make the same network,
+    e.g. ``depth = 1`` at every ``width``), with the per-network axes' indices."""
+    g = spec["grids"][gname]
+    names = [k for k, _ in g["axes"]]
+    per = [i for i, k in enumerate(names) if g["kind"] == "perceptron" or k in specmod.MLP_PER_NETWORK]
+    shared = [i for i in range(len(names)) if i not in per]
+    groups = {}
+    for pos in itertools.product(*[range(len(g["axes"][i][1])) for i in shared]):
+        full = [0] * len(names)
+        for i, j in zip(shared, pos):
+            full[i] = j
+        groups.setdefault(group_key(specmod.make_point(spec, gname, full, 0)), []).append(pos)
+    return list(groups.values()), shared, per
+
+
+def _members(spec, gname, offset, combos, shared, per):
+    """The points of one group in point order: for each shared setting, the product of the
+    per-network axes (merged by point number when a group has several settings)."""
+    axes = spec["grids"][gname]["axes"]
+    lengths = [len(v) for _, v in axes]
+    strides = [math.prod(lengths[i + 1:]) for i in range(len(lengths))]
+    per_lengths = [lengths[i] for i in per]
+
+    def stream(pos):
+        full = [0] * len(axes)
+        for i, j in zip(shared, pos):
+            full[i] = j
+        for flat in range(math.prod(per_lengths)):
+            for i, n in zip(reversed(per), reversed(per_lengths)):
+                flat, full[i] = divmod(flat, n)
+            yield offset + sum(j * s for j, s in zip(full, strides)), tuple(full)
+
+    for index, full in heapq.merge(*[stream(pos) for pos in combos]):
+        yield specmod.make_point(spec, gname, full, index)
+
+
+def iter_chunks(spec):
+    """The chunks of a grid, one at a time (a dict ``{key, kind, points}`` each), in a fixed
+    order: points of one train_grid group, cut into chunks of ``chunk_size``. Only one chunk's
+    points exist at a time, so a grid of 10^6 points starts at once."""
+    size = spec["chunk_size"]
+    offset = 0
+    for gname, n in specmod.count(spec).items():
+        groups, shared, per = _groups(spec, gname)
+        for combos in groups:
+            part = []
+            for p in _members(spec, gname, offset, combos, shared, per):
+                part.append(p)
+                if len(part) == size:
+                    yield _chunk(part)
+                    part = []
+            if part:
+                yield _chunk(part)
+        offset += n
+
+
+def _chunk(points):
+    return {"key": chunk_key(points[0]["kind"], [_hashed(p) for p in points]), "kind": points[0]["kind"],
+            "points": points}
+
+
 def plan(spec):
     """The chunks of a grid: a list of dicts ``{key, kind, points}`` in a fixed order."""
-    points = specmod.expand(spec)
-    groups = {}
-    for p in points:
-        groups.setdefault(group_key(p), []).append(p)
-    size = spec["chunk_size"]
-    chunks = []
-    for members in groups.values():
-        for i in range(0, len(members), size):
-            part = members[i:i + size]
-            chunks.append({"key": chunk_key(part[0]["kind"], [_hashed(p) for p in part]), "kind": part[0]["kind"],
-                           "points": part})
-    return chunks
+    return list(iter_chunks(spec))
 
 
-def check_data(chunks):
-    """Build every data set the grid uses once, so a bad argument fails before training."""
-    seen = set()
-    for c in chunks:
-        for p in c["points"]:
-            k = (p["data"], json.dumps(p["data_args"], sort_keys=True))
-            if k not in seen:
-                seen.add(k)
-                X, y = make_data(p["data"], p["data_args"])[:2]
-                if p["kind"] == "perceptron" and np.unique(y).size != 2:
-                    raise StudyError(f"grids.{p['grid']}: the perceptron needs two classes; data set "
-                                     f"{p['data']!r} with {p['data_args']} has {np.unique(y).size}")
-                if p["kind"] == "mlp" and p["loss"] in ("bce", "mse_sigmoid") and np.unique(y).size > 2:
-                    raise StudyError(f"grids.{p['grid']}: loss {p['loss']!r} needs two classes; data set "
-                                     f"{p['data']!r} has {np.unique(y).size} (use loss = \"ce\")")
+def chunk_count(spec):
+    """The number of chunks of ``spec`` (from the group sizes; no point is built)."""
+    total = 0
+    for gname in spec["grids"]:
+        groups, shared, per = _groups(spec, gname)
+        axes = spec["grids"][gname]["axes"]
+        n_per = math.prod(len(axes[i][1]) for i in per)
+        total += sum(-(-len(combos) * n_per // spec["chunk_size"]) for combos in groups)
+    return total
+
+
+def _data_settings(spec):
+    """Each sub-grid's distinct data sets: ``(grid, kind, name, args, axes as a dict)``."""
+    for gname, g in spec["grids"].items():
+        data = [(k, v) for k, v in g["axes"] if k.startswith("data.")]
+        for combo in itertools.product(*[v for _, v in data]):
+            args = {k[5:]: v for (k, _), v in zip(data, combo)}
+            yield gname, g["kind"], args.pop("name"), dict(sorted(args.items())), dict(g["axes"])
+
+
+def check_data(spec):
+    """Build every data set the grid uses once, so a bad argument fails before training: the
+    perceptron and binary losses need two classes, a batch size at most the sample count
+    (as ``simcore.train_grid`` requires)."""
+    for gname, kind, name, args, axes in _data_settings(spec):
+        X, y = make_data(name, args)[:2]
+        classes = np.unique(y).size
+        if kind == "perceptron" and classes != 2:
+            raise StudyError(f"grids.{gname}: the perceptron needs two classes; data set "
+                             f"{name!r} with {args} has {classes}")
+        if kind != "mlp":
+            continue
+        binary = [lo for lo in axes.get("loss", [specmod.MLP_DEFAULTS["loss"]]) if lo in ("bce", "mse_sigmoid")]
+        if binary and classes > 2:
+            raise StudyError(f"grids.{gname}: loss {binary[0]!r} needs two classes; data set "
+                             f"{name!r} has {classes} (use loss = \"ce\")")
+        sizes = axes.get("batch_size", [])
+        if isinstance(sizes, specmod.Span):       # a range: its largest value is its last
+            sizes = [sizes[len(sizes) - 1]]
+        for b in sizes:
+            if b != "full" and b > X.shape[0]:
+                raise StudyError(f"grids.{gname}.batch_size ({b}) exceeds the {X.shape[0]} samples of "
+                                 f"data set {name!r} with {args}; use at most {X.shape[0]} or \"full\"")
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,11 +260,13 @@ def run_mlp_chunk(points, backend="cpu"):
 def _train(net, X, y, p0, per, first, steps, params0, backend, ref=None):
     from simcore import train_grid
 
-    batch = None if p0["batch_size"] == "full" else min(p0["batch_size"], X.shape[0])
+    batch = None if p0["batch_size"] == "full" else p0["batch_size"]
+    # train_grid refuses a momentum for an optimizer that ignores it (gd, sgd, adam)
+    extra = {"momentum": per["momentum"]} if p0["optimizer"] in specmod.MOMENTUM_OPTIMIZERS else {}
     return train_grid(net, X, y, lr=per["lr"], steps=steps, seeds=per["seed"], params0=params0,
                       init_scale=per["init_scale"], bias_scale=per["bias_scale"],
-                      optimizer=p0["optimizer"], momentum=per["momentum"], batch_size=batch,
-                      record_every=p0["record_every"], divergence_ref=ref, backend=backend)
+                      optimizer=p0["optimizer"], batch_size=batch, record_every=p0["record_every"],
+                      divergence_ref=ref, backend=backend, **extra)
 
 
 def _subset(params, idx):
@@ -324,11 +410,129 @@ def compute_chunk(chunk, backend="cpu"):
 
 
 def execute_chunk(chunk, root, backend="cpu"):
-    """Compute one chunk and store its part (what a Dask worker runs); returns the key."""
+    """Compute one chunk and store its part unless an intact one is there (what a Dask worker
+    runs: it writes without the lock, which its client holds); returns the key."""
     store = Store(root)
-    if not store.has(chunk["key"]):
+    if store.check(chunk["key"]) is not None:
         store.write(chunk["key"], compute_chunk(chunk, backend))
     return chunk["key"]
+
+
+# --------------------------------------------------------------------------------------------
+# sizes: what a grid will cost, told (and bounded) before any work
+
+# past either bound `simstudy run` refuses a grid unless told --yes
+MAX_TRAININGS = 10**6
+MAX_RESULT_BYTES = 8 * 2**30
+# floating-point operations per second the CPU engine sustains on small networks (the rough
+# time is the grid's multiply-adds over this; measured on the study presets, within ~3x)
+CPU_FLOPS = 2e9
+GPU_FLOPS = 2e10
+
+
+def _records(p):
+    return p["steps"] // p["record_every"] + 2
+
+
+def estimate(spec, data=True):
+    """What running ``spec`` costs, estimated from a sample point per train_grid group:
+    ``trainings``, ``chunks``, ``result_bytes`` (the long-form rows the report loads: one row
+    per recorded step and layer, 8 bytes a column), ``chunk_bytes`` (the largest chunk's
+    telemetry buffer, ``(steps // record_every + 2) * (1 + 4 * layers) * 8`` bytes a network,
+    and its rows) and ``flops`` (``6 * steps * batch * weights`` a network; ``None`` with
+    ``data=False``, which builds no data set)."""
+    counts = specmod.count(spec)
+    out = {"trainings": sum(counts.values()), "result_bytes": 0, "chunk_bytes": 0,
+           "flops": 0 if data else None}
+    size = spec["chunk_size"]
+    for gname, n in counts.items():
+        g = spec["grids"][gname]
+        lengths = [len(v) for _, v in g["axes"]]
+        # the first point and the one at every axis' last value bound the sub-grid
+        for pos in ([0] * len(lengths), [m - 1 for m in lengths]):
+            p = specmod.make_point(spec, gname, pos, 0)
+            cols = len(p) + 12
+            if p["kind"] == "mlp":
+                rows = (_records(p) - 1) * p["depth"]
+                telemetry = _records(p) * (1 + 4 * p["depth"]) * 8
+            else:
+                rows, telemetry = p["epochs"], 0
+            per_net = rows * cols * 8
+            out["result_bytes_" + gname] = max(out.get("result_bytes_" + gname, 0), n * per_net)
+            out["chunk_bytes"] = max(out["chunk_bytes"], min(size, n) * (telemetry + per_net))
+            if data:
+                X, y = make_data(p["data"], p["data_args"])[:2]
+                if p["kind"] == "mlp":
+                    sizes = sizes_of(p, X, y)
+                    batch = X.shape[0] if p["batch_size"] == "full" else min(p["batch_size"], X.shape[0])
+                    flops = 6 * p["steps"] * batch * sum(a * b for a, b in zip(sizes, sizes[1:]))
+                else:
+                    flops = 2 * p["epochs"] * X.size
+                out["flops_" + gname] = max(out.get("flops_" + gname, 0), n * flops)
+    for gname in counts:
+        out["result_bytes"] += out.pop("result_bytes_" + gname)
+        if data:
+            out["flops"] += out.pop("flops_" + gname)
+    return out
+
+
+def _size(b):
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if b >= scale:
+            return f"{b / scale:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def _duration(s):
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{s / 60:.0f} min"
+    if s < 86400 * 2:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.3g} days"
+
+
+def check_size(spec, yes=False):
+    """Refuse (StudyError) a grid past :data:`MAX_TRAININGS` trainings or
+    :data:`MAX_RESULT_BYTES` of results unless ``yes``; counts from the axes' lengths, so a
+    grid of 10^9 points is refused at once. Returns :func:`estimate` without the flops."""
+    est = estimate(spec, data=False)
+    n, b = est["trainings"], est["result_bytes"]
+    if not yes and (n > MAX_TRAININGS or b > MAX_RESULT_BYTES):
+        raise StudyError(f"grid {spec['name']!r} has {n:,} trainings and about {_size(b)} of results, "
+                         f"past the {MAX_TRAININGS:,} trainings or {_size(MAX_RESULT_BYTES)} that run "
+                         f"without --yes; shrink the grid (fewer seeds or axis values, a larger "
+                         f"record_every) or pass --yes")
+    return est
+
+
+def preflight(spec, backend="cpu", scheduler=None, workers=None, yes=False):
+    """Every check that can fail before work starts, none touching the disk: the backend and
+    its options, a GPU for ``cuda``, the grid's size (:func:`check_size`) and its data sets
+    (:func:`check_data`). Returns the :func:`estimate` of the grid."""
+    if backend not in BACKENDS:
+        raise StudyError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend != "dask" and (scheduler is not None or workers is not None):
+        raise StudyError("--scheduler and --workers go with --backend dask")
+    if workers is not None and workers < 1:
+        raise StudyError(f"--workers must be >= 1, got {workers}")
+    if scheduler is not None and workers is not None:
+        raise StudyError("give --scheduler (an existing cluster) or --workers (a local one), not both")
+    if backend == "cuda":
+        _require_gpu()
+    check_size(spec, yes)
+    check_data(spec)
+    est = estimate(spec)
+    est["seconds"] = est["flops"] / (GPU_FLOPS if backend == "cuda" else CPU_FLOPS)
+    return est
+
+
+def describe(spec, est):
+    """One line: the grid's trainings, chunks, memory and rough time."""
+    return (f"{spec['name']}: {est['trainings']:,} trainings in {chunk_count(spec):,} chunks; about "
+            f"{_size(est['result_bytes'])} of results, {_size(est['chunk_bytes'])} per chunk while "
+            f"training, roughly {_duration(est['seconds'])} of compute")
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,39 +545,80 @@ def _progress(total, initial, quiet, desc):
                 dynamic_ncols=True)
 
 
-def run(spec, out, backend="cpu", scheduler=None, workers=None, quiet=False, log=print):
-    """Compute every chunk of ``spec`` not yet stored under ``out``; return the chunks.
+class ChunksFailed(StudyError):
+    """Some chunks raised while computing; the rest are stored (and :func:`stored` reads them)."""
 
-    Interrupting (Ctrl-C, SIGKILL) loses at most the chunks in flight: stored parts stay and
-    the next call skips them.
+
+def _failure_text(exc):
+    return f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _todo(chunks, store, log, skipped):
+    """The chunks without an intact part; a bad part is logged (which one, why) and redone,
+    ``skipped()`` is called for each intact one."""
+    for c in chunks:
+        why = store.check(c["key"])
+        if why is None:
+            skipped()
+            continue
+        if why != "missing":
+            log(f"part {c['key']}.parquet: {why}; recomputing it")
+        yield c
+
+
+def run(spec, out, backend="cpu", scheduler=None, workers=None, quiet=False, log=print, yes=False,
+        client=None):
+    """Compute every chunk of ``spec`` without an intact part under ``out``; return the number
+    of chunks computed.
+
+    Checks come first (:func:`preflight`), then the store is locked (a second run on ``out``
+    fails at once, see :meth:`Store.lock`). Every stored part is verified; a bad one is named
+    in a log line and recomputed. A chunk that raises is recorded (``parts/<key>.failed.json``)
+    and the others go on; :class:`ChunksFailed` is raised at the end. Interrupting (Ctrl-C,
+    SIGKILL) loses at most the chunks in flight: stored parts stay and the next call skips them.
+    ``client``: a connected Dask client (``backend="dask"``) to use instead of making one.
     """
-    if backend not in BACKENDS:
-        raise StudyError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-    if backend == "cuda":
-        _require_gpu()
-    if backend != "dask" and (scheduler is not None or workers is not None):
-        raise StudyError("--scheduler and --workers go with --backend dask")
-    store = Store(out).prepare()
-    chunks = plan(spec)
-    check_data(chunks)
-    todo = [c for c in chunks if not store.has(c["key"])]
-    n_net = sum(len(c["points"]) for c in chunks)
-    if not quiet:
-        log(f"{spec['name']}: {n_net} trainings in {len(chunks)} chunks, "
-            f"{len(chunks) - len(todo)} already stored in {out}")
-    t0 = time.perf_counter()
-    if todo:
+    est = preflight(spec, backend, scheduler, workers, yes)
+    say = (lambda m: None) if quiet else log
+    say(describe(spec, est))
+    with contextlib.ExitStack() as stack:
+        if backend == "dask" and client is None:
+            client = stack.enter_context(dask_client(scheduler, workers))
+        store = Store(out)
+        stack.enter_context(store.lock())
+        store.prepare()
+        total = chunk_count(spec)
+        t0 = time.perf_counter()
+        bar = stack.enter_context(_progress(total, 0, quiet, spec["name"]))
+        todo = _todo(iter_chunks(spec), store, log, lambda: bar.update(1))
         if backend == "dask":
-            _run_dask(todo, store, len(chunks), scheduler, workers, quiet, spec["name"])
+            done, failed = _run_dask(todo, store, client, bar, log)
         else:
             grid_backend = "cuda" if backend == "cuda" else "cpu"
-            with _progress(len(chunks), len(chunks) - len(todo), quiet, spec["name"]) as bar:
-                for c in todo:
+            done, failed = 0, []
+            for c in todo:
+                try:
                     store.write(c["key"], compute_chunk(c, grid_backend))
-                    bar.update(1)
-    if not quiet:
-        log(f"{spec['name']}: computed {len(todo)} chunks in {time.perf_counter() - t0:.1f} s")
-    return chunks
+                    done += 1
+                except Exception as e:      # the other chunks still run; the report says which failed
+                    failed.append(_record_failure(store, c, e, log))
+                bar.update(1)
+    say(f"{spec['name']}: computed {done} chunks in {time.perf_counter() - t0:.1f} s, "
+        f"{total - done - len(failed)} were stored already")
+    if failed:
+        raise ChunksFailed(f"{len(failed)} of {total} chunks failed (first: {failed[0]['where']}: "
+                           f"{failed[0]['error']})")
+    return done
+
+
+def _record_failure(store, chunk, exc, log):
+    pts = chunk["points"]
+    rec = {"key": chunk["key"], "grid": pts[0]["grid"], "points": [pts[0]["point"], pts[-1]["point"]],
+           "where": f"grids.{pts[0]['grid']} points {pts[0]['point']}-{pts[-1]['point']}",
+           "error": _failure_text(exc)}
+    store.record_failure(chunk["key"], rec)
+    log(f"chunk {chunk['key']} ({rec['where']}) failed: {rec['error']}")
+    return rec
 
 
 def _require_gpu():
@@ -390,41 +635,79 @@ def _require_gpu():
         raise StudyError(str(e).replace("backend='cpu'", "--backend cpu")) from None
 
 
-def _run_dask(todo, store, total, scheduler, workers, quiet, desc):
+@contextlib.contextmanager
+def dask_client(scheduler=None, workers=None):
+    """A Dask client: connected to ``scheduler`` (StudyError if it cannot be reached) or to a
+    local cluster of ``workers`` processes (default 1), closed afterwards."""
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import Client, LocalCluster
     except ImportError:
         raise StudyError("--backend dask needs dask[distributed] (pip install 'dask[distributed]')") from None
-    cluster = None
-    try:
-        if scheduler is not None:
-            try:
-                client = Client(scheduler, timeout="5s")
-            except (OSError, TimeoutError) as e:
-                raise StudyError(f"cannot reach the Dask scheduler at {scheduler!r}: {e}") from None
-        else:
-            n = workers or 1
-            if n < 1:
-                raise StudyError(f"--workers must be >= 1, got {n}")
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="5s")
+        except (OSError, TimeoutError) as e:
+            raise StudyError(f"cannot reach the Dask scheduler at {scheduler!r}: {e}") from None
         with client:
-            root = str(store.root.resolve())
-            futures = [client.submit(execute_chunk, c, root, "cpu", key=f"chunk-{c['key']}", pure=False)
-                       for c in todo]
-            with _progress(total, total - len(todo), quiet, desc) as bar:
-                for f in as_completed(futures):
-                    f.result()   # re-raise a worker's error here
-                    bar.update(1)
-    finally:
-        if cluster is not None:
-            cluster.close()
+            yield client
+        return
+    with LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _run_dask(todo, store, client, bar, log):
+    """Send the chunks to the cluster, a few per worker at a time (so that a large grid is
+    never held whole); the workers write the parts. Returns (computed, failure records)."""
+    from dask.distributed import as_completed
+
+    root = str(store.root.resolve())
+    window = 4 * max(1, len(client.scheduler_info().get("workers", {})))
+    pending = {}
+    done, failed = 0, []
+    todo = iter(todo)
+
+    def submit(n):
+        for c in itertools.islice(todo, n):
+            f = client.submit(execute_chunk, c, root, "cpu", key=f"chunk-{c['key']}", pure=False)
+            pending[f.key] = c
+            queue.add(f)
+
+    queue = as_completed([])
+    submit(window)
+    for f in queue:
+        c = pending.pop(f.key)
+        try:
+            f.result()      # a worker's error is raised here
+            done += 1
+        except Exception as e:
+            failed.append(_record_failure(store, c, e, log))
+        bar.update(1)
+        submit(1)
+    return done, failed
+
+
+def stored(spec, out):
+    """(the grid's stored rows in point order, the failure records of chunks that failed).
+    StudyError if a chunk has neither a part nor a failure record (the run did not finish), or
+    if a part is bad (it names the part)."""
+    store = Store(out)
+    keys, failed = [], []
+    for c in iter_chunks(spec):
+        rec = store.failure(c["key"]) if not store.has(c["key"]) else None
+        (failed if rec is not None else keys).append(rec if rec is not None else c["key"])
+    df = store.read(keys)
+    order = [c for c in ("point", "step", "epoch", "layer") if c in df.columns]
+    if order:
+        df = df.sort_values(order, kind="stable").reset_index(drop=True)
+    return df, failed
 
 
 def results(spec, out):
-    """The grid's stored rows, in point order (raises StudyError if some chunk is missing)."""
-    chunks = plan(spec)
-    df = Store(out).read([c["key"] for c in chunks])
-    order = [c for c in ("point", "step", "epoch", "layer") if c in df.columns]
-    return df.sort_values(order, kind="stable").reset_index(drop=True)
+    """The grid's stored rows, in point order (raises StudyError if some chunk is missing,
+    failed or bad)."""
+    df, failed = stored(spec, out)
+    if failed:
+        raise StudyError(f"{len(failed)} chunks of {spec['name']!r} failed (first: {failed[0]['where']}: "
+                         f"{failed[0]['error']}); run the study again to retry them")
+    return df

@@ -24,6 +24,7 @@ Each sub-grid is the Cartesian product of its axes, in the order the keys appear
 """
 import inspect
 import itertools
+import math
 import numbers
 import tomllib
 from pathlib import Path
@@ -121,7 +122,7 @@ MLP_KEYS = {
     "track_preact": _bool,
 }
 MLP_DEFAULTS = {"activation": "tanh", "loss": "bce", "init": "glorot", "init_scale": 1.0,
-                "bias_scale": 0.0, "batchnorm": False, "optimizer": "gd", "momentum": 0.0,
+                "bias_scale": 0.0, "batchnorm": False, "optimizer": "gd", "momentum": 0.0,  # see make_point
                 "batch_size": "full", "steps": 200, "record_every": 10, "seed": 0, "dtype": "float64",
                 "probe_every": 0, "track_sharpness": False, "track_preact": False}
 # per-network values: points that differ only in these share one train_grid call
@@ -136,8 +137,60 @@ SCHEMA = {"mlp": (MLP_KEYS, MLP_DEFAULTS), "perceptron": (PERCEPTRON_KEYS, PERCE
 # --------------------------------------------------------------------------------------------
 # axes
 
+class Span:
+    """A range-table axis kept as its rule (``range``, ``linspace`` or ``geomspace``): its
+    length is known at once and its values are made only when used, so that a grid of 10^9
+    points can be counted and refused without building them.
+
+    ``check`` normalises each value as it is read. Its checks (type, bounds) are monotone and a
+    span's values lie between its first and last, so checking those two checks them all.
+    """
+
+    def __init__(self, form, args, check=None):
+        self.form, self.args, self.check = form, args, check
+        if form == "range":
+            self._n = max(0, args[1] - args[0])
+        else:
+            self._n = int(args[2])
+        self._values = None
+
+    def with_check(self, where, check):
+        """The same span, each value normalised by ``check`` (its two ends checked now)."""
+        out = Span(self.form, self.args, lambda v: check(where, v))
+        if out._n:
+            out[0], out[out._n - 1]
+        return out
+
+    def __len__(self):
+        return self._n
+
+    def _raw(self, i):
+        if self.form == "range":
+            return self.args[0] + i
+        if self._values is None:
+            fn = np.geomspace if self.form == "geomspace" else np.linspace
+            self._values = fn(self.args[0], self.args[1], self._n)
+        return float(self._values[i])
+
+    def __getitem__(self, i):
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        v = self._raw(i % self._n)
+        return self.check(v) if self.check else v
+
+    def __iter__(self):
+        return (self[i] for i in range(self._n))
+
+
+def _finite(x):
+    try:
+        return bool(np.isfinite(float(x)))
+    except OverflowError:
+        return False
+
+
 def _axis_values(where, value, list_is_axis=True):
-    """The list of values a key takes: a range table expanded, a list as is, a scalar alone."""
+    """The values a key takes: a :class:`Span` for a range table, a list as is, a scalar alone."""
     if isinstance(value, dict):
         if len(value) != 1:
             raise StudyError(f"{where} must be a value, a list or one of {{geomspace, linspace, range}} "
@@ -146,24 +199,33 @@ def _axis_values(where, value, list_is_axis=True):
         if form in ("geomspace", "linspace"):
             if (not isinstance(args, list) or len(args) != 3
                     or not all(isinstance(a, numbers.Real) and not isinstance(a, bool) for a in args)
-                    or isinstance(args[2], float) or args[2] < 1):
-                raise StudyError(f"{where}: {form} takes [start, stop, count] with an integer count >= 1, "
-                                 f"got {args!r}")
+                    or not isinstance(args[2], numbers.Integral) or args[2] < 1
+                    or not all(_finite(a) for a in args[:2])):
+                raise StudyError(f"{where}: {form} takes [start, stop, count] with finite start and "
+                                 f"stop and an integer count >= 1, got {args!r}")
             if form == "geomspace" and (args[0] <= 0 or args[1] <= 0):
                 raise StudyError(f"{where}: geomspace needs start and stop > 0, got {args!r}")
-            fn = np.geomspace if form == "geomspace" else np.linspace
-            return [float(x) for x in fn(args[0], args[1], int(args[2]))]
+            return Span(form, [float(args[0]), float(args[1]), int(args[2])])
         if form == "range":
             if isinstance(args, numbers.Integral) and not isinstance(args, bool):
                 args = [0, args]
             if (not isinstance(args, list) or len(args) != 2
                     or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in args)):
                 raise StudyError(f"{where}: range takes a count or [start, stop] of integers, got {args!r}")
-            return list(range(args[0], args[1]))
+            return Span("range", [int(args[0]), int(args[1])])
         raise StudyError(f"{where}: unknown range form {form!r}; use geomspace, linspace or range")
     if isinstance(value, list) and list_is_axis:
         return value
     return [value]
+
+
+def _checked(where, vals, check):
+    """The axis ``vals`` with every value normalised by ``check`` (a span lazily)."""
+    if not len(vals):
+        raise StudyError(f"{where} is an empty axis")
+    if isinstance(vals, Span):
+        return vals.with_check(where, check)
+    return [check(where, v) for v in vals]
 
 
 def _data_axes(where, value):
@@ -288,44 +350,103 @@ def load(path_or_text, name=None):
                 continue
             is_axis = key != "widths" or (isinstance(value, list) and bool(value)
                                           and isinstance(value[0], list))
-            vals = _axis_values(where, value, list_is_axis=is_axis)
-            if not vals:
-                raise StudyError(f"{where} is an empty axis")
-            axes.append((key, [keys[key](where, v) for v in vals]))
+            axes.append((key, _checked(where, _axis_values(where, value, list_is_axis=is_axis), keys[key])))
+        if kind == "mlp":
+            _check_momentum(gname, dict(axes), "momentum" in defaults and "momentum" not in table)
+        names = dict(axes)["data.name"]
+        arg_keys = [k[5:] for k, _ in axes if k.startswith("data.") and k != "data.name"]
+        for n in names:
+            _check_data(f"grids.{gname}.data", n, arg_keys)
         spec["grids"][gname] = {"kind": kind, "axes": axes}
-    points = expand(spec)  # checks data arguments too
-    if not points:
-        raise StudyError(f"grid {name!r} has no points")
+        _check_sample(spec, gname)
     return spec
 
 
+# optimizers that use a momentum coefficient, and its default (simcore.optim.Optimizer's)
+MOMENTUM_OPTIMIZERS = ("momentum", "nesterov")
+DEFAULT_MOMENTUM = 0.9
+
+
+def _check_momentum(gname, axes, from_defaults):
+    """A ``momentum`` key with an optimizer that ignores it is a mistake, as in
+    :func:`simcore.train_grid`: refuse it rather than train something else than was asked."""
+    if "momentum" not in axes:
+        return
+    ignoring = sorted({o for o in axes.get("optimizer", [MLP_DEFAULTS["optimizer"]])
+                       if o not in MOMENTUM_OPTIMIZERS})
+    if ignoring:
+        src = " (set in [defaults])" if from_defaults else ""
+        raise StudyError(f"grids.{gname}.momentum{src}: optimizer {ignoring[0]!r} ignores momentum; "
+                         f"drop the key or use optimizer = \"momentum\" or \"nesterov\" "
+                         f"(default momentum {DEFAULT_MOMENTUM})")
+
+
+# at most this many points of a sub-grid are built by load() to check it; planning checks all
+_SAMPLE_POINTS = 4096
+# axes whose values decide the checks a point goes through (the rest are numbers in range)
+_RULE_AXES = {"batchnorm", "widths", "depth", "width", "probe_every", "track_sharpness",
+              "track_preact", "optimizer", "batch_size", "record_every"}
+
+
+def _check_sample(spec, gname):
+    """Build the points of sub-grid ``gname`` that differ in the axes the checks look at (each
+    such axis at its values, or its two ends if it is long; every other axis at its first
+    value), so that a bad combination fails here without expanding the grid."""
+    g = spec["grids"][gname]
+    positions = []
+    for key, vals in g["axes"]:
+        if key in _RULE_AXES:
+            positions.append(range(len(vals)) if len(vals) <= 64 else [0, len(vals) - 1])
+        else:
+            positions.append([0])
+    for i, pos in enumerate(itertools.product(*positions)):
+        if i >= _SAMPLE_POINTS:
+            break
+        make_point(spec, gname, pos, 0)
+
+
+def count(spec):
+    """The number of trainings in each sub-grid, ``{name: count}``, from its axes' lengths."""
+    return {gname: math.prod(len(v) for _, v in g["axes"]) for gname, g in spec["grids"].items()}
+
+
+def make_point(spec, gname, positions, index):
+    """Point number ``index``: sub-grid ``gname`` with axis ``i`` at its ``positions[i]``-th
+    value, as a flat dict (checked: batch norm needs a hidden layer, probes need full-batch
+    gradient descent). Optimizers with momentum default it to 0.9 (``simcore.optim``); the
+    others record 0.0, the value they never use."""
+    g = spec["grids"][gname]
+    kind = g["kind"]
+    p = {"grid": gname, "kind": kind, **SCHEMA[kind][1]}
+    data_args = {}
+    for (key, vals), i in zip(g["axes"], positions):
+        v = vals[i]
+        if key.startswith("data."):
+            if key == "data.name":
+                p["data"] = v
+            else:
+                data_args[key[5:]] = v
+        else:
+            p[key] = v
+    p["data_args"] = dict(sorted(data_args.items()))
+    if kind == "mlp":
+        if "depth" in p:
+            p["widths"] = [p.pop("width")] * (p.pop("depth") - 1)
+        p["depth"] = len(p["widths"]) + 1
+        if p["batchnorm"] and p["depth"] < 2:
+            raise StudyError(f"grids.{gname}: batchnorm needs at least one hidden layer")
+        if p["optimizer"] in MOMENTUM_OPTIMIZERS and not any(k == "momentum" for k, _ in g["axes"]):
+            p["momentum"] = DEFAULT_MOMENTUM
+        _check_probes(f"grids.{gname}", p)
+    p["point"] = index
+    return p
+
+
 def expand(spec):
-    """The grid's points: a list of flat dicts (one per training), numbered by ``point``."""
+    """The grid's points: a list of flat dicts (one per training), numbered by ``point``.
+    (It builds every point: the runner plans large grids without it.)"""
     points = []
     for gname, g in spec["grids"].items():
-        kind, axes = g["kind"], g["axes"]
-        _, defaults = SCHEMA[kind]
-        names = [a for a, _ in axes]
-        for combo in itertools.product(*[v for _, v in axes]):
-            p = {"grid": gname, "kind": kind, **defaults}
-            data_args = {}
-            for key, v in zip(names, combo):
-                if key.startswith("data."):
-                    if key == "data.name":
-                        p["data"] = v
-                    else:
-                        data_args[key[5:]] = v
-                else:
-                    p[key] = v
-            _check_data(f"grids.{gname}.data", p["data"], data_args)
-            p["data_args"] = dict(sorted(data_args.items()))
-            if kind == "mlp":
-                if "depth" in p:
-                    p["widths"] = [p.pop("width")] * (p.pop("depth") - 1)
-                p["depth"] = len(p["widths"]) + 1
-                if p["batchnorm"] and p["depth"] < 2:
-                    raise StudyError(f"grids.{gname}: batchnorm needs at least one hidden layer")
-                _check_probes(f"grids.{gname}", p)
-            p["point"] = len(points)
-            points.append(p)
+        for pos in itertools.product(*[range(len(v)) for _, v in g["axes"]]):
+            points.append(make_point(spec, gname, pos, len(points)))
     return points

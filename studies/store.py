@@ -1,22 +1,49 @@
 """The result store: long-form Parquet parts, one per chunk, keyed by a hash of the chunk.
 
-``DIR/parts/<key>.parquet`` holds one chunk's rows. A part is written to a temporary file in
-the same directory and then renamed over its final name (``os.replace`` is atomic on POSIX),
-so a part either exists complete or not at all: a run killed at any moment leaves only whole
-parts behind, and the next run skips them.
+``DIR/parts/<key>.parquet`` holds one chunk's rows. What the store guarantees:
+
+- **Whole parts only.** A part is written to a temporary file in the same directory and then
+  renamed over its final name (``os.replace`` is atomic on POSIX), so a part either exists
+  complete or not at all: a run killed at any moment leaves only whole parts behind, and the
+  next run skips them.
+- **Parts that check themselves.** Each part's Parquet key-value metadata records the chunk key
+  it was written for and a SHA-256 of its rows (:func:`content_digest`). :meth:`Store.check`
+  reads a part back and compares both, so a truncated or corrupted file, or a valid part copied
+  over another's name, is found, reported and recomputed rather than used.
+- **One writer per directory.** :meth:`Store.lock` takes a lock file (``DIR/.lock``, the
+  ``filelock`` package) for the whole run; a second run on the same directory stops at once
+  with a message naming the running one's pid. Temporary files carry their writer's host and
+  pid (``.<key>.<host>.<pid>.<uuid>.tmp``) and :meth:`Store.prepare` removes only those whose
+  writer is gone, so no run deletes the files of a run still writing. Dask workers write parts
+  without the lock (their client holds it): distinct temporary names and the atomic rename keep
+  concurrent writers apart, even two writing the same part.
+
+Parts written before the store recorded keys and checksums have no such metadata: they cannot
+be verified, so :meth:`Store.check` treats them as bad ("no checksum") and the run recomputes
+them.
 """
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .errors import StudyError
 
 # Bump when the meaning of stored rows changes: old parts then stop matching and are recomputed.
 STORE_VERSION = 1
+KEY_META = b"simstudy.key"
+DIGEST_META = b"simstudy.sha256"
+# a temporary file from another host cannot be traced to a live process: left alone this long
+FOREIGN_TMP_AGE_S = 24 * 3600
 
 
 def chunk_key(kind, points):
@@ -27,6 +54,51 @@ def chunk_key(kind, points):
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def content_digest(df):
+    """SHA-256 (hex) of a frame's rows: each column's name, dtype and values in order.
+
+    Numbers and booleans enter as their raw bytes, other values as their ``repr``, so the
+    digest of a part read back from Parquet equals the digest of the frame that was written.
+    """
+    h = hashlib.sha256(f"rows={len(df)}".encode())
+    for name in df.columns:
+        col = df[name]
+        h.update(f"\x1e{name}\x1f{col.dtype}\x1f".encode())
+        if col.dtype.kind in "biufcmM":
+            h.update(np.ascontiguousarray(col.to_numpy()).tobytes())
+        else:
+            h.update("\x1f".join(map(repr, col.tolist())).encode())
+    return h.hexdigest()
+
+
+def _host():
+    return socket.gethostname().replace(".", "-") or "host"
+
+
+def _pid_alive(pid):
+    """Whether a process with this pid runs on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tmp_writer(name):
+    """(host, pid) of a temporary file named ``.<key>.<host>.<pid>.<uuid>.tmp``; ``None`` for
+    a name without them (a temporary file of a version before pids were recorded)."""
+    fields = name[1:].split(".")
+    if len(fields) < 5 or not fields[-3].isdigit():
+        return None
+    return fields[-4], int(fields[-3])
+
+
+class BadPart(Exception):
+    """A stored part that cannot be used: unreadable, of another chunk, or changed."""
+
+
 class Store:
     """Parquet parts under ``root/parts``."""
 
@@ -35,7 +107,8 @@ class Store:
         self.parts = self.root / "parts"
 
     def prepare(self):
-        """Create the directories and check that they are writable (before any computing)."""
+        """Create the directories and check that they are writable (before any computing);
+        remove temporary files whose writer is gone."""
         try:
             self.parts.mkdir(parents=True, exist_ok=True)
             probe = self.parts / f".probe-{uuid.uuid4().hex}"
@@ -44,13 +117,73 @@ class Store:
         except OSError as e:
             raise StudyError(f"output directory {str(self.root)!r} is not writable: "
                              f"{e.strerror or e}") from None
-        # temporary files of a killed run: never read, safe to remove
+        host, now = _host(), time.time()
         for tmp in self.parts.glob(".*.tmp"):
+            writer = _tmp_writer(tmp.name)
             try:
-                tmp.unlink()
+                if writer is None:
+                    dead = True                   # written before pids were recorded: no live writer left
+                elif writer[0] == host:
+                    dead = not _pid_alive(writer[1])
+                else:
+                    dead = now - tmp.stat().st_mtime > FOREIGN_TMP_AGE_S
+                if dead:
+                    tmp.unlink()
             except OSError:
                 pass
         return self
+
+    # ----------------------------------------------------------------------------------------
+    # locking
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold ``root/.lock`` while the block runs; StudyError at once if another process
+        holds it (its pid is in ``root/.lock.owner``). Re-entrant within a process."""
+        from filelock import FileLock, Timeout
+
+        key = str(self.root.resolve())
+        held = _HELD.get(key)
+        if held is not None:
+            held[1] += 1
+            try:
+                yield self
+            finally:
+                held[1] -= 1
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StudyError(f"output directory {str(self.root)!r} is not writable: "
+                             f"{e.strerror or e}") from None
+        lock = FileLock(self.root / ".lock", timeout=0, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise StudyError(f"{str(self.root)!r} is in use by another simstudy run ({self._owner()}); "
+                             f"wait for it to finish or give another --out") from None
+        except OSError as e:
+            raise StudyError(f"cannot lock {str(self.root)!r}: {e.strerror or e}") from None
+        owner = self.root / ".lock.owner"
+        try:
+            owner.write_text(f"{os.getpid()} {_host()}\n")
+            _HELD[key] = [lock, 1]
+            yield self
+        finally:
+            _HELD.pop(key, None)
+            with contextlib.suppress(OSError):
+                owner.unlink()
+            lock.release()
+
+    def _owner(self):
+        try:
+            pid, host = (self.root / ".lock.owner").read_text().split()
+        except (OSError, ValueError):
+            return "pid unknown"
+        return f"pid {pid}" + ("" if host == _host() else f" on {host}")
+
+    # ----------------------------------------------------------------------------------------
+    # parts
 
     def path(self, key):
         return self.parts / f"{key}.parquet"
@@ -59,34 +192,103 @@ class Store:
         return self.path(key).exists()
 
     def write(self, key, df):
-        """Write one part atomically: temporary file, fsync, rename."""
+        """Write one part atomically: temporary file named after this writer, fsync, rename.
+        The part's metadata records ``key`` and the rows' :func:`content_digest`."""
         final = self.path(key)
-        tmp = self.parts / f".{key}.{uuid.uuid4().hex}.tmp"
+        tmp = self.parts / f".{key}.{_host()}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta[KEY_META] = key.encode()
+        meta[DIGEST_META] = content_digest(df).encode()
+        table = table.replace_schema_metadata(meta)
         try:
-            df.to_parquet(tmp, index=False)
+            pq.write_table(table, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
+            with contextlib.suppress(FileNotFoundError):
+                self.failure_path(key).unlink()
         finally:
             if tmp.exists():
                 tmp.unlink()
         return final
 
+    def load(self, key):
+        """The rows of part ``key``, verified; raises :class:`BadPart` saying why not."""
+        path = self.path(key)
+        try:
+            table = pq.read_table(path)
+        except FileNotFoundError:
+            raise BadPart("missing") from None
+        except (OSError, pa.ArrowException) as e:
+            raise BadPart(f"unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        meta = table.schema.metadata or {}
+        if KEY_META not in meta or DIGEST_META not in meta:
+            raise BadPart("no checksum (written before parts recorded one)")
+        stored_key = meta[KEY_META].decode(errors="replace")
+        if stored_key != key:
+            raise BadPart(f"holds chunk {stored_key}, not {key} (a part copied over another)")
+        df = table.to_pandas()
+        if content_digest(df) != meta[DIGEST_META].decode(errors="replace"):
+            raise BadPart("checksum mismatch (its rows changed after it was written)")
+        return df
+
+    def check(self, key):
+        """``None`` if part ``key`` exists and is intact, else why it cannot be used."""
+        try:
+            self.load(key)
+        except BadPart as e:
+            return str(e)
+        return None
+
+    def failure_path(self, key):
+        return self.parts / f"{key}.failed.json"
+
+    def record_failure(self, key, record):
+        """Note that chunk ``key`` raised (``record``: a JSON-able dict); writing its part
+        later removes the note."""
+        tmp = self.parts / f".{key}.failed.{_host()}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, self.failure_path(key))
+
+    def failure(self, key):
+        """The failure record of chunk ``key``, or ``None``."""
+        try:
+            return json.loads(self.failure_path(key).read_text())
+        except (OSError, ValueError):
+            return None
+
     def read(self, keys):
-        """Concatenate the parts of ``keys`` (all must exist)."""
+        """Concatenate the verified parts of ``keys`` (all must exist and be intact)."""
+        keys = list(keys)
         missing = [k for k in keys if not self.has(k)]
         if missing:
             raise StudyError(f"{len(missing)} of {len(keys)} chunks have no results in "
                              f"{str(self.parts)!r}; run the study again to finish it")
-        frames = [pd.read_parquet(self.path(k)) for k in keys]
-        if not frames:
-            return pd.DataFrame()
-        # integer columns absent from some parts (another sub-grid's data arguments) would turn
-        # float in the concatenation: keep them integers, with <NA> where absent
-        ints = {c for f in frames for c in f.columns if f[c].dtype.kind in "iu"}
-        ints -= {c for f in frames for c in f.columns if f[c].dtype.kind not in "iu"}
-        df = pd.concat(frames, ignore_index=True)
-        for c in ints:
-            if df[c].isna().any():
-                df[c] = df[c].astype("Int64")
-        return df
+        frames = []
+        for k in keys:
+            try:
+                frames.append(self.load(k))
+            except BadPart as e:
+                raise StudyError(f"part {str(self.path(k))!r} is bad: {e}; run the study again "
+                                 f"to recompute it") from None
+        return concat_parts(frames)
+
+
+def concat_parts(frames):
+    """One frame from parts whose columns differ (each sub-grid has its own configuration)."""
+    if not frames:
+        return pd.DataFrame()
+    # integer columns absent from some parts (another sub-grid's data arguments) would turn
+    # float in the concatenation: keep them integers, with <NA> where absent
+    ints = {c for f in frames for c in f.columns if f[c].dtype.kind in "iu"}
+    ints -= {c for f in frames for c in f.columns if f[c].dtype.kind not in "iu"}
+    df = pd.concat(frames, ignore_index=True)
+    for c in ints:
+        if df[c].isna().any():
+            df[c] = df[c].astype("Int64")
+    return df
+
+
+# root directory -> [FileLock, depth] of the locks this process holds
+_HELD = {}
