@@ -23,14 +23,30 @@ def varying_axes(data):
             and data[c].nunique(dropna=False) > 1]
 
 
+def outcome(per_net):
+    """One sentence on how the trainings (one row each) ended: how many diverged."""
+    n, d = len(per_net), int(per_net["diverged"].sum())
+    if n == 1:
+        return ("A single training: the medians below are its values"
+                + (", and it diverged (its loss is inf or NaN, it has no accuracy)." if d else "."))
+    if d == n:
+        return (f"Every one of the {n} trainings diverged: losses are inf or NaN and there is no "
+                f"accuracy to report (try smaller learning rates).")
+    return f"{d} of {n} trainings diverged ({d / n:.0%})."
+
+
 def analyse(data, spec, report):
     for gname, rows in data.groupby("grid", sort=False):
-        rows = rows.dropna(axis=1, how="all")
+        # configuration columns of the other sub-grids are empty here; result columns stay,
+        # even empty (every network diverged: no accuracy)
+        rows = rows.drop(columns=[c for c in rows.columns if c not in RESULTS and rows[c].isna().all()])
         axes = varying_axes(rows)
         keys = axes or ["grid"]
         per_net = rows.drop_duplicates("point")
-        report.heading(f"Sub-grid {gname!r} ({rows['kind'].iloc[0]}, {len(per_net)} trainings)")
+        report.heading(f"Sub-grid {gname!r} ({rows['kind'].iloc[0]}, {len(per_net)} "
+                       f"training{'s' if len(per_net) != 1 else ''})")
         if rows["kind"].iloc[0] == "mlp":
+            report.text(outcome(per_net))
             summary = (per_net.groupby(keys, dropna=False)
                        .agg(trainings=("point", "size"), final_loss_median=("final_loss", "median"),
                             diverged_share=("diverged", "mean"),

@@ -49,6 +49,23 @@ def _num(v):
     return v
 
 
+def _cell(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return v
+
+
+def _shown(df):
+    """``df`` with its float columns (and missing values anywhere) as the text shown."""
+    out = df.copy()
+    for c in out.columns:
+        if out[c].dtype.kind == "f" or out[c].dtype == object or out[c].isna().any():
+            out[c] = [_cell(v) for v in out[c].tolist()]
+    return out
+
+
 def fmt(v):
     """Short human form of a predicted or measured value."""
     if isinstance(v, bool):
@@ -56,6 +73,8 @@ def fmt(v):
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
         if not math.isfinite(v):
             return str(v)
         return f"{v:.4g}"
@@ -97,7 +116,9 @@ class Report:
         self.blocks.append(("fig", name, caption))
 
     def table(self, df, caption):
-        self.blocks.append(("table", df, caption))
+        """Add a table; its numbers are shown to 4 significant digits and a missing value
+        (NaN, None) as "n/a", so that no table shows a bare NaN."""
+        self.blocks.append(("table", _shown(df), caption))
 
     # ----------------------------------------------------------------------------------------
     def write(self):

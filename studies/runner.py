@@ -424,60 +424,82 @@ def execute_chunk(chunk, root, backend="cpu"):
 # past either bound `simstudy run` refuses a grid unless told --yes
 MAX_TRAININGS = 10**6
 MAX_RESULT_BYTES = 8 * 2**30
-# floating-point operations per second the CPU engine sustains on small networks (the rough
-# time is the grid's multiply-adds over this; measured on the study presets, within ~3x)
-CPU_FLOPS = 2e9
-GPU_FLOPS = 2e10
+# floating-point operations per second of the grid engine, for the rough time: on the CPU the
+# full presets ran at 4-5 GFLOP/s (24 for batchnorm's wide networks, the per-network strategy);
+# the GPU figure is a guess ten times that, not a measurement
+CPU_FLOPS = 5e9
+GPU_FLOPS = 5e10
 
 
 def _records(p):
     return p["steps"] // p["record_every"] + 2
 
 
+def _cost(p, data):
+    """(result bytes, chunk buffer bytes for one network, flops or None) of training point ``p``."""
+    cols = len(p) + 12
+    if p["kind"] == "mlp":
+        rows = (_records(p) - 1) * p["depth"]
+        telemetry = _records(p) * (1 + 4 * p["depth"]) * 8
+    else:
+        rows, telemetry = p["epochs"], 0
+    flops = None
+    if data:
+        X, y = make_data(p["data"], p["data_args"])[:2]
+        if p["kind"] == "mlp":
+            sizes = sizes_of(p, X, y)
+            batch = X.shape[0] if p["batch_size"] == "full" else min(p["batch_size"], X.shape[0])
+            flops = 6 * p["steps"] * batch * sum(a * b for a, b in zip(sizes, sizes[1:]))
+        else:
+            flops = 2 * p["epochs"] * X.size
+    return rows * cols * 8, telemetry + rows * cols * 8, flops
+
+
+# a sub-grid with more train_grid groups than this is estimated from its first and last point
+_GROUPS_COUNTED = 10**4
+
+
 def estimate(spec, data=True):
-    """What running ``spec`` costs, estimated from a sample point per train_grid group:
-    ``trainings``, ``chunks``, ``result_bytes`` (the long-form rows the report loads: one row
-    per recorded step and layer, 8 bytes a column), ``chunk_bytes`` (the largest chunk's
-    telemetry buffer, ``(steps // record_every + 2) * (1 + 4 * layers) * 8`` bytes a network,
-    and its rows) and ``flops`` (``6 * steps * batch * weights`` a network; ``None`` with
-    ``data=False``, which builds no data set)."""
+    """What running ``spec`` costs: ``trainings``, ``result_bytes`` (the long-form rows the
+    report loads: one row per recorded step and layer, 8 bytes a column), ``chunk_bytes`` (the
+    largest chunk's telemetry buffer, ``(steps // record_every + 2) * (1 + 4 * layers) * 8``
+    bytes a network, and its rows) and ``flops`` (``6 * steps * batch * weights`` a network;
+    ``None`` with ``data=False``, which builds no data set). Counted per train_grid group (all
+    its networks cost the same), or from two points for a sub-grid of very many groups."""
     counts = specmod.count(spec)
     out = {"trainings": sum(counts.values()), "result_bytes": 0, "chunk_bytes": 0,
            "flops": 0 if data else None}
     size = spec["chunk_size"]
     for gname, n in counts.items():
-        g = spec["grids"][gname]
-        lengths = [len(v) for _, v in g["axes"]]
-        # the first point and the one at every axis' last value bound the sub-grid
-        for pos in ([0] * len(lengths), [m - 1 for m in lengths]):
-            p = specmod.make_point(spec, gname, pos, 0)
-            cols = len(p) + 12
-            if p["kind"] == "mlp":
-                rows = (_records(p) - 1) * p["depth"]
-                telemetry = _records(p) * (1 + 4 * p["depth"]) * 8
-            else:
-                rows, telemetry = p["epochs"], 0
-            per_net = rows * cols * 8
-            out["result_bytes_" + gname] = max(out.get("result_bytes_" + gname, 0), n * per_net)
-            out["chunk_bytes"] = max(out["chunk_bytes"], min(size, n) * (telemetry + per_net))
+        axes = spec["grids"][gname]["axes"]
+        names = [k for k, _ in axes]
+        per = [i for i, k in enumerate(names) if spec["grids"][gname]["kind"] == "perceptron"
+               or k in specmod.MLP_PER_NETWORK]
+        n_per = math.prod(len(axes[i][1]) for i in per)
+        if n // n_per <= _GROUPS_COUNTED:
+            groups, _, _ = _groups(spec, gname)
+            samples = [(len(combos) * n_per, _group_point(spec, gname, combos[0], per)) for combos in groups]
+        else:
+            ends = [[0] * len(axes), [len(v) - 1 for _, v in axes]]
+            samples = [(n / 2, specmod.make_point(spec, gname, pos, 0)) for pos in ends]
+        for members, p in samples:
+            rows, chunk, flops = _cost(p, data)
+            out["result_bytes"] += members * rows
+            out["chunk_bytes"] = max(out["chunk_bytes"], min(size, members) * chunk)
             if data:
-                X, y = make_data(p["data"], p["data_args"])[:2]
-                if p["kind"] == "mlp":
-                    sizes = sizes_of(p, X, y)
-                    batch = X.shape[0] if p["batch_size"] == "full" else min(p["batch_size"], X.shape[0])
-                    flops = 6 * p["steps"] * batch * sum(a * b for a, b in zip(sizes, sizes[1:]))
-                else:
-                    flops = 2 * p["epochs"] * X.size
-                out["flops_" + gname] = max(out.get("flops_" + gname, 0), n * flops)
-    for gname in counts:
-        out["result_bytes"] += out.pop("result_bytes_" + gname)
-        if data:
-            out["flops"] += out.pop("flops_" + gname)
+                out["flops"] += members * flops
     return out
 
 
+def _group_point(spec, gname, shared_pos, per):
+    full, it = [], iter(shared_pos)
+    for i in range(len(spec["grids"][gname]["axes"])):
+        full.append(0 if i in per else next(it))
+    return specmod.make_point(spec, gname, full, 0)
+
+
 def _size(b):
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if b >= scale:
             return f"{b / scale:.3g} {unit}"
     return f"{b:.0f} B"
