@@ -74,10 +74,12 @@ def check_out(out, flag="--out"):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise StudyError(f"{flag} {str(out)!r} is a file, not a directory")
-    for d in out.resolve().parents:
+    here = out.resolve()
+    for d in (here, *here.parents):
         if d.name == "parts" and _is_run_dir(d.parent):
             raise StudyError(f"{flag} {str(out)!r} is inside the parts directory of the run in "
                              f"{str(d.parent)!r}; give a directory outside it")
+    for d in here.parents:
         if _is_run_dir(d):
             raise StudyError(f"{flag} {str(out)!r} is inside the run directory {str(d)!r}; "
                              f"give a directory outside it")
