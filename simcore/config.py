@@ -10,6 +10,10 @@
 ``SIMCORE_CUDA_MAX_BLOCKS``  at most this many blocks are launched (default 4096); each block
                       trains networks blockIdx, blockIdx + gridDim, ... so the per-block scratch
                       memory stays bounded whatever G is.
+``SIMCORE_MAX_GIB``   the most memory (GiB, default 4) one call may allocate for its results
+                      (the grid engine's telemetry): a call that would need more is refused with
+                      a ValueError before anything is allocated. ``simcore.config.MAX_GIB`` may
+                      also be set at run time.
 
 The fastmath subset never contains ``nnan``/``ninf``: divergence detection relies on
 ``isfinite`` and on infinities propagating honestly.
@@ -37,3 +41,16 @@ def _int(name, default):
 
 CUDA_THREADS = _int("SIMCORE_CUDA_THREADS", 128)
 CUDA_MAX_BLOCKS = _int("SIMCORE_CUDA_MAX_BLOCKS", 4096)
+
+
+def _real(name, default):
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {os.environ[name]!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+MAX_GIB = _real("SIMCORE_MAX_GIB", 4.0)

@@ -59,13 +59,13 @@ data and its seed, never on its position in the stack or the number of threads. 
 whose loss or gradient is not finite at a point of the iteration (a diverged network) gets NaN.
 """
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
 from . import _validate
 from ._jit import cpu_kernel
+from .interrupt import new_flag, run_threads, stop_requested
 from .losses import encode_targets
 from .mlp import MLP, TRAIN_NO_UPDATE, loss_and_grad_kernel
 from .scalar import normal, stream_key
@@ -96,16 +96,19 @@ def _hvp(theta, v, h, layout, act, loss_code, X, Y, running, tp, tm, gp, gm, out
 
 
 @cpu_kernel
-def _power(theta, h, shift, v, w, layout, act, loss_code, X, Y, running, tp, tm, gp, gm, iters, tol):
+def _power(theta, h, shift, v, w, layout, act, loss_code, X, Y, running, tp, tm, gp, gm, iters, tol,
+           stop):
     """Power iteration on H + shift I from the unit vector v (overwritten by the last iterate).
 
     Returns (Rayleigh quotient r of H + shift I, ||(H + shift I) v||, products used, converged,
-    finite)."""
+    finite); a non-zero ``stop[0]`` (Ctrl-C) ends it as not finite."""
     P = theta.shape[0]
     r_prev = 0.0
     r = 0.0
     nw = 0.0
     for k in range(1, iters + 1):
+        if stop_requested(stop):
+            return np.nan, np.nan, k, False, False
         if not _hvp(theta, v, h, layout, act, loss_code, X, Y, running, tp, tm, gp, gm, w):
             return np.nan, np.nan, k, False, False
         r = 0.0
@@ -140,14 +143,15 @@ def _start_vector(seed, v):
 
 @cpu_kernel
 def sharpness_kernel(theta, layout, act, loss_code, X, Y, running, iters, tol, seeds,
-                     out_lambda, out_iters, out_converged, first, end):
+                     out_lambda, out_iters, out_converged, first, end, stop):
     r"""Largest Hessian eigenvalue of networks ``first <= g < end`` (columns of theta (P, G)).
 
     ``X`` and ``Y`` (encoded targets) are float64; ``running`` (float64, the net's
     ``n_running``) is only a placeholder, batch statistics come from the batch. Writes
     :math:`\lambda_{\max}` (NaN where the loss or gradient is not finite), the number of
     Hessian-vector products used (two gradients each) and whether the last phase met ``tol``.
-    See the module docstring for the method.
+    See the module docstring for the method. A non-zero ``stop[0]`` (Ctrl-C, see
+    :mod:`simcore.interrupt`) makes it return within one Hessian-vector product.
     """
     P = theta.shape[0]
     th = np.empty(P)
@@ -158,6 +162,8 @@ def sharpness_kernel(theta, layout, act, loss_code, X, Y, running, iters, tol, s
     gp = np.empty(P)
     gm = np.empty(P)
     for g in range(first, end):
+        if stop_requested(stop):
+            return
         norm = 0.0
         finite = True
         for p in range(P):
@@ -172,7 +178,7 @@ def sharpness_kernel(theta, layout, act, loss_code, X, Y, running, iters, tol, s
         h = (1.0 + math.sqrt(norm)) * H_REL
         _start_vector(seeds[g], v)
         r1, s, k1, conv1, ok = _power(th, h, 0.0, v, w, layout, act, loss_code, X, Y, running,
-                                      tp, tm, gp, gm, iters, tol)
+                                      tp, tm, gp, gm, iters, tol, stop)
         if not ok:
             out_lambda[g] = np.nan
             out_iters[g] = k1
@@ -180,25 +186,21 @@ def sharpness_kernel(theta, layout, act, loss_code, X, Y, running, iters, tol, s
         if not r1 > 0.0:  # negative (or zero) curvature dominates: restart from the random vector
             _start_vector(seeds[g], v)
         r2, n2, k2, conv2, ok = _power(th, h, s, v, w, layout, act, loss_code, X, Y, running,
-                                       tp, tm, gp, gm, iters, tol)
+                                       tp, tm, gp, gm, iters, tol, stop)
         out_lambda[g] = r2 - s if ok else np.nan
         out_iters[g] = k1 + k2
         out_converged[g] = conv2 and ok
 
 
 def _run_ranges(kernel, args, G):
-    """Run ``kernel(*args, first, end)`` over [0, G) split into contiguous ranges, one per
-    Python thread (``numba.get_num_threads()`` of them; the kernel releases the GIL). Networks
-    are independent, so the split never changes a result."""
+    """Run ``kernel(*args, first, end, stop)`` over [0, G) split into contiguous ranges, one per
+    worker thread (``numba.get_num_threads()`` of them; the kernel releases the GIL). Networks
+    are independent, so the split never changes a result; Ctrl-C raises KeyboardInterrupt
+    once every thread has stopped (:func:`simcore.interrupt.run_threads`)."""
     n_threads = max(1, min(numba.get_num_threads(), G))
-    if n_threads == 1:
-        kernel(*args, 0, G)
-        return
     bounds = np.linspace(0, G, n_threads + 1).round().astype(int)
-    with ThreadPoolExecutor(n_threads) as pool:
-        futures = [pool.submit(kernel, *args, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        for f in futures:
-            f.result()
+    stop = new_flag()
+    run_threads(kernel, [(*args, int(a), int(b), stop) for a, b in zip(bounds[:-1], bounds[1:])], stop)
 
 
 def _theta(net, params):

@@ -20,6 +20,23 @@ from . import _validate
 from ._jit import cpu_kernel
 
 NAMES = ("gd", "sgd", "momentum", "nesterov", "adam")
+# Each hyperparameter, the optimizers that use it and its default. The one rule, for Optimizer,
+# train_grid and the studies' TOML grids alike: left out (None) it takes its default; given to
+# an optimizer that does not use it, it is an error (it would silently change nothing).
+DEFAULT_MOMENTUM = 0.9
+DEFAULT_BETAS = (0.9, 0.999)
+DEFAULT_EPS = 1e-8
+USED_BY = {"momentum": ("momentum", "nesterov"), "betas": ("adam",), "eps": ("adam",)}
+
+
+def check_used(optimizer, **given):
+    """ValueError for a hyperparameter given (not None) to an optimizer that ignores it."""
+    for key, value in given.items():
+        if value is not None and optimizer not in USED_BY[key]:
+            users = " and ".join(repr(o) for o in USED_BY[key])
+            shown = repr(value) if np.size(value) <= 4 else f"<{np.size(value)} values>"
+            raise ValueError(f"{key} is used only by optimizer {users}; optimizer {optimizer!r} "
+                             f"would ignore {key}={shown} (leave it out)")
 
 
 @cpu_kernel
@@ -58,12 +75,15 @@ class Optimizer:
     name : {"gd", "sgd", "momentum", "nesterov", "adam"}
     eta : float
         Learning rate, >= 0.
-    momentum : float
-        :math:`\\mu` for momentum/nesterov, in [0, 1).
-    betas : (float, float)
-        Adam's :math:`\\beta_1, \\beta_2`, each in [0, 1).
-    eps : float
-        Adam's :math:`\\epsilon` > 0.
+    momentum : float, optional
+        :math:`\\mu` for momentum/nesterov, in [0, 1); default 0.9.
+    betas : (float, float), optional
+        Adam's :math:`\\beta_1, \\beta_2`, each in [0, 1); default (0.9, 0.999).
+    eps : float, optional
+        Adam's :math:`\\epsilon` > 0; default 1e-8.
+
+    A hyperparameter given to an optimizer that does not use it (``momentum`` with "adam",
+    ``betas`` with "gd", ...) is a ValueError (:func:`check_used`).
 
     Examples
     --------
@@ -72,8 +92,12 @@ class Optimizer:
     >>> opt.step(params, grads)                         # doctest: +SKIP
     """
 
-    def __init__(self, name="gd", eta=0.1, momentum=0.9, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, name="gd", eta=0.1, momentum=None, betas=None, eps=None):
         self.name = _validate.choice("name", name, NAMES)
+        check_used(self.name, momentum=momentum, betas=betas, eps=eps)
+        momentum = DEFAULT_MOMENTUM if momentum is None else momentum
+        betas = DEFAULT_BETAS if betas is None else betas
+        eps = DEFAULT_EPS if eps is None else eps
         self.eta = _validate.real("eta", eta, 0.0)
         self.momentum = _validate.real("momentum", momentum, 0.0)
         if self.momentum >= 1.0:

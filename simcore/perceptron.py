@@ -150,20 +150,21 @@ def train(X, y, lr=1.0, max_epochs=100, seed=0):
     rng = np.random.default_rng(seed)
     w = np.zeros(d)
     b = 0.0
-    mistakes_per_epoch = np.zeros(max_epochs, dtype=np.int64)
     # blocks of 8, 16, 32, ... epochs up to _BLOCK indices: a run that converges early draws
-    # few orders, however large max_epochs is
+    # few orders and stores few counts, however large max_epochs is
     largest = max(1, _BLOCK // n)
     block = min(8, largest)
-    done, converged = 0, False
+    done, converged, counts = 0, False, []
     while done < max_epochs and not converged:
         size = min(block, max_epochs - done)
         block = min(2 * block, largest)
         # One permutation per row, same stream as `size` calls of rng.permutation(n).
         orders = rng.permuted(np.broadcast_to(np.arange(n, dtype=np.int64), (size, n)), axis=1)
-        b, ran, converged = _epochs(X, y, eta, orders, w, b, mistakes_per_epoch, done)
+        m = np.zeros(size, dtype=np.int64)
+        b, ran, converged = _epochs(X, y, eta, orders, w, b, m, 0)
+        counts.append(m[:ran])
         done += ran
-    mistakes_per_epoch = mistakes_per_epoch[:done].copy()
+    mistakes_per_epoch = np.concatenate(counts)
     return PerceptronResult(w=w, b=float(b), mistakes=int(mistakes_per_epoch.sum()),
                             epochs=int(done), converged=bool(converged),
                             mistakes_per_epoch=mistakes_per_epoch)

@@ -77,8 +77,14 @@ def batch_of(seed, t, n, batch_size):
     return order[pos * batch_size:(pos + 1) * batch_size]
 
 
+def momentum_of(optimizer, mu=None):
+    """The momentum argument for ``optimizer``: MOMENTA (or ``mu``) where it is used, none
+    otherwise (train_grid refuses an option the optimizer would ignore)."""
+    return {"momentum": MOMENTA if mu is None else mu} if optimizer in ("momentum", "nesterov") else {}
+
+
 def reference(net, X, y, lr, steps, seed=0, scale=1.0, bias_scale=0.0, optimizer="gd",
-              momentum=0.0, batch_size=None, params0=None, trace=False):
+              momentum=None, batch_size=None, params0=None, trace=False):
     """Train one network with the single-network API; returns (params, full-data loss[, trace]).
 
     ``trace`` lists (params before the update, batch indices) of every step."""
@@ -200,7 +206,7 @@ def _check_against_reference(net, X, y, res, lr, optimizer, batch_size=None, ste
         start = params0[g] if params0 is not None else None
         want, want_loss = reference(net, X, y, lr[g], steps, seed=int(seeds[g]), scale=SCALES[g],
                                     bias_scale=BIAS_SCALES[g], optimizer=optimizer,
-                                    momentum=MOMENTA[g] if optimizer in ("momentum", "nesterov") else 0.0,
+                                    momentum=MOMENTA[g] if optimizer in ("momentum", "nesterov") else None,
                                     batch_size=batch_size, params0=start)
         got = network(res, g)
         err = rel_err(flat(got, skip), flat(want, skip))
@@ -220,7 +226,7 @@ def test_full_batch_matches_single_network_api(case, optimizer):
     net, X, y = _case(case)
     lr = _lrs(optimizer)
     res = train_grid(net, X, y, lr=lr, steps=15, seeds=SEEDS, init_scale=SCALES,
-                     bias_scale=BIAS_SCALES, optimizer=optimizer, momentum=MOMENTA, record_every=4)
+                     bias_scale=BIAS_SCALES, optimizer=optimizer, **momentum_of(optimizer), record_every=4)
     _check_against_reference(net, X, y, res, lr, optimizer)
 
 
@@ -231,7 +237,7 @@ def test_minibatch_matches_single_network_api(case, optimizer):
     lr = _lrs(optimizer)
     # n = 40 or 45 with batches of 12: 3 batches an epoch, the remainder left out; 5 epochs
     res = train_grid(net, X, y, lr=lr, steps=15, seeds=SEEDS, init_scale=SCALES,
-                     bias_scale=BIAS_SCALES, optimizer=optimizer, momentum=MOMENTA,
+                     bias_scale=BIAS_SCALES, optimizer=optimizer, **momentum_of(optimizer),
                      batch_size=12, record_every=4)
     _check_against_reference(net, X, y, res, lr, optimizer, batch_size=12)
 
@@ -738,6 +744,10 @@ BAD = [
     (dict(optimizer="nesterov", momentum=-0.1), "momentum"),
     (dict(optimizer="momentum", momentum=[0.5, 1.0]), "momentum"),
     (dict(momentum=np.nan), "momentum"),
+    (dict(momentum=0.5), "momentum"),                       # gd ignores momentum
+    (dict(optimizer="adam", momentum=[0.0, 0.0, 0.0]), "momentum"),
+    (dict(steps=10**9), "steps"),                           # 10^8 records: over MAX_GIB
+    (dict(steps=10**8, record_every=1), "record_every"),
     (dict(record_every=0), "record_every"),
     (dict(record_every=-2), "record_every"),
     (dict(record_every=2.5), "record_every"),
@@ -797,6 +807,33 @@ def test_bad_input_raises_value_error(moons, override, match):
     net = {"not_mlp": "mlp", "empty": [], "list3": [net] * 3}.get(kw.pop("net", None), net)
     with pytest.raises(ValueError, match=match):
         train_grid(net, X, y, **kw)
+
+
+def test_size_guard_names_the_size_and_the_limit(moons, monkeypatch):
+    """Telemetry past simcore.config.MAX_GIB is refused before anything is allocated, with the
+    size in GiB and what to change; the limit is a run-time setting."""
+    X, y = moons
+    net = MLP([2, 5, 1], activation="tanh", loss="bce")
+    need = simcore.grid.telemetry_bytes(net, 64, 10**6, 1)
+    assert need > (10**6 + 1) * 64 * (1 + 2 * len(simcore.grid.QUANTITIES)) * 8
+    monkeypatch.setattr(simcore.config, "MAX_GIB", need / 2**30 / 2)
+    with pytest.raises(ValueError, match=r"steps=1000000 with record_every=1 .* GiB.*MAX_GIB"):
+        train_grid(net, X, y, lr=np.full(64, 0.1), steps=10**6, record_every=1)
+    monkeypatch.setattr(simcore.config, "MAX_GIB", 4.0)
+    res = train_grid(net, X, y, lr=np.full(64, 0.1), steps=3, record_every=1)
+    assert res.record_steps.size == 4
+
+
+def test_momentum_defaults_as_the_optimizer(moons):
+    """One default: train_grid's momentum, left out, is Optimizer's 0.9."""
+    X, y = moons
+    net = MLP([2, 5, 1], activation="tanh", loss="bce")
+    for opt in ("momentum", "nesterov"):
+        res = train_grid(net, X, y, lr=[0.1], steps=6, seeds=[3], optimizer=opt)
+        want, _ = reference(net, X, y, 0.1, 6, seed=3, optimizer=opt)
+        assert rel_err(flat(network(res, 0)), flat(want)) <= TOL
+        assert res.config["momentum"][0] == 0.9
+    assert train_grid(net, X, y, lr=[0.1], steps=2).config["momentum"][0] == 0.0
 
 
 def test_ce_labels_out_of_range():
@@ -953,7 +990,8 @@ def _kernel_args(net, X, y, steps=2):
     R = steps + 1
     return (theta, net.layout, net._act, net._loss, X, Y, np.zeros(1, np.uint64), np.full(1, 0.1),
             np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"], steps, X.shape[0], 1, np.empty((R, 1)),
-            np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64), np.empty(1), 0, 1, LANES)
+            np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64), np.empty(1), 0, 1, LANES,
+            np.zeros(1, np.int64))
 
 
 def test_one_kernel_per_batchnorm_setting():
@@ -972,7 +1010,7 @@ def test_kernel_refuses_a_network_of_the_other_batchnorm_setting():
     with pytest.raises(ValueError, match="batch-norm"):
         train_kernel(True)(*args)
     train_kernel(False)(*args)  # the matching kernel trains
-    assert np.isfinite(args[-4][0]) and args[-5][0] == -1
+    assert np.isfinite(args[-5][0]) and args[-6][0] == -1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

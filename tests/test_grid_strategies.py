@@ -109,7 +109,7 @@ def test_strategies_agree(case, dtype, optimizer, batch_size):
     net = MLP(sizes, activation=act, loss=loss, batchnorm=bn, dtype=dtype)
     G = 11
     lr = np.geomspace(0.01, 1e8 if optimizer != "adam" else 30.0, G)
-    kw = dict(lr=lr, steps=30, seeds=np.arange(G) + 7, optimizer=optimizer, momentum=0.5,
+    kw = dict(lr=lr, steps=30, seeds=np.arange(G) + 7, optimizer=optimizer, **tg.momentum_of(optimizer, 0.5),
               batch_size=batch_size, record_every=7, bias_scale=0.1)
     a = train_grid(net, X, y, strategy="lanes", **kw)
     b = train_grid(net, X, y, strategy="gemm", **kw)

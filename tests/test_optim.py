@@ -270,21 +270,26 @@ CTOR_BAD = [
     (dict(eta=float("nan")), "eta"),
     (dict(eta=float("inf")), "eta"),
     (dict(eta="0.1"), "eta"),
-    (dict(momentum=1.0), "momentum"),
-    (dict(momentum=1.5), "momentum"),
-    (dict(momentum=-0.1), "momentum"),
-    (dict(momentum=float("nan")), "momentum"),
-    (dict(betas=(1.0, 0.999)), "betas"),
-    (dict(betas=(0.9, 1.0)), "betas"),
-    (dict(betas=(-0.1, 0.999)), "betas"),
-    (dict(betas=(0.9, float("nan"))), "betas"),
-    (dict(betas=(0.9,)), "betas"),
-    (dict(betas=(0.9, 0.99, 0.999)), "betas"),
-    (dict(betas=0.9), "betas"),
-    (dict(betas=None), "betas"),
-    (dict(eps=0.0), "eps"),
-    (dict(eps=-1e-8), "eps"),
-    (dict(eps=float("nan")), "eps"),
+    (dict(name="momentum", momentum=1.0), "momentum"),
+    (dict(name="momentum", momentum=1.5), "momentum"),
+    (dict(name="nesterov", momentum=-0.1), "momentum"),
+    (dict(name="momentum", momentum=float("nan")), "momentum"),
+    (dict(name="adam", betas=(1.0, 0.999)), "betas"),
+    (dict(name="adam", betas=(0.9, 1.0)), "betas"),
+    (dict(name="adam", betas=(-0.1, 0.999)), "betas"),
+    (dict(name="adam", betas=(0.9, float("nan"))), "betas"),
+    (dict(name="adam", betas=(0.9,)), "betas"),
+    (dict(name="adam", betas=(0.9, 0.99, 0.999)), "betas"),
+    (dict(name="adam", betas=0.9), "betas"),
+    (dict(name="adam", eps=0.0), "eps"),
+    (dict(name="adam", eps=-1e-8), "eps"),
+    # an option the chosen rule ignores (it would silently change nothing)
+    (dict(name="gd", momentum=0.9), "momentum"),
+    (dict(name="sgd", momentum=0.0), "momentum"),
+    (dict(name="adam", momentum=0.5), "momentum"),
+    (dict(name="momentum", betas=(0.9, 0.99)), "betas"),
+    (dict(name="gd", eps=1e-8), "eps"),
+    (dict(name="adam", eps=float("nan")), "eps"),
 ]
 
 
@@ -292,6 +297,12 @@ CTOR_BAD = [
 def test_optimizer_bad_arguments_raise_naming_the_argument(kwargs, arg):
     with pytest.raises(ValueError, match=rf"\b{arg}\b"):
         Optimizer(**kwargs)
+
+
+def test_defaults_apply_only_where_used():
+    assert Optimizer("momentum").momentum == Optimizer("nesterov").momentum == 0.9
+    assert Optimizer("adam").betas == (0.9, 0.999) and Optimizer("adam").eps == 1e-8
+    assert Optimizer("momentum", momentum=0.5).momentum == 0.5
 
 
 def _net_params_grads():

@@ -59,7 +59,7 @@ class TrainGridOptimizers(Benchmark):
     def setup(self, optimizer, batch_size):
         self.net, self.X, self.y = w1("float64")
         self.kw = dict(lr=w1_lr(256) / (30 if optimizer == "adam" else 1), optimizer=optimizer,
-                       momentum=0.9 if optimizer == "momentum" else 0.0, batch_size=batch_size)
+                       batch_size=batch_size)  # momentum: its default 0.9
         simcore.train_grid(self.net, self.X, self.y, steps=1, **self.kw)
 
     def time_train_grid(self, optimizer, batch_size):

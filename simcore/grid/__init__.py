@@ -1,16 +1,16 @@
 """The grid engine: train many networks in one compiled call. CPU strategies: networks in lanes
 (:mod:`simcore.grid.cpu`) and one network per thread (:mod:`simcore.grid.cpu_gemm`); the GPU:
 :mod:`simcore.grid.cuda`."""
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
 import pandas as pd
 
-from .. import _validate
+from .. import _validate, config
 from .._jit import cpu_kernel
+from ..interrupt import new_flag, run_threads
 from ..init import fill_normal, fill_uniform, weight_std
 from ..losses import encode_targets
+from ..optim import DEFAULT_MOMENTUM, USED_BY, check_used
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, MLP
 from ..simd import VBYTES
 from . import cpu, cpu_gemm
@@ -20,7 +20,7 @@ from .result import GridResult
 BACKENDS = ("cpu", "cuda")
 STRATEGIES = ("auto", "lanes", "gemm")
 
-__all__ = ["train_grid", "initial_params", "choose_strategy", "GridResult", "batch_order", "QUANTITIES",
+__all__ = ["train_grid", "initial_params", "choose_strategy", "telemetry_bytes", "GridResult", "batch_order", "QUANTITIES",
            "LANES", "STRATEGIES"]
 
 
@@ -73,20 +73,17 @@ def initial_params(net, seeds, init_scale=1.0, bias_scale=0.0):
 
 
 def run_blocks(kernel, args, G, size=LANES):
-    """Run ``kernel(*args, first_block, end_block, size)`` over the ceil(G / size) blocks of
-    ``size`` networks of a grid, split into contiguous ranges over ``numba.get_num_threads()``
-    Python threads (the kernel releases the GIL). Blocks are independent, so the split never
-    changes a result."""
+    """Run ``kernel(*args, first_block, end_block, size, stop)`` over the ceil(G / size) blocks
+    of ``size`` networks of a grid, split into contiguous ranges over ``numba.get_num_threads()``
+    worker threads (the kernel releases the GIL). Blocks are independent, so the split never
+    changes a result. Ctrl-C stops every thread within a step and raises KeyboardInterrupt
+    (:func:`simcore.interrupt.run_threads`)."""
     n_blocks = -(-G // size)
     n_threads = max(1, min(numba.get_num_threads(), n_blocks))
     bounds = np.linspace(0, n_blocks, n_threads + 1).round().astype(int)
-    if n_threads == 1:
-        kernel(*args, 0, n_blocks, size)
-        return
-    with ThreadPoolExecutor(n_threads) as pool:
-        futures = [pool.submit(kernel, *args, int(a), int(b), size) for a, b in zip(bounds[:-1], bounds[1:])]
-        for f in futures:
-            f.result()
+    stop = new_flag()
+    run_threads(kernel, [(*args, int(a), int(b), size, stop) for a, b in zip(bounds[:-1], bounds[1:])],
+                stop)
 
 
 def choose_strategy(net, G):
@@ -108,6 +105,34 @@ def choose_strategy(net, G):
 
 GEMM_VECTORS = 3  # a hidden layer of 3 vectors (24 float64, 48 float32 units) or more: "gemm"
 LANES_FILL = 2    # lanes need G >= LANES / LANES_FILL networks per thread to pay off
+
+
+def telemetry_bytes(net, G, steps, record_every, strategy="auto"):
+    """Bytes of the telemetry :func:`train_grid` allocates for G networks like ``net`` (an MLP, or
+    a list of MLPs, one per network): the loss and the per-layer quantities at each of the
+    ``steps // record_every + 2`` records, 8 bytes each; with the "lanes" strategy, the same again
+    per thread for the block of LANES networks it records into before copying them out."""
+    nets = list(net) if isinstance(net, (list, tuple)) else [net]
+    layers = max(m.n_layers for m in nets)
+    records = steps // record_every + 2
+    per_network = records * (1 + layers * len(QUANTITIES)) * 8
+    how = choose_strategy(nets[0], G) if strategy == "auto" else strategy
+    blocks = LANES * min(numba.get_num_threads(), -(-G // LANES)) if how == "lanes" else 0
+    return per_network * (G + blocks)
+
+
+def check_size(net, G, steps, record_every, strategy="auto"):
+    """ValueError naming steps, record_every and G when the telemetry would pass
+    ``simcore.config.MAX_GIB`` (before anything is allocated)."""
+    need = telemetry_bytes(net, G, steps, record_every, strategy)
+    limit = config.MAX_GIB * 2**30
+    if need > limit:
+        records = steps // record_every + 1 + (1 if steps % record_every else 0)
+        raise ValueError(
+            f"steps={steps} with record_every={record_every} is {records} records of G={G} "
+            f"networks: the telemetry would take {need / 2**30:.1f} GiB, over the limit of "
+            f"{config.MAX_GIB:g} GiB (simcore.config.MAX_GIB, env SIMCORE_MAX_GIB); raise "
+            f"record_every, or lower steps or G (or raise the limit)")
 
 
 def _per_network(name, value, kind=float):
@@ -166,7 +191,7 @@ def _unstack(net, theta):
 
 
 def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, bias_scale=0.0,
-               optimizer="gd", momentum=0.0, batch_size=None, record_every=10, divergence_ref=None,
+               optimizer="gd", momentum=None, batch_size=None, record_every=10, divergence_ref=None,
                backend="cpu", strategy="auto"):
     r"""Train G networks on the same data in one compiled call.
 
@@ -191,8 +216,9 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         As ``scale`` and ``bias_scale`` of :meth:`MLP.init`.
     optimizer : {"gd", "sgd", "momentum", "nesterov", "adam"}
         Update rule (see :mod:`simcore.optim`; Adam with betas (0.9, 0.999), eps 1e-8).
-    momentum : float or (G,) array in [0, 1)
-        :math:`\mu` for momentum and nesterov.
+    momentum : float or (G,) array in [0, 1), optional
+        :math:`\mu` for momentum and nesterov; default 0.9 (as :class:`simcore.Optimizer`).
+        Given with another optimizer, a ValueError (it would change nothing).
     batch_size : int, optional
         None: full batch. Otherwise minibatch SGD: each epoch every network visits the samples
         in its own order (:func:`batch_order` of its seed and the epoch) in ``n // batch_size``
@@ -222,7 +248,12 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     ------
     ValueError
         Naming the argument: mismatched lengths of per-network arrays, negative or non-finite
-        lr, steps < 1, batch_size out of [1, n], params0 of the wrong shapes, unknown optimizer.
+        lr, steps < 1, batch_size out of [1, n], params0 of the wrong shapes, unknown optimizer,
+        momentum with an optimizer that ignores it, telemetry past ``simcore.config.MAX_GIB``
+        (:func:`telemetry_bytes`).
+
+    KeyboardInterrupt
+        Ctrl-C stops every thread within one training step (:mod:`simcore.interrupt`).
 
     Examples
     --------
@@ -246,6 +277,9 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
                              "use backend='cpu'") from None
         require_gpu()  # ValueError naming backend='cpu' and the simulator when there is no GPU
     _validate.choice("optimizer", optimizer, OPT_CODE)
+    check_used(optimizer, momentum=momentum)
+    if momentum is None:
+        momentum = DEFAULT_MOMENTUM if optimizer in USED_BY["momentum"] else 0.0
     steps = _validate.integer("steps", steps, minimum=1)
     record_every = _validate.integer("record_every", record_every, minimum=1)
     nets = list(net) if isinstance(net, (list, tuple)) else [net]
@@ -309,6 +343,8 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
             raise ValueError("batch_size must be >= 2 with batch norm (batch statistics)")
     if any(m.batchnorm for m in nets) and batch < 2:
         raise ValueError("X must have at least 2 rows with batch norm")
+
+    check_size(nets, G, steps, record_every, strategy if backend == "cpu" else "gemm")  # GPU: no block copies
 
     # group networks by architecture: one compiled call per group
     groups = {}

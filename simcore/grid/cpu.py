@@ -40,6 +40,7 @@ import numpy as np
 
 from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
+from ..interrupt import stop_requested
 from ..layers import BN_EPS
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
 from ..scalar import exp, log1p, sigmoid, stream_key, uniform
@@ -411,12 +412,13 @@ def train_kernel(batchnorm):
     @cpu_kernel(ordered=True)
     def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt,
                     steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
-                    final_all, first_block, end_block, nl):
+                    final_all, first_block, end_block, nl, stop):
         """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one
         architecture; theta (P, G) is updated in place, telemetry written to rec_loss_all (R, G)
         and rec_layer_all (R, L, NQ, G). Threads call this on disjoint ranges of blocks (it
         releases the GIL). ``ref_all[g]`` is the loss network g's divergence test compares with
-        (a negative value: its own loss at step 0).
+        (a negative value: its own loss at step 0). A non-zero ``stop[0]`` (Ctrl-C, see
+        :mod:`simcore.interrupt`) makes it return before the next step, results unfinished.
 
         Without batch norm a batch is processed in chunks of CHUNK samples (forward, loss and
         backward of a chunk, gradients summed over chunks), so the per-layer buffers stay in
@@ -498,6 +500,8 @@ def train_kernel(batchnorm):
             c1 = 1.0
             c2 = 1.0
             for t in range(steps + 1):
+                if stop_requested(stop):  # Ctrl-C in the caller (simcore.interrupt)
+                    return
                 final = t == steps
                 record = t % record_every == 0 or final
                 use_mini = minibatch and not final

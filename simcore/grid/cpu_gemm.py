@@ -32,6 +32,7 @@ import numpy as np
 from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..gemm import gemm
+from ..interrupt import stop_requested
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
 from ..simd import width
 from .cpu import (NQ, _bn_backward, _bn_forward, _empty_aligned, _loss_lanes, _output_lanes,
@@ -57,7 +58,7 @@ def train_kernel(batchnorm):
     @cpu_kernel(ordered=True)
     def train_networks(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt,
                        steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
-                       final_all, first_block, end_block, nl):
+                       final_all, first_block, end_block, nl, stop):
         """Train networks [first_block * nl, end_block * nl) of theta (P, G), one after the other,
         with the arguments of ``train_lanes``; threads call it on disjoint ranges."""
         P, G = theta.shape
@@ -155,6 +156,8 @@ def train_kernel(batchnorm):
             diverged_at = -1
             t = 0
             while True:
+                if stop_requested(stop):  # Ctrl-C in the caller (simcore.interrupt)
+                    return
                 # W^T of every layer that passes a delta back, from the current W
                 for l in range(1, n_layers):
                     fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]

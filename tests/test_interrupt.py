@@ -1,0 +1,111 @@
+"""Ctrl-C stops long compiled calls (simcore.interrupt): a child process gets SIGINT in the
+middle of a training of 10^9 steps (or a power iteration of 10^9 products) and must raise
+KeyboardInterrupt within about a second, with no thread left running."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from simcore import MLP, datasets
+from simcore.interrupt import new_flag, run_threads
+
+CHILD = textwrap.dedent("""
+    import sys, threading, numba
+    numba.set_num_threads({threads})
+    import numpy as np, simcore
+    from simcore import MLP, train_grid
+    from simcore.hessian import sharpness
+    X, y = simcore.datasets.moons(64, seed=0)
+    net = MLP({sizes}, activation="tanh", loss="bce")
+    G = {G}
+    def call(steps):
+        if "{what}" == "sharpness":
+            params = simcore.grid.initial_params(net, np.arange(G))
+            sharpness(net, params, X, y, iters=steps, tol=1e-300)
+        else:
+            train_grid(net, X, y, lr=np.full(G, 1e-3), steps=steps, record_every=steps,
+                       strategy="{what}")
+    call(2)  # compiled (or loaded from the cache) before the clock starts
+    print("ready", flush=True)
+    try:
+        call(10**9)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", threading.active_count(), flush=True)
+""")
+
+CASES = [("lanes", 1, [2, 8, 8, 1], 40), ("lanes", 2, [2, 8, 8, 1], 40),
+         ("gemm", 1, [2, 32, 32, 1], 4), ("gemm", 2, [2, 32, 32, 1], 4),
+         ("sharpness", 2, [2, 8, 8, 1], 4)]
+
+
+@pytest.mark.parametrize("what,threads,sizes,G", CASES, ids=[f"{c[0]}-{c[1]}threads" for c in CASES])
+def test_sigint_stops_a_long_compiled_call(what, threads, sizes, G):
+    code = CHILD.format(what=what, threads=threads, sizes=sizes, G=G)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        time.sleep(1.0)  # well inside the 10^9-step call
+        assert child.poll() is None
+        sent = time.perf_counter()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+        took = time.perf_counter() - sent
+    finally:
+        if child.poll() is None:
+            child.kill()
+    # the main thread alone is left: every worker thread returned
+    assert out.split() == ["interrupted", "1"], (out, err)
+    print(f"{what}, {threads} threads: stopped {took:.3f} s after SIGINT")
+    assert took < 3.0, f"took {took:.2f} s to stop after SIGINT"
+
+
+def _kernel_args(net, X, y, steps):
+    from simcore.grid.cpu import LANES, NQ, OPT_CODE
+    from simcore.losses import encode_targets
+    theta = np.ascontiguousarray(net.pack(net.init(seed=0))[:, None])
+    Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
+    R = 2
+    return (theta, net.layout, net._act, net._loss, X, Y, np.zeros(1, np.uint64), np.full(1, 0.1),
+            np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"], steps, X.shape[0], steps,
+            np.empty((R, 1)), np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64),
+            np.empty(1), 0, 1, LANES)
+
+
+@pytest.mark.parametrize("strategy", ["lanes", "gemm"])
+def test_kernels_poll_the_stop_flag(strategy):
+    """A raised flag stops a kernel before its first step (theta untouched); a lowered one
+    lets it train."""
+    from simcore.grid import cpu, cpu_gemm
+    kernel = (cpu if strategy == "lanes" else cpu_gemm).train_kernel(False)
+    X, y = datasets.moons(32, seed=1)
+    net = MLP([2, 4, 1], activation="tanh", loss="bce")
+    args = _kernel_args(net, X, y, steps=3)
+    before = args[0].copy()
+    stop = new_flag()
+    stop[0] = 1
+    kernel(*args, stop)
+    assert np.array_equal(args[0], before)
+    stop[0] = 0
+    kernel(*args, stop)
+    assert not np.array_equal(args[0], before)
+
+
+def test_run_threads_reraises_a_threads_error_after_stopping_the_others():
+    flag = new_flag()
+
+    def work(i):
+        if i == 1:
+            raise RuntimeError("boom")
+        while not flag[0]:
+            time.sleep(0.01)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_threads(work, [(0,), (1,)], flag)
+    assert flag[0] == 1
