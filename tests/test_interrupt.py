@@ -1,5 +1,5 @@
 """Ctrl-C stops long compiled calls (simcore.interrupt): a child process gets SIGINT in the
-middle of a training of 10^9 steps (or a power iteration of 10^9 products) and must raise
+middle of a training of 10^9 steps (a power iteration of 10^9 products, 10^9 perceptron epochs) and must raise
 KeyboardInterrupt within about a second, with no thread left running."""
 import os
 import signal
@@ -24,7 +24,10 @@ CHILD = textwrap.dedent("""
     net = MLP({sizes}, activation="tanh", loss="bce")
     G = {G}
     def call(steps):
-        if "{what}" == "sharpness":
+        if "{what}" == "perceptron":  # XOR: never separable, so every epoch runs
+            Xp = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.0]] * 16)
+            simcore.perceptron.train(Xp, np.array([1, 1, -1, -1] * 16), max_epochs=steps)
+        elif "{what}" == "sharpness":
             params = simcore.grid.initial_params(net, np.arange(G))
             sharpness(net, params, X, y, iters=steps, tol=1e-300)
         else:
@@ -41,7 +44,7 @@ CHILD = textwrap.dedent("""
 
 CASES = [("lanes", 1, [2, 8, 8, 1], 40), ("lanes", 2, [2, 8, 8, 1], 40),
          ("gemm", 1, [2, 32, 32, 1], 4), ("gemm", 2, [2, 32, 32, 1], 4),
-         ("sharpness", 2, [2, 8, 8, 1], 4)]
+         ("sharpness", 2, [2, 8, 8, 1], 4), ("perceptron", 1, [2, 1], 1)]
 
 
 @pytest.mark.parametrize("what,threads,sizes,G", CASES, ids=[f"{c[0]}-{c[1]}threads" for c in CASES])
