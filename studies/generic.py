@@ -28,10 +28,11 @@ def outcome(per_net):
     n, d = len(per_net), int(per_net["diverged"].sum())
     if n == 1:
         return ("A single training: the medians below are its values"
-                + (", and it diverged (its loss is inf or NaN, it has no accuracy)." if d else "."))
+                + (", and it diverged (its loss went non-finite or past 10^6 times its initial loss; "
+                   "no accuracy is reported)." if d else "."))
     if d == n:
-        return (f"Every one of the {n} trainings diverged: losses are inf or NaN and there is no "
-                f"accuracy to report (try smaller learning rates).")
+        return (f"Every one of the {n} trainings diverged (a loss non-finite or past 10^6 times its "
+                f"initial value): there is no accuracy to report (try smaller learning rates).")
     return f"{d} of {n} trainings diverged ({d / n:.0%})."
 
 
@@ -53,7 +54,7 @@ def analyse(data, spec, report):
                             accuracy_median=("final_accuracy", "median"))
                        .reset_index())
             report.table(summary, "Median over seeds; diverged networks count in the share "
-                                  "(their loss is inf or NaN)")
+                                  "(their final loss is where training stopped: huge, inf or NaN)")
             hue = axes[0] if axes else None
             fig, ax = plt.subplots(figsize=(7, 4.2))
             sns.lineplot(rows[rows["layer"] == 1], x="step", y="loss", hue=hue, estimator="median",
