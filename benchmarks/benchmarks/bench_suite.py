@@ -17,7 +17,7 @@ import numpy as np
 
 import simcore
 
-from .common import DTYPES, Benchmark
+from .common import DTYPES, SMOKE, Benchmark
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import workloads  # noqa: E402  (benchmarks/workloads.py, shared with peers.py)
@@ -31,7 +31,7 @@ class _Workload(Benchmark):
             raise NotImplementedError("this commit's train_grid has no strategy argument")
         w = workloads.WORKLOADS[name]
         self.w, self.G = w, w["G"]
-        self.steps = max(5, w["S"] // 10)
+        self.steps = 1 if SMOKE else max(5, w["S"] // 10)
         X, y = workloads.data(w)
         self.n = X.shape[0]
         net = simcore.MLP(w["sizes"], activation=w["activation"], loss=w["loss"], dtype=dtype,
@@ -44,7 +44,7 @@ class _Workload(Benchmark):
 
     def _best(self, rounds=3):
         best = float("inf")
-        for _ in range(rounds):
+        for _ in range(1 if SMOKE else rounds):
             t0 = time.perf_counter()
             self.call(self.steps)
             best = min(best, time.perf_counter() - t0)

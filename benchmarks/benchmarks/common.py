@@ -14,6 +14,10 @@ import simcore
 #: ``SIMCORE_BENCH_SLOW=1`` adds the slow cases (big arrays, big grids) to ``params``.
 SLOW = os.environ.get("SIMCORE_BENCH_SLOW", "0").strip().lower() not in ("", "0", "false", "no", "off")
 
+#: ``SIMCORE_BENCH_SMOKE=1`` (set by tests/test_asv_suite.py): the costliest cases run one step
+#: once, so the test that every benchmark still runs stays short; the timings then mean nothing.
+SMOKE = os.environ.get("SIMCORE_BENCH_SMOKE", "0").strip().lower() not in ("", "0", "false", "no", "off")
+
 DTYPES = ["float64", "float32"]
 
 # W1 (README, benchmarks/peers.py): MLP 2-16-16-1, tanh, BCE from logits, 256 two-moons samples,
