@@ -60,12 +60,11 @@ whose loss or gradient is not finite at a point of the iteration (a diverged net
 """
 import math
 
-import numba
 import numpy as np
 
 from . import _validate
 from ._jit import cpu_kernel
-from .interrupt import new_flag, run_threads, stop_requested
+from .interrupt import run_ranges, stop_requested
 from .losses import encode_targets
 from .mlp import MLP, TRAIN_NO_UPDATE, loss_and_grad_kernel
 from .scalar import normal, stream_key
@@ -192,17 +191,6 @@ def sharpness_kernel(theta, layout, act, loss_code, X, Y, running, iters, tol, s
         out_converged[g] = conv2 and ok
 
 
-def _run_ranges(kernel, args, G):
-    """Run ``kernel(*args, first, end, stop)`` over [0, G) split into contiguous ranges, one per
-    worker thread (``numba.get_num_threads()`` of them; the kernel releases the GIL). Networks
-    are independent, so the split never changes a result; Ctrl-C raises KeyboardInterrupt
-    once every thread has stopped (:func:`simcore.interrupt.run_threads`)."""
-    n_threads = max(1, min(numba.get_num_threads(), G))
-    bounds = np.linspace(0, G, n_threads + 1).round().astype(int)
-    stop = new_flag()
-    run_threads(kernel, [(*args, int(a), int(b), stop) for a, b in zip(bounds[:-1], bounds[1:])], stop)
-
-
 def _theta(net, params):
     """theta (P, G) from one network's params (G = 1, stacked False) or stacked params (leading
     G axis). Non-finite values are allowed (those networks get NaN)."""
@@ -314,7 +302,7 @@ def sharpness(net, params, X, y, iters=100, tol=1e-6, seed=0, return_info=False)
     converged = np.empty(G, np.bool_)
     args = (theta, net.layout, net._act, net._loss, X, Y, running, iters, tol, seeds, lam, n_hvp,
             converged)
-    _run_ranges(sharpness_kernel, args, G)
+    run_ranges(sharpness_kernel, args, G)  # one range of networks per thread; Ctrl-C stops them
     if not stacked:
         lam, n_hvp, converged = float(lam[0]), int(n_hvp[0]), bool(converged[0])
     return (lam, n_hvp, converged) if return_info else lam

@@ -10,12 +10,13 @@ run computes exactly what it computed without the flag.
 """
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core.extending import intrinsic
 
-__all__ = ["stop_requested", "new_flag", "run_threads"]
+__all__ = ["stop_requested", "new_flag", "run_threads", "run_ranges"]
 
 POLL_SECONDS = 0.05  # how often the waiting thread wakes to look for Ctrl-C
 
@@ -64,6 +65,18 @@ def run_threads(kernel, arg_sets, flag):
     _join(pool)
     for f in futures:
         f.result()
+
+
+def run_ranges(kernel, args, n, extra=()):
+    """Run ``kernel(*args, first, end, *extra, stop)`` over [0, n) split into contiguous
+    ranges, one per worker thread (``numba.get_num_threads()`` of them, at most n), and wait as
+    :func:`run_threads` does. The ranges are independent items (networks, blocks of networks),
+    so the split never changes a result."""
+    n_threads = max(1, min(numba.get_num_threads(), n))
+    bounds = np.linspace(0, n, n_threads + 1).round().astype(int)
+    stop = new_flag()
+    run_threads(kernel, [(*args, int(a), int(b), *extra, stop) for a, b in zip(bounds[:-1], bounds[1:])],
+                stop)
 
 
 def _join(pool):

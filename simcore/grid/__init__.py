@@ -7,7 +7,7 @@ import pandas as pd
 
 from .. import _validate, config
 from .._jit import cpu_kernel
-from ..interrupt import new_flag, run_threads
+from ..interrupt import run_ranges
 from ..init import fill_normal, fill_uniform, weight_std
 from ..losses import encode_targets
 from ..optim import DEFAULT_MOMENTUM, USED_BY, check_used
@@ -74,16 +74,9 @@ def initial_params(net, seeds, init_scale=1.0, bias_scale=0.0):
 
 def run_blocks(kernel, args, G, size=LANES):
     """Run ``kernel(*args, first_block, end_block, size, stop)`` over the ceil(G / size) blocks
-    of ``size`` networks of a grid, split into contiguous ranges over ``numba.get_num_threads()``
-    worker threads (the kernel releases the GIL). Blocks are independent, so the split never
-    changes a result. Ctrl-C stops every thread within a step and raises KeyboardInterrupt
-    (:func:`simcore.interrupt.run_threads`)."""
-    n_blocks = -(-G // size)
-    n_threads = max(1, min(numba.get_num_threads(), n_blocks))
-    bounds = np.linspace(0, n_blocks, n_threads + 1).round().astype(int)
-    stop = new_flag()
-    run_threads(kernel, [(*args, int(a), int(b), size, stop) for a, b in zip(bounds[:-1], bounds[1:])],
-                stop)
+    of ``size`` networks of a grid, on worker threads (the kernel releases the GIL); Ctrl-C stops
+    every thread within a step and raises KeyboardInterrupt (:func:`simcore.interrupt.run_ranges`)."""
+    run_ranges(kernel, args, -(-G // size), extra=(size,))
 
 
 def choose_strategy(net, G):

@@ -42,6 +42,7 @@ from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..interrupt import stop_requested
 from ..layers import BN_EPS
+from ..optim import DEFAULT_BETAS, DEFAULT_EPS
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
 from ..scalar import exp, log1p, sigmoid, stream_key, uniform
 from ..simd import VBYTES, fma8, load8, store8, vfma, vload, vsplat, vstore, vzero, width
@@ -52,7 +53,8 @@ DIVERGE_FACTOR = 1e6      # loss > factor * initial loss counts as divergence
 SATURATED = 0.01          # a unit is saturated where |f'(y)| < SATURATED
 PERM_STREAM = 1 << 32     # random streams of minibatch orders start here (init uses 0, 1, 2, ...)
 OPT_CODE = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
-ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+# Adam's constants are Optimizer's defaults (one place: simcore.optim)
+(ADAM_BETA1, ADAM_BETA2), ADAM_EPS = DEFAULT_BETAS, DEFAULT_EPS
 # per-layer telemetry quantities, in the order of rec_layer's third axis
 QUANTITIES = ("grad_norm", "weight_norm", "preact_mean", "preact_std", "act_mean", "act_std",
               "saturated")
