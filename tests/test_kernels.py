@@ -2,127 +2,30 @@
 
 Every kernel is checked three ways (STYLE.md habits 6 and 10):
 
-* against a plain NumPy reference written below (``ref_*``), evaluated in ``np.longdouble``
+* against a plain NumPy reference (``ref_*`` in ``naive.py``), evaluated in ``np.longdouble``
   where rounding or overflow of the reference itself would matter;
 * for numerical stability: finite values and gradients for inputs up to ``|z| = 1e4`` in
   float32 and float64;
 * gradients by central differences in float64.
 
-Relative error of a gradient, used throughout (norm-wise, over the whole gradient vector, so
-that entries that are zero in theory and come out as +-1e-17 do not dominate):
-
-    rel_err(g, g_ref) = ||g - g_ref||_2 / max(||g||_2, ||g_ref||_2, 1e-300)
-
-Central differences: ``(L(x + h e_i) - L(x - h e_i)) / (2 h)`` with ``h = 1e-6``; truncation
-error O(h^2) ~ 1e-12, rounding error O(eps / h) ~ 1e-10, both far below the 1e-6 threshold.
+Relative error of a gradient, used throughout: ``rel_err`` (norm-wise, over the whole gradient
+vector), and central differences with ``h = 1e-6`` against ``FD_TOL = 1e-6``; both in
+``conftest.py``.
 """
 import numpy as np
 import pytest
 
+from conftest import ACTS, DTYPES, FD_TOL, central_diff, central_diff_pointwise, rel_err
+from naive import (BN_EPS, LD, LOSS_REFS, ref_apply, ref_bn_backward, ref_bn_eval, ref_bn_running,
+                   ref_bn_train, ref_dense_backward, ref_dense_forward)
 from simcore import activations, layers, losses
-
-LD = np.longdouble
-H = 1e-6
-FD_TOL = 1e-6
-DTYPES = [np.float32, np.float64]
-
-
-def rel_err(g, g_ref):
-    """Norm-wise relative error, see the module docstring."""
-    g = np.asarray(g, np.float64).ravel()
-    g_ref = np.asarray(g_ref, np.float64).ravel()
-    scale = max(np.linalg.norm(g), np.linalg.norm(g_ref), 1e-300)
-    return np.linalg.norm(g - g_ref) / scale
-
-
-def central_diff(f, x):
-    """dF/dx of the scalar function f at x (float64 array, any shape) by central differences."""
-    x = np.array(x, dtype=np.float64)
-    g = np.empty_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + H
-        fp = f(x)
-        flat[i] = old - H
-        fm = f(x)
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * H)
-    return g
 
 
 # ============================================================================================
 # Activations
 # ============================================================================================
 
-# Plain references, evaluated in long double (exp(1e4) ~ 1e4343 is finite there).
-
-def ref_identity(z):
-    return z
-
-
-def ref_sigmoid(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def ref_tanh(z):
-    return np.tanh(z)
-
-
-def ref_relu(z):
-    return np.where(z > 0, z, 0)
-
-
-def ref_leaky_relu(z):
-    return np.where(z > 0, z, LD(0.01) * z)
-
-
-def ref_softplus(z):
-    return np.log1p(np.exp(z))
-
-
-def ref_identity_grad(z):
-    return np.ones_like(z)
-
-
-def ref_sigmoid_grad(z):
-    e = np.exp(-np.abs(z))
-    return e / (1 + e) ** 2
-
-
-def ref_tanh_grad(z):
-    return 1 / np.cosh(z) ** 2
-
-
-def ref_relu_grad(z):
-    return np.where(z > 0, 1, 0).astype(z.dtype)  # 0 at the kink, as PyTorch
-
-
-def ref_leaky_relu_grad(z):
-    return np.where(z > 0, 1, LD(0.01)).astype(z.dtype)
-
-
-def ref_softplus_grad(z):
-    return ref_sigmoid(z)
-
-
-REFS = {
-    "identity": (ref_identity, ref_identity_grad),
-    "sigmoid": (ref_sigmoid, ref_sigmoid_grad),
-    "tanh": (ref_tanh, ref_tanh_grad),
-    "relu": (ref_relu, ref_relu_grad),
-    "leaky_relu": (ref_leaky_relu, ref_leaky_relu_grad),
-    "softplus": (ref_softplus, ref_softplus_grad),
-}
-ACTS = list(REFS)
 WRAPPERS = {name: (getattr(activations, name), getattr(activations, name + "_grad")) for name in ACTS}
-
-
-def ref_apply(name, z, grad=False):
-    """Reference f(z) (or f'(z)) in long double, rounded to z's dtype."""
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        r = REFS[name][1 if grad else 0](np.asarray(z).astype(LD))
-    return np.asarray(r).astype(np.asarray(z).dtype)
 
 
 def corner_values(dtype, with_inf=True):
@@ -224,7 +127,7 @@ def test_activation_derivative_by_central_differences(name):
     rng = np.random.default_rng(3)
     z = rng.uniform(-6, 6, 400)
     z = z[np.abs(z) > 1e-3]  # stay off the relu / leaky_relu kink
-    fd = (activations.apply(name, z + H) - activations.apply(name, z - H)) / (2 * H)
+    fd = central_diff_pointwise(lambda x: activations.apply(name, x), z)
     assert rel_err(activations.derivative(name, z), fd) < FD_TOL
 
 
@@ -256,40 +159,6 @@ def test_activation_non_real_input_raises(bad):
 # Losses
 # ============================================================================================
 
-def _ld(x):
-    return np.asarray(x).astype(LD)
-
-
-def ref_mse(z, y):
-    z, y = _ld(z), _ld(y).reshape(np.shape(z))
-    m = z.size
-    return np.mean((z - y) ** 2), 2 * (z - y) / m
-
-
-def ref_mse_sigmoid(z, y):
-    z, y = _ld(z), _ld(y).reshape(np.shape(z))
-    s = 1 / (1 + np.exp(-z))
-    return np.mean((s - y) ** 2), 2 * (s - y) * s * (1 - s) / z.size
-
-
-def ref_bce(z, y):
-    z, y = _ld(z), _ld(y).reshape(np.shape(z))
-    s = 1 / (1 + np.exp(-z))
-    return np.mean(np.log1p(np.exp(z)) - y * z), (s - y) / z.size
-
-
-def ref_ce(z, y):
-    z = _ld(z)
-    n, k = z.shape
-    onehot = np.zeros((n, k), LD)
-    onehot[np.arange(n), np.asarray(y)] = 1
-    e = np.exp(z)
-    lse = np.log(e.sum(axis=1))
-    softmax = e / e.sum(axis=1, keepdims=True)
-    return np.mean(lse - z[np.arange(n), np.asarray(y)]), (softmax - onehot) / n
-
-
-LOSS_REFS = {"mse": ref_mse, "mse_sigmoid": ref_mse_sigmoid, "bce": ref_bce, "ce": ref_ce}
 LOSS_FNS = {name: getattr(losses, name) for name in LOSS_REFS}
 
 
@@ -433,15 +302,6 @@ def test_loss_bad_input_raises_naming_the_argument(name, z, y, arg):
 # Dense layer
 # ============================================================================================
 
-def ref_dense_forward(a_prev, W, b):
-    return a_prev.astype(LD) @ W.astype(LD) + b.astype(LD)
-
-
-def ref_dense_backward(a_prev, W, delta):
-    a_prev, W, delta = a_prev.astype(LD), W.astype(LD), delta.astype(LD)
-    return a_prev.T @ delta, delta.sum(axis=0), delta @ W.T
-
-
 def dense_case(n, fi, fo, dtype, seed=0):
     rng = np.random.default_rng(seed)
     return (rng.normal(size=(n, fi)).astype(dtype), rng.normal(size=(fi, fo)).astype(dtype),
@@ -519,45 +379,6 @@ def test_dense_bad_input_raises_naming_the_argument(which, args, arg):
 # ============================================================================================
 # Batch normalisation
 # ============================================================================================
-
-EPS = 1e-5
-MOMENTUM = 0.1
-
-
-def ref_bn_train(z, gamma, beta):
-    z = z.astype(LD)
-    mu = z.mean(axis=0)
-    var = ((z - mu) ** 2).mean(axis=0)  # biased, for normalising
-    xhat = (z - mu) / np.sqrt(var + LD(EPS))
-    return gamma.astype(LD) * xhat + beta.astype(LD), xhat, 1 / np.sqrt(var + LD(EPS)), mu, var
-
-
-def ref_bn_eval(z, gamma, beta, rm, rv):
-    z = z.astype(LD)
-    return gamma.astype(LD) * (z - rm.astype(LD)) / np.sqrt(rv.astype(LD) + LD(EPS)) + beta.astype(LD)
-
-
-def ref_bn_running(rm, rv, mu, var, n):
-    """torch's update: momentum 0.1, the unbiased batch variance n/(n-1) var."""
-    return ((1 - LD(MOMENTUM)) * rm + LD(MOMENTUM) * mu,
-            (1 - LD(MOMENTUM)) * rv + LD(MOMENTUM) * var * n / (n - 1))
-
-
-def ref_bn_backward(dy, z, gamma):
-    """Backprop through the computational graph stage by stage (Ioffe & Szegedy 2015, Alg. 1),
-    independently of the compact formula simcore uses."""
-    dy, z, gamma = dy.astype(LD), z.astype(LD), gamma.astype(LD)
-    n = z.shape[0]
-    mu = z.mean(axis=0)
-    var = ((z - mu) ** 2).mean(axis=0)
-    inv = 1 / np.sqrt(var + LD(EPS))
-    xhat = (z - mu) * inv
-    dxhat = dy * gamma
-    dvar = np.sum(dxhat * (z - mu), axis=0) * LD(-0.5) * inv ** 3
-    dmu = -np.sum(dxhat * inv, axis=0) + dvar * np.mean(-2 * (z - mu), axis=0)
-    dz = dxhat * inv + dvar * 2 * (z - mu) / n + dmu / n
-    return dz, np.sum(dy * xhat, axis=0), np.sum(dy, axis=0)
-
 
 def bn_case(n, m, dtype, seed=0, constant_column=False):
     rng = np.random.default_rng(seed)
@@ -674,7 +495,7 @@ def test_batchnorm_normalises_each_unit():
     z, _, _, _ = bn_case(50, 4, np.float64, seed=8)
     y, (xhat, _) = layers.batchnorm_forward(z, np.ones(4), np.zeros(4))
     np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-14)
-    np.testing.assert_allclose(y.var(axis=0), z.var(axis=0) / (z.var(axis=0) + EPS), rtol=1e-12)
+    np.testing.assert_allclose(y.var(axis=0), z.var(axis=0) / (z.var(axis=0) + BN_EPS), rtol=1e-12)
     np.testing.assert_array_equal(y, xhat)
 
 

@@ -1,12 +1,11 @@
 """simcore.MLP: initialisation, gradients by central differences, API behaviour, input checks.
 
 The PyTorch oracle of ``loss_and_grad`` lives in ``test_mlp_oracle.py``; here the network is
-checked against a plain NumPy forward pass (``ref_forward``) and by central differences.
+checked against a plain NumPy forward pass (``naive.ref_forward``) and by central differences.
 
-Gradient error (norm-wise over the whole flattened gradient, so that entries that are zero in
-theory, such as the bias just before a batch norm, and come out as +-1e-17 do not dominate):
-
-    rel_err(g, g_ref) = ||g - g_ref||_2 / max(||g||_2, ||g_ref||_2, 1e-300)
+Gradient error: ``conftest.rel_err``, norm-wise over the whole flattened gradient, so that
+entries that are zero in theory, such as the bias just before a batch norm, and come out as
++-1e-17 do not dominate.
 
 Central differences ``(L(theta + h e_i) - L(theta - h e_i)) / (2 h)`` with ``h = 1e-6`` in
 float64; relu kinks are avoided by choosing seeds whose hidden pre-activations all lie at least
@@ -18,75 +17,10 @@ import numpy as np
 import pytest
 
 import simcore
+from conftest import ACTS, FD_TOL, INITS, LOSSES, central_diff, flat, rel_err
+from naive import ref_forward, ref_loss, ref_output
 from simcore import MLP, _validate
 from simcore.mlp import TRAIN_NO_UPDATE, loss_and_grad_kernel
-
-ACTS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus"]
-LOSSES = ["mse", "mse_sigmoid", "bce", "ce"]
-INITS = ["glorot", "he", "lecun", "normal", "uniform"]
-H = 1e-6
-FD_TOL = 1e-6
-EPS, MOMENTUM = 1e-5, 0.1
-
-
-def rel_err(g, g_ref):
-    g = np.asarray(g, np.float64).ravel()
-    g_ref = np.asarray(g_ref, np.float64).ravel()
-    return np.linalg.norm(g - g_ref) / max(np.linalg.norm(g), np.linalg.norm(g_ref), 1e-300)
-
-
-def flat(params):
-    return np.concatenate([p[k].ravel() for p in params for k in sorted(p)])
-
-
-# --- a plain NumPy reference of the forward pass ------------------------------------------
-
-REF_ACT = {
-    "identity": lambda z: z,
-    "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
-    "tanh": np.tanh,
-    "relu": lambda z: np.maximum(z, 0),
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
-    "softplus": lambda z: np.logaddexp(0, z),
-}
-
-
-def ref_forward(net, params, X, state=None, update=False):
-    """Logits and the list of activation inputs (hidden pre-activations after batch norm).
-
-    ``state`` given and ``update`` False: eval-mode batch norm; ``update`` True: training mode
-    and ``state`` is moved like torch (momentum 0.1, unbiased variance)."""
-    a = np.asarray(X, np.float64)
-    hidden = []
-    for l, p in enumerate(params):
-        z = a @ p["W"] + p["b"]
-        if l == len(params) - 1:
-            return z, hidden
-        if "gamma" in p:
-            if state is not None and not update:
-                rm, rv = state[l]["running_mean"], state[l]["running_var"]
-                z = p["gamma"] * (z - rm) / np.sqrt(rv + EPS) + p["beta"]
-            else:
-                mu, var = z.mean(axis=0), z.var(axis=0)
-                if update:
-                    n = z.shape[0]
-                    state[l]["running_mean"] = (1 - MOMENTUM) * state[l]["running_mean"] + MOMENTUM * mu
-                    state[l]["running_var"] = ((1 - MOMENTUM) * state[l]["running_var"]
-                                               + MOMENTUM * var * n / (n - 1))
-                z = p["gamma"] * (z - mu) / np.sqrt(var + EPS) + p["beta"]
-        hidden.append(z)
-        a = REF_ACT[net.activation](z)
-
-
-def ref_output(net, logits):
-    if net.loss == "ce":
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        out = e / e.sum(axis=1, keepdims=True)
-    elif net.loss == "mse":
-        out = logits
-    else:
-        out = 1 / (1 + np.exp(-logits))
-    return out[:, 0] if out.shape[1] == 1 else out
 
 
 def targets(loss, n, k, rng):
@@ -137,13 +71,7 @@ def test_loss_and_grad_by_central_differences(act, loss, bn):
     def loss_at(t):
         return net.loss_and_grad(net.unpack(t), X, y)[0]
 
-    fd = np.empty_like(theta)
-    for i in range(theta.size):
-        t = theta.copy()
-        t[i] += H
-        fp = loss_at(t)
-        t[i] -= 2 * H
-        fd[i] = (fp - loss_at(t)) / (2 * H)
+    fd = central_diff(loss_at, theta)
     assert value == loss_at(theta)
     assert rel_err(net.pack(grads, name="grads"), fd) < FD_TOL
 
@@ -152,19 +80,8 @@ def test_loss_and_grad_by_central_differences(act, loss, bn):
 @pytest.mark.parametrize("loss", LOSSES)
 def test_loss_value_matches_numpy_reference(loss, bn):
     net, params, X, y = make_case("tanh", loss, bn, seed=3, n=9)
-    logits, _ = ref_forward(net, params, X)
-    k = logits.shape[1]
-    yy = np.asarray(y, np.float64).reshape(len(X), -1)
-    if loss == "mse":
-        want = np.mean((logits - yy) ** 2)
-    elif loss == "mse_sigmoid":
-        want = np.mean((1 / (1 + np.exp(-logits)) - yy) ** 2)
-    elif loss == "bce":
-        want = np.mean(np.logaddexp(0, logits) - yy * logits)
-    else:
-        lse = np.log(np.exp(logits).sum(axis=1))
-        want = np.mean(lse - logits[np.arange(len(X)), y])
-    assert k == net.sizes[-1]
+    want, logits = ref_loss(net, params, X, y)
+    assert logits.shape[1] == net.sizes[-1]
     assert net.loss_and_grad(params, X, y)[0] == pytest.approx(want, rel=1e-13)
 
 

@@ -2,9 +2,8 @@
 torch.optim (SGD, SGD with heavy-ball and Nesterov momentum, Adam) over 10 steps on a small MLP,
 and the input checks of Optimizer.
 
-Relative error (norm-wise over all parameters of a network):
-
-    rel_err(a, b) = ||a - b||_2 / max(||a||_2, ||b||_2, 1e-300)
+Relative error: ``conftest.rel_err``, norm-wise over all parameters of a network. The NumPy
+references of the updates are in ``naive.py``.
 """
 import copy
 
@@ -13,42 +12,12 @@ import pytest
 import torch
 
 import simcore
+from conftest import DTYPES, flat, rel_err
+from naive import ref_adam, ref_gd, ref_momentum
 from simcore import MLP, Optimizer, optim
 from torch_oracle import torch_loss_and_grad, torch_model
 
 torch.set_num_threads(1)
-DTYPES = [np.float32, np.float64]
-
-
-def rel_err(a, b):
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300)
-
-
-def flat(params):
-    return np.concatenate([p[k].ravel() for p in params for k in sorted(p)])
-
-
-# --- plain NumPy references -----------------------------------------------------------------
-
-def ref_gd(theta, g, eta):
-    return theta - eta * g
-
-
-def ref_momentum(theta, g, v, eta, mu, nesterov):
-    """PyTorch's SGD: v <- mu v + g; step g + mu v (Nesterov) or v (heavy ball)."""
-    v = mu * v + g
-    return theta - eta * (g + mu * v if nesterov else v), v
-
-
-def ref_adam(theta, g, m, v, t, eta, b1, b2, eps):
-    """Kingma & Ba (2015), Algorithm 1."""
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g * g
-    m_hat = m / (1 - b1 ** t)
-    v_hat = v / (1 - b2 ** t)
-    return theta - eta * m_hat / (np.sqrt(v_hat) + eps), m, v
 
 
 def _vectors(dtype, n=50, seed=0):

@@ -10,13 +10,12 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import simcore
+from conftest import ACTS, LOSSES
+from naive import ref_loss, ref_output
 from simcore import MLP, perceptron, train_grid
-from test_mlp import ref_forward, ref_output
 
 SETTINGS = settings(max_examples=int(os.environ.get("SIMCORE_HYPOTHESIS_EXAMPLES", 60)), deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-ACTS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus"]
-LOSSES = ["mse", "mse_sigmoid", "bce", "ce"]
 
 
 @st.composite
@@ -44,20 +43,6 @@ def networks(draw):
     return net, params, X.astype(dtype), y
 
 
-def _ref_loss(net, params, X, y):
-    logits, _ = ref_forward(net, [{k: v.astype(np.float64) for k, v in p.items()} for p in params], X)
-    yy = np.asarray(y, np.float64).reshape(len(X), -1)
-    if net.loss == "mse":
-        return np.mean((logits - yy) ** 2), logits
-    if net.loss == "mse_sigmoid":
-        return np.mean((1 / (1 + np.exp(-logits)) - yy) ** 2), logits
-    if net.loss == "bce":
-        return np.mean(np.logaddexp(0, logits) - yy * logits), logits
-    m = logits.max(axis=1, keepdims=True)
-    lse = (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))[:, 0]
-    return np.mean(lse - logits[np.arange(len(X)), y]), logits
-
-
 def _tol(net, X):
     # float32: rounding of inputs and of every layer; batch norm divides by a batch std that
     # can be small for a few samples
@@ -72,7 +57,7 @@ def test_loss_and_grad_and_predict_match_numpy(case):
     # the float32 result ill-conditioned; that is a property of the input, not of the code
     assume(net.dtype == np.float64 or not net.batchnorm)
     loss, grads = net.loss_and_grad(params, X, y)
-    want, logits = _ref_loss(net, params, X.astype(np.float64), y)
+    want, logits = ref_loss(net, params, X.astype(np.float64), y)
     assert np.isfinite(loss)
     assert abs(loss - want) <= _tol(net, X) * max(1.0, abs(want))
     for g, p in zip(grads, params):
