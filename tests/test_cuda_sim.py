@@ -7,65 +7,32 @@ Runs where numba.cuda can run kernels: on a real NVIDIA GPU, or in numba's CUDA 
 the GPU tests skip with the reason. The simulator runs every CUDA thread as a Python thread, so
 the sizes here are tiny; threads per block are patched down to 4 and blocks to 2 so that every
 grid spans several blocks (each block then trains several networks) and every thread several
-samples. The same tests run unchanged on a GPU.
-
-    rel_err(a, b) = ||a - b||_2 / max(||a||_2, ||b||_2, 1e-300)
+samples. The same tests run unchanged on a GPU. Those patches, the ``gc`` fixture (the
+backend module) and ``rel_err`` are in ``conftest.py``.
 """
 import os
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import numpy as np
 import pytest
 
 import simcore
+from conftest import cuda_status, flat, network, rel_err
 from simcore import MLP, train_grid
 
-try:
-    from numba import cuda
-    AVAILABLE = bool(cuda.is_available())
-    WHY = ""
-except Exception as exc:  # numba-cuda not installed, or a broken driver
-    AVAILABLE = False
-    WHY = f" (numba.cuda: {exc})"
-
+AVAILABLE, WHY = cuda_status()
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
 needs_gpu = pytest.mark.skipif(
     not AVAILABLE,
     reason="no CUDA GPU and NUMBA_ENABLE_CUDASIM is not 1: the CUDA tests run on a GPU or "
            "under the simulator (NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_sim.py; "
            "make test does)" + WHY)
+# every test here runs with small launches (conftest.small_cuda_launches)
+pytestmark = pytest.mark.usefixtures("small_cuda_launches")
 
 TOL = 1e-10
-TPB = 4          # threads per block in these tests: small, so a batch spans several threads
-MAX_BLOCKS = 2   # at most 2 blocks: a grid of G > 2 networks loops over networks per block
-
-
-def rel_err(a, b):
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300)
-
-
-@pytest.fixture(autouse=True)
-def _small_launches(monkeypatch):
-    monkeypatch.setattr(simcore.config, "CUDA_THREADS", TPB)
-    monkeypatch.setattr(simcore.config, "CUDA_MAX_BLOCKS", MAX_BLOCKS)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        # the simulator runs the uint64 RNG in NumPy scalars (wrap-around warnings) and the
-        # diverging network in NumPy floats (overflow warnings); neither happens on a GPU
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
-
-
-@pytest.fixture(scope="module")
-def gc():
-    if not AVAILABLE:
-        pytest.skip("no CUDA")
-    from simcore.grid import cuda as module
-    return module
 
 
 # --- importing simcore never needs CUDA ---------------------------------------------------------
@@ -206,20 +173,6 @@ def test_counter_based_rng_same_numbers(gc):
 
 
 # --- the grid engine against the CPU engine -----------------------------------------------------
-
-def flat(params, skip_bn_bias=False):
-    """All parameters of a network as one vector; optionally without the biases of layers
-    followed by batch norm (their gradient is zero in theory and rounding noise in practice,
-    which Adam normalises into O(lr) steps of either sign: see tests/test_grid.py)."""
-    return np.concatenate([np.asarray(p[k]).ravel() for p in params for k in sorted(p)
-                           if not (skip_bn_bias and k == "b" and "gamma" in p)])
-
-
-def network(res, g):
-    if isinstance(res.params[0], dict):
-        return [{k: v[g] for k, v in p.items()} for p in res.params]
-    return res.params[g]
-
 
 def assert_backends_agree(gpu, cpu, tol=TOL, skip_bn_bias=False):
     assert np.array_equal(gpu.diverged_at, cpu.diverged_at)

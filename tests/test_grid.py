@@ -4,9 +4,8 @@ determinism, mixed architectures, divergence, telemetry, input checks and a larg
 The reference of every grid result is a plain Python loop over the single-network API
 (``MLP.init`` + ``MLP.loss_and_grad`` + ``simcore.Optimizer``) with the same starting point and,
 for minibatch SGD, the same batches (``simcore.grid.batch_order``). The grid sums its gradients
-in chunks of samples, so the two agree to rounding, not bitwise:
-
-    rel_err(a, b) = ||a - b||_2 / max(||a||_2, ||b||_2, 1e-300)     (over all parameters)
+in chunks of samples, so the two agree to rounding, not bitwise (``conftest.rel_err``, over
+all parameters). The telemetry's reference is a NumPy forward pass (``naive.ref_telemetry``).
 
 Bitwise claims (``np.array_equal``) are made only between grid runs: twice the same call,
 different thread counts, different splits of a grid into calls, a network with or without
@@ -24,43 +23,18 @@ import pandas as pd
 import pytest
 
 import simcore
+from conftest import INITS, assert_same_result, cpu_kernel_args, flat, network, rel_err
+from naive import ref_telemetry
 from simcore import MLP, train_grid
 from simcore.grid import LANES, batch_order
-from simcore.layers import BN_EPS
 
 OPTIMIZERS = ["gd", "momentum", "nesterov", "adam"]
-INITS = ["glorot", "he", "lecun", "normal", "uniform"]
 COLUMNS = ["network", "step", "layer", "loss", "grad_norm", "weight_norm", "preact_mean",
            "preact_std", "act_mean", "act_std", "saturated"]
 TOL = 1e-12
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-def rel_err(a, b):
-    a = np.asarray(a, np.float64).ravel()
-    b = np.asarray(b, np.float64).ravel()
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300)
-
-
-def flat(params, skip_hidden_bias=False):
-    """All parameters of one network as one vector (layer by layer, keys sorted)."""
-    L = len(params)
-    parts = []
-    for l, p in enumerate(params):
-        for k in sorted(p):
-            if skip_hidden_bias and k == "b" and l < L - 1:
-                continue
-            parts.append(np.asarray(p[k]).ravel())
-    return np.concatenate(parts)
-
-
-def network(res, g):
-    """Parameters of network g of a GridResult (stacked for one MLP, a list for a list)."""
-    if isinstance(res.params[0], dict):
-        return [{k: v[g] for k, v in p.items()} for p in res.params]
-    return res.params[g]
-
 
 def stack(param_lists):
     """Per-network parameter lists -> the stacked layout (leading G axis)."""
@@ -101,63 +75,6 @@ def reference(net, X, y, lr, steps, seed=0, scale=1.0, bias_scale=0.0, optimizer
         opt.step(params, grads)
     loss, _ = net.loss_and_grad(params, X, y)
     return (params, loss, seen) if trace else (params, loss)
-
-
-def assert_same_result(a, b, ga=None, gb=None):
-    """Two GridResults (or networks ga of a and gb of b) are bitwise identical."""
-    if ga is None:
-        assert np.array_equal(a.final_loss, b.final_loss, equal_nan=True)
-        assert np.array_equal(a.diverged_at, b.diverged_at)
-        assert np.array_equal(a.record_steps, b.record_steps)
-        for g in range(len(a.final_loss)):
-            assert np.array_equal(flat(network(a, g)), flat(network(b, g)))
-        pd.testing.assert_frame_equal(a.history(), b.history(), check_exact=True)
-        return
-    assert np.array_equal(a.final_loss[ga], b.final_loss[gb], equal_nan=True)
-    assert a.diverged_at[ga] == b.diverged_at[gb]
-    assert np.array_equal(flat(network(a, ga)), flat(network(b, gb)))
-    ha = a.history().query("network == @ga").drop(columns="network").reset_index(drop=True)
-    hb = b.history().query("network == @gb").drop(columns="network").reset_index(drop=True)
-    pd.testing.assert_frame_equal(ha, hb, check_exact=True)
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-HIDDEN = {
-    "tanh": (np.tanh, lambda z, a: 1.0 - a * a),
-    "sigmoid": (_sigmoid, lambda z, a: a * (1.0 - a)),
-    "relu": (lambda z: np.maximum(z, 0.0), lambda z, a: (z > 0).astype(float)),
-}
-
-
-def manual_telemetry(net, params, X):
-    """Per-layer telemetry of one network on X from a NumPy forward pass (no gradients)."""
-    a = X
-    rows = []
-    for l, p in enumerate(params):
-        z = a @ p["W"] + p["b"]
-        if "gamma" in p:
-            z = (z - z.mean(0)) / np.sqrt(z.var(0) + BN_EPS) * p["gamma"] + p["beta"]
-        if l < net.n_layers - 1:
-            f, df = HIDDEN[net.activation]
-            out = f(z)
-            deriv = df(z, out)
-        elif net.loss == "mse":
-            out, deriv = z, np.ones_like(z)
-        elif net.loss == "ce":
-            e = np.exp(z - z.max(1, keepdims=True))
-            out = e / e.sum(1, keepdims=True)
-            deriv = out * (1.0 - out)
-        else:
-            out = _sigmoid(z)
-            deriv = out * (1.0 - out)
-        rows.append({"weight_norm": np.linalg.norm(p["W"]), "preact_mean": z.mean(),
-                     "preact_std": z.std(), "act_mean": out.mean(), "act_std": out.std(),
-                     "saturated": np.mean(np.abs(deriv) < 0.01)})
-        a = out
-    return rows
 
 
 # --- data and networks -------------------------------------------------------------------------
@@ -209,7 +126,7 @@ def _check_against_reference(net, X, y, res, lr, optimizer, batch_size=None, ste
                                     momentum=MOMENTA[g] if optimizer in ("momentum", "nesterov") else None,
                                     batch_size=batch_size, params0=start)
         got = network(res, g)
-        err = rel_err(flat(got, skip), flat(want, skip))
+        err = rel_err(flat(got, skip_bn_bias=skip), flat(want, skip_bn_bias=skip))
         assert err <= TOL, f"network {g}: rel err {err:.2e}"
         # final_loss is the full-data loss at the final parameters
         loss_at_final, _ = net.loss_and_grad(got, X, y)
@@ -402,7 +319,8 @@ def test_independent_of_numba_threads_in_process(moons):
 _SUBPROCESS = textwrap.dedent("""
     import sys, numpy as np, simcore
     sys.path.insert(0, {tests!r})
-    from test_grid import _big_grid_kwargs, flat, network
+    from conftest import flat, network
+    from test_grid import _big_grid_kwargs
     X, y = simcore.datasets.moons(40, seed=0)
     net = simcore.MLP([2, 5, 4, 1], activation="tanh", loss="bce")
     res = simcore.train_grid(net, X, y, **_big_grid_kwargs())
@@ -627,7 +545,7 @@ def test_telemetry_matches_manual_forward(case):
             assert list(h["layer"]) == list(range(1, net.n_layers + 1))
             tol = 1e-12 if t == 0 else 1e-10
             assert h["loss"].to_numpy() == pytest.approx(np.full(net.n_layers, loss), rel=tol)
-            manual = manual_telemetry(net, params, X)
+            manual = ref_telemetry(net, params, X)
             for l, row in enumerate(h.itertuples()):
                 gn = np.linalg.norm(grads[l]["W"])
                 assert row.grad_norm == pytest.approx(gn, rel=tol, abs=1e-14), (g, t, l)
@@ -655,7 +573,7 @@ def test_minibatch_telemetry_is_of_the_batch(moons):
             assert h["loss"].to_numpy() == pytest.approx(np.full(3, loss), rel=1e-10)
             gn = [np.linalg.norm(grads[l]["W"]) for l in range(3)]
             assert h["grad_norm"].to_numpy() == pytest.approx(gn, rel=1e-10)
-            man = manual_telemetry(net, params, X[idx])
+            man = ref_telemetry(net, params, X[idx])
             assert h["act_std"].to_numpy() == pytest.approx([m["act_std"] for m in man], rel=1e-10)
         # the last record is on the full data, at the final parameters
         last = hist[(hist["network"] == g) & (hist["step"] == steps)]
@@ -982,16 +900,8 @@ def test_divergence_ref_sets_the_divergence_test():
 # --- the kernel, compiled with and without batch norm -------------------------------------------
 
 def _kernel_args(net, X, y, steps=2):
-    """The arguments of the CPU kernel for one network (G = 1), as train_grid passes them."""
-    from simcore.grid.cpu import NQ, OPT_CODE
-    from simcore.losses import encode_targets
-    theta = np.ascontiguousarray(net.pack(net.init(seed=0))[:, None])
-    Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
-    R = steps + 1
-    return (theta, net.layout, net._act, net._loss, X, Y, np.zeros(1, np.uint64), np.full(1, 0.1),
-            np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"], steps, X.shape[0], 1, np.empty((R, 1)),
-            np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64), np.empty(1), 0, 1, LANES,
-            np.zeros(1, np.int64))
+    """The CPU kernel's arguments for one network (G = 1), the stop flag lowered."""
+    return cpu_kernel_args(net, X, y, steps, 1) + (np.zeros(1, np.int64),)
 
 
 def test_one_kernel_per_batchnorm_setting():

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 import simcore
+from conftest import assert_same_result
 from simcore import MLP, train_grid
 from simcore.grid import LANES, choose_strategy
 
-import test_grid as tg
+import test_grid as tg  # its tests, rerun below with the strategy forced
 
 STRATEGIES = ["lanes", "gemm"]
 
@@ -115,7 +116,7 @@ def test_strategies_agree(case, dtype, optimizer, batch_size):
     b = train_grid(net, X, y, strategy="gemm", **kw)
     assert not a.diverged.all()
     assert (a.config["strategy"] == "lanes").all() and (b.config["strategy"] == "gemm").all()
-    tg.assert_same_result(a, b)
+    assert_same_result(a, b)
 
 
 def test_a_strategy_never_changes_a_network(moons):
@@ -129,7 +130,7 @@ def test_a_strategy_never_changes_a_network(moons):
     for g in (0, 33, 69):
         one = train_grid(net, X, y, **tg._big_grid_kwargs(g, g + 1))
         assert one.config["strategy"].iloc[0] == "gemm"
-        tg.assert_same_result(whole, one, g, 0)
+        assert_same_result(whole, one, g, 0)
 
 
 # --- the choice --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import cpu_kernel_args
 from simcore import MLP, datasets
 from simcore.interrupt import new_flag, run_threads
 
@@ -69,18 +70,6 @@ def test_sigint_stops_a_long_compiled_call(what, threads, sizes, G):
     assert took < 3.0, f"took {took:.2f} s to stop after SIGINT"
 
 
-def _kernel_args(net, X, y, steps):
-    from simcore.grid.cpu import LANES, NQ, OPT_CODE
-    from simcore.losses import encode_targets
-    theta = np.ascontiguousarray(net.pack(net.init(seed=0))[:, None])
-    Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
-    R = 2
-    return (theta, net.layout, net._act, net._loss, X, Y, np.zeros(1, np.uint64), np.full(1, 0.1),
-            np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"], steps, X.shape[0], steps,
-            np.empty((R, 1)), np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64),
-            np.empty(1), 0, 1, LANES)
-
-
 @pytest.mark.parametrize("strategy", ["lanes", "gemm"])
 def test_kernels_poll_the_stop_flag(strategy):
     """A raised flag stops a kernel before its first step (theta untouched); a lowered one
@@ -89,7 +78,7 @@ def test_kernels_poll_the_stop_flag(strategy):
     kernel = (cpu if strategy == "lanes" else cpu_gemm).train_kernel(False)
     X, y = datasets.moons(32, seed=1)
     net = MLP([2, 4, 1], activation="tanh", loss="bce")
-    args = _kernel_args(net, X, y, steps=3)
+    args = cpu_kernel_args(net, X, y, steps=3, record_every=3)
     before = args[0].copy()
     stop = new_flag()
     stop[0] = 1
