@@ -11,35 +11,13 @@ import re
 
 import numpy as np
 import pytest
-from numba import njit
 
+from conftest import FASTMATH_NAMES, LOOPS, apply_loop, make_loop
+from naive import FASTMATH_REFS
 from simcore import fastmath as fm
 
 N = 200_000
 MAX_ULP = {"exp": 2, "expm1": 2, "log": 2, "log1p": 2, "tanh": 3}
-REFERENCE = {"exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p,
-             "tanh": np.tanh}
-NAMES = list(REFERENCE)
-
-
-def _make_loop(func, **jit_options):
-    # How simcore uses them: a plain compiled loop over an array (by default no fastmath and
-    # numba's default error_model -- the functions carry their own flags). Never cached, so
-    # numba can show its IR.
-    @njit(**jit_options)
-    def loop(x, out):
-        for i in range(x.size):
-            out[i] = func(x[i])
-    return loop
-
-
-LOOPS = {name: _make_loop(getattr(fm, name)) for name in NAMES}
-
-
-def _apply(name, x):
-    out = np.empty_like(x)
-    LOOPS[name](x, out)
-    return out
 
 
 def _samples(name, seed=0):
@@ -79,8 +57,8 @@ def _ulp_error(y, ref):
 
 def _check(name, x):
     with np.errstate(all="ignore"):
-        ref = REFERENCE[name](x)
-    y = _apply(name, x)
+        ref = FASTMATH_REFS[name](x)
+    y = apply_loop(name, x)
     finite = np.isfinite(ref)
     # non-finite references (inf, -inf, NaN) must be matched exactly
     nf = ~finite
@@ -94,12 +72,12 @@ def _check(name, x):
     return err.max()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FASTMATH_NAMES)
 def test_accuracy_whole_range(name):
     _check(name, _samples(name))
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FASTMATH_NAMES)
 def test_special_values_in_loop(name):
     _check(name, SPECIAL)
 
@@ -137,16 +115,16 @@ def test_special_values_exact():
         assert fm.tanh(tiny) == tiny
     assert fm.tanh(0.0) == 0.0 and math.isnan(fm.tanh(nan))
     x = _samples("tanh", seed=1)
-    assert np.array_equal(_apply("tanh", -x), -_apply("tanh", x))
+    assert np.array_equal(apply_loop("tanh", -x), -apply_loop("tanh", x))
 
 
 def test_int_arguments_are_computed_in_float64():
     x = np.arange(-40, 41)
-    for name in NAMES:
+    for name in FASTMATH_NAMES:
         xs = np.abs(x) if name in ("log", "log1p") else x
         y = np.empty(xs.size)
         LOOPS[name](xs, y)
-        np.testing.assert_array_equal(y, _apply(name, xs.astype(np.float64)))
+        np.testing.assert_array_equal(y, apply_loop(name, xs.astype(np.float64)))
     assert fm.exp(1) == fm.exp(1.0) and fm.tanh(2) == fm.tanh(2.0) and fm.log(3) == fm.log(3.0)
 
 
@@ -157,14 +135,14 @@ def test_float32_arguments_are_computed_in_float32():
     x32 = rng.uniform(-30, 30, 10_000).astype(np.float32)
     x64 = x32.astype(np.float64)
     for name in ("exp", "tanh"):
-        y32 = _apply(name, x32)
+        y32 = apply_loop(name, x32)
         assert y32.dtype == np.float32
-        rounded = _apply(name, x64).astype(np.float32)
+        rounded = apply_loop(name, x64).astype(np.float32)
         assert not np.array_equal(y32, rounded)
         np.testing.assert_allclose(y32, rounded, rtol=2.5e-7, atol=0)
     xl = np.abs(x32)
     for name in ("expm1", "log", "log1p"):
-        np.testing.assert_array_equal(_apply(name, xl), _apply(name, xl.astype(np.float64))
+        np.testing.assert_array_equal(apply_loop(name, xl), apply_loop(name, xl.astype(np.float64))
                                       .astype(np.float32))
 
 
@@ -196,7 +174,7 @@ def test_libm_loop_is_not_vectorisable():
     # Why this module exists: the same loop with math.exp keeps libm calls (control for the
     # vectorisation test above; if llvmlite ever ships SVML this starts to fail, meaning
     # simcore.fastmath may no longer be needed).
-    loop = _make_loop(math.exp)
+    loop = make_loop(math.exp)
     x = np.zeros(8)
     loop(x, x.copy())
     llvm_ir = loop.inspect_llvm(loop.signatures[0])
