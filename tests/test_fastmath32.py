@@ -23,7 +23,7 @@ import pytest
 from numba import njit
 
 from simcore import activations, config, fastmath as fm, scalar
-from conftest import FASTMATH_NAMES, LOOPS, apply_loop, make_loop  # the loops of test_fastmath.py
+from conftest import FASTMATH_NAMES, LOOPS, apply_loop, make_loop  # shared with test_fastmath.py
 from naive import ref_fastmath32
 
 MAX_ULP = {"exp": 2, "expm1": 1, "log": 1, "log1p": 1, "tanh": 2}
