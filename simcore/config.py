@@ -18,6 +18,7 @@
 The fastmath subset never contains ``nnan``/``ninf``: divergence detection relies on
 ``isfinite`` and on infinities propagating honestly.
 """
+import math
 import os
 
 
@@ -54,3 +55,11 @@ def _real(name, default):
 
 
 MAX_GIB = _real("SIMCORE_MAX_GIB", 4.0)
+
+
+def limit_bytes():
+    """``MAX_GIB`` in bytes, checked (it may have been set at run time)."""
+    gib = MAX_GIB
+    if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not (math.isfinite(gib) and gib > 0):
+        raise ValueError(f"simcore.config.MAX_GIB must be a finite number > 0, got {MAX_GIB!r}")
+    return float(gib) * 2**30

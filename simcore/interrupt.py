@@ -50,8 +50,10 @@ def run_threads(kernel, arg_sets, flag):
     :func:`stop_requested` and return. Once every thread has returned, KeyboardInterrupt is
     raised here, so no thread outlives the call. A kernel's exception is re-raised."""
     pool = ThreadPoolExecutor(len(arg_sets))
-    futures = [pool.submit(kernel, *args) for args in arg_sets]
-    try:
+    futures = []
+    try:  # submitting inside: a Ctrl-C between two submits still stops the started threads
+        for args in arg_sets:
+            futures.append(pool.submit(kernel, *args))
         pending = futures
         while pending:
             _, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import config
 from ._jit import cpu_kernel
 from ._validate import array, integer, labels, real
 
@@ -134,7 +135,8 @@ def train(X, y, lr=1.0, max_epochs=100, seed=0):
     ValueError
         Naming the argument: X not 2-D, empty or not finite; y of the wrong shape or with a
         value other than -1 and +1; lr not > 0 and finite; max_epochs or seed not an integer
-        or out of range.
+        or out of range; max_epochs whose mistake counts (8 bytes each) could pass
+        ``simcore.config.MAX_GIB``.
 
     Examples
     --------
@@ -147,6 +149,11 @@ def train(X, y, lr=1.0, max_epochs=100, seed=0):
     max_epochs = integer("max_epochs", max_epochs, minimum=1)
     seed = integer("seed", seed, minimum=0)
     n, d = X.shape
+    need = 8 * max_epochs  # mistakes_per_epoch, if no epoch is mistake-free
+    if need > config.limit_bytes():
+        raise ValueError(f"max_epochs={max_epochs} may record {need / 2**30:.1f} GiB of mistake "
+                         f"counts, over the limit of {config.MAX_GIB:g} GiB (simcore.config.MAX_GIB, "
+                         f"env SIMCORE_MAX_GIB); lower max_epochs (or raise the limit)")
     rng = np.random.default_rng(seed)
     w = np.zeros(d)
     b = 0.0

@@ -118,7 +118,7 @@ def check_size(net, G, steps, record_every, strategy="auto"):
     """ValueError naming steps, record_every and G when the telemetry would pass
     ``simcore.config.MAX_GIB`` (before anything is allocated)."""
     need = telemetry_bytes(net, G, steps, record_every, strategy)
-    limit = config.MAX_GIB * 2**30
+    limit = config.limit_bytes()
     if need > limit:
         records = steps // record_every + 1 + (1 if steps % record_every else 0)
         raise ValueError(
