@@ -54,20 +54,59 @@ def chunk_key(kind, points):
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+# the one NaN a digest sees: Arrow writes any NaN as null and reads it back as this one (the
+# positive quiet NaN), so a part holding another NaN (x86's inf - inf is 0xfff8000000000000)
+# must hash the same as its read-back
+_NAN = np.float64(np.nan)
+# the one text a missing value in an object or string column hashes as (None, NaN, pd.NA,
+# NaT all read back from a null as one of them)
+_NA_TEXT = "nan"
+
+
+def _is_na(v):
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)
+
+
+def _numeric_bytes(col):
+    """The values of a numeric or boolean column as canonical bytes: every NaN one bit
+    pattern, a nullable column's missing values as a mask and zeros (-0.0 stays -0.0, which
+    Parquet keeps)."""
+    if isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
+        mask = col.isna().to_numpy()
+        if mask.any():
+            dtype = np.dtype(col.dtype.numpy_dtype)
+            vals = col.to_numpy(dtype=dtype, na_value=dtype.type(0))
+            return b"NA" + mask.tobytes() + _numeric_bytes(pd.Series(vals))
+        arr = col.to_numpy(dtype=np.dtype(col.dtype.numpy_dtype))
+    else:
+        arr = col.to_numpy()
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.kind in "fc":
+        flat = arr.view(arr.real.dtype) if arr.dtype.kind == "c" else arr
+        nan = np.isnan(flat)
+        if nan.any():
+            flat = np.where(nan, flat.dtype.type(_NAN), flat)
+        return np.ascontiguousarray(flat).tobytes()
+    return arr.tobytes()
+
+
 def content_digest(df):
     """SHA-256 (hex) of a frame's rows: each column's name, dtype and values in order.
 
-    Numbers and booleans enter as their raw bytes, other values as their ``repr``, so the
-    digest of a part read back from Parquet equals the digest of the frame that was written.
+    Numbers and booleans enter as their bytes, other values as their ``repr``, canonicalised
+    so that what Parquet does not keep does not count: every NaN hashes as one NaN, every
+    missing value (None, NaN, pd.NA, NaT) of an object or string column as one text, a
+    nullable column's missing values as a mask. :meth:`Store.write` hashes the frame a read of
+    the part returns (its Arrow table converted back), and checks the written file against it.
     """
     h = hashlib.sha256(f"rows={len(df)}".encode())
     for name in df.columns:
         col = df[name]
         h.update(f"\x1e{name}\x1f{col.dtype}\x1f".encode())
         if col.dtype.kind in "biufcmM":
-            h.update(np.ascontiguousarray(col.to_numpy()).tobytes())
+            h.update(_numeric_bytes(col))
         else:
-            h.update("\x1f".join(map(repr, col.tolist())).encode())
+            h.update("\x1f".join(_NA_TEXT if _is_na(v) else repr(v) for v in col.tolist()).encode())
     return h.hexdigest()
 
 
@@ -199,12 +238,17 @@ class Store:
         table = pa.Table.from_pandas(df, preserve_index=False)
         meta = dict(table.schema.metadata or {})
         meta[KEY_META] = key.encode()
-        meta[DIGEST_META] = content_digest(df).encode()
+        # the digest of what a read returns (NaN, None and dtypes as Arrow gives them back)
+        meta[DIGEST_META] = content_digest(table.to_pandas()).encode()
         table = table.replace_schema_metadata(meta)
         try:
             pq.write_table(table, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+            try:
+                self._verify(pq.read_table(tmp), key)
+            except BadPart as e:      # a part that could never verify: a bug, not bad input
+                raise RuntimeError(f"part {key} does not verify right after writing: {e}") from None
             os.replace(tmp, final)
             with contextlib.suppress(FileNotFoundError):
                 self.failure_path(key).unlink()
@@ -222,6 +266,12 @@ class Store:
             raise BadPart("missing") from None
         except (OSError, pa.ArrowException) as e:
             raise BadPart(f"unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        return self._verify(table, key)
+
+    @staticmethod
+    def _verify(table, key):
+        """The rows of ``table`` (a part read back) if its metadata names ``key`` and its
+        digest matches them, else :class:`BadPart`."""
         meta = table.schema.metadata or {}
         if KEY_META not in meta or DIGEST_META not in meta:
             raise BadPart("no checksum (written before parts recorded one)")
