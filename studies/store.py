@@ -12,7 +12,8 @@
   over another's name, is found, reported and recomputed rather than used.
 - **One writer per directory.** :meth:`Store.lock` takes a lock file (``DIR/.lock``, the
   ``filelock`` package) for the whole run; a second run on the same directory stops at once
-  with a message naming the running one's pid. Temporary files carry their writer's host and
+  with a message naming the running one's pid (and so does another thread of the same process;
+  the lock is re-entrant within one thread only). Temporary files carry their writer's host and
   pid (``.<key>.<host>.<pid>.<uuid>.tmp``) and :meth:`Store.prepare` removes only those whose
   writer is gone, so no run deletes the files of a run still writing. Dask workers write parts
   without the lock (their client holds it): distinct temporary names and the atomic rename keep
@@ -27,6 +28,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -178,17 +180,25 @@ class Store:
     @contextlib.contextmanager
     def lock(self):
         """Hold ``root/.lock`` while the block runs; StudyError at once if another process
-        holds it (its pid is in ``root/.lock.owner``). Re-entrant within a process."""
+        holds it (its pid is in ``root/.lock.owner``) or another thread of this process does.
+        Re-entrant within one thread: the lock is released when its outermost block ends."""
         from filelock import FileLock, Timeout
 
         key = str(self.root.resolve())
-        held = _HELD.get(key)
+        me = threading.get_ident()
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is not None and held["thread"] == me:
+                held["depth"] += 1
+            elif held is not None:
+                raise StudyError(f"{str(self.root)!r} is in use by another thread of this process "
+                                 f"(pid {os.getpid()}); wait for it to finish or give another --out")
         if held is not None:
-            held[1] += 1
             try:
                 yield self
             finally:
-                held[1] -= 1
+                with _HELD_GUARD:
+                    held["depth"] -= 1
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -196,23 +206,29 @@ class Store:
             raise StudyError(f"output directory {str(self.root)!r} is not writable: "
                              f"{e.strerror or e}") from None
         lock = FileLock(self.root / ".lock", timeout=0, thread_local=False)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise StudyError(f"{str(self.root)!r} is in use by another simstudy run ({self._owner()}); "
-                             f"wait for it to finish or give another --out") from None
-        except OSError as e:
-            raise StudyError(f"cannot lock {str(self.root)!r}: {e.strerror or e}") from None
+        with _HELD_GUARD:
+            if key in _HELD:                      # another thread got here first
+                raise StudyError(f"{str(self.root)!r} is in use by another thread of this process "
+                                 f"(pid {os.getpid()}); wait for it to finish or give another --out")
+            try:
+                lock.acquire()
+            except Timeout:
+                raise StudyError(f"{str(self.root)!r} is in use by another simstudy run ({self._owner()}); "
+                                 f"wait for it to finish or give another --out") from None
+            except OSError as e:
+                raise StudyError(f"cannot lock {str(self.root)!r}: {e.strerror or e}") from None
+            held = _HELD[key] = {"thread": me, "depth": 1}
         owner = self.root / ".lock.owner"
         try:
             owner.write_text(f"{os.getpid()} {_host()}\n")
-            _HELD[key] = [lock, 1]
             yield self
         finally:
-            _HELD.pop(key, None)
-            with contextlib.suppress(OSError):
-                owner.unlink()
-            lock.release()
+            with _HELD_GUARD:
+                held["depth"] = 0                 # the outermost block: release whatever the nesting
+                with contextlib.suppress(OSError):
+                    owner.unlink()
+                _HELD.pop(key, None)
+                lock.release()
 
     def _owner(self):
         try:
@@ -340,5 +356,7 @@ def concat_parts(frames):
     return df
 
 
-# root directory -> [FileLock, depth] of the locks this process holds
+# root directory -> {"thread": the holder's ident, "depth": its nesting} of the locks this
+# process holds; _HELD_GUARD serialises changes to it and the file lock's acquire and release
 _HELD = {}
+_HELD_GUARD = threading.Lock()

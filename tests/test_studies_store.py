@@ -269,3 +269,43 @@ def test_a_grid_whose_networks_make_negative_nans_runs_and_reports(capsys, tmp_p
     assert runner.results(spec, out)["final_loss"].isna().any()      # the diverged networks'
     assert cli.main(["run", str(grid), "--out", str(out), "--quiet"]) == 0
     assert "checksum" not in capsys.readouterr().err
+
+
+def test_another_thread_is_refused_the_lock_like_another_process(tmp_path):
+    """The lock was keyed by directory alone: a second thread entered it as if re-entrant, and
+    when the first holder left it released the file lock under the second one."""
+    store = Store(tmp_path / "s")
+    code = ("import sys; from studies.store import Store; from studies.errors import StudyError\n"
+            "try:\n    Store(sys.argv[1]).lock().__enter__()\nexcept StudyError as e:\n    print(e)")
+    entered, may_leave = threading.Event(), threading.Event()
+    seen = []
+
+    def other_thread():
+        try:
+            with Store(tmp_path / "s").lock():
+                seen.append("entered")
+        except Exception as e:          # noqa: BLE001 -- the test looks at what it was
+            seen.append(e)
+
+    def holder():
+        with Store(tmp_path / "s").lock(), Store(tmp_path / "s").lock():
+            entered.set()
+            may_leave.wait(30)
+
+    first = threading.Thread(target=holder)
+    first.start()
+    assert entered.wait(30)
+    second = threading.Thread(target=other_thread)
+    second.start()
+    second.join(30)
+    assert len(seen) == 1 and isinstance(seen[0], specmod.StudyError), seen
+    assert "another thread of this process" in str(seen[0])
+    may_leave.set()
+    first.join(30)
+    with store.lock():                              # released once, at depth 0, and free again
+        with store.lock():
+            pass
+        out = subprocess.run([sys.executable, "-c", code, str(store.root)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60).stdout
+        assert f"pid {os.getpid()}" in out          # still held after the inner block left
+    assert not (store.root / ".lock.owner").exists()
