@@ -9,6 +9,7 @@ Backends: ``cpu`` runs chunks one after the other in this process (the grid engi
 core); ``cuda`` does the same on the GPU engine; ``dask`` sends chunks to a Dask cluster whose
 workers write their parts to the same store.
 """
+import collections
 import contextlib
 import heapq
 import itertools
@@ -88,21 +89,124 @@ def _hashed(p):
     return {k: v for k, v in p.items() if not (k in _HASH_OMIT_AT_DEFAULT and v == _HASH_OMIT_AT_DEFAULT[k])}
 
 
-def _groups(spec, gname):
-    """The train_grid groups of one sub-grid, in the order of their first point: lists of
-    position tuples of the shared axes (several when two settings make the same network,
-    e.g. ``depth = 1`` at every ``width``), with the per-network axes' indices."""
+def _split(spec, gname):
+    """(shared, per): the positions of the sub-grid's shared and per-network axes."""
     g = spec["grids"][gname]
     names = [k for k, _ in g["axes"]]
     per = [i for i, k in enumerate(names) if g["kind"] == "perceptron" or k in specmod.MLP_PER_NETWORK]
-    shared = [i for i in range(len(names)) if i not in per]
-    groups = {}
-    for pos in itertools.product(*[range(len(g["axes"][i][1])) for i in shared]):
-        full = [0] * len(names)
-        for i, j in zip(shared, pos):
-            full[i] = j
-        groups.setdefault(group_key(specmod.make_point(spec, gname, full, 0)), []).append(pos)
-    return list(groups.values()), shared, per
+    return [i for i in range(len(names)) if i not in per], per
+
+
+def _json(v):
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def _classes(vals):
+    """For each position of an axis, the first position holding the same value (as a point
+    records it, by its JSON); a span's values are distinct unless its floats coincide."""
+    if isinstance(vals, specmod.Span):
+        if vals.form == "range" or len(vals) < 2:
+            return None                         # the identity: every value its own
+        fn = np.geomspace if vals.form == "geomspace" else np.linspace
+        arr = fn(vals.args[0], vals.args[1], len(vals))
+        if np.all(arr[1:] != arr[:-1]) and (np.all(arr[1:] > arr[:-1]) or np.all(arr[1:] < arr[:-1])):
+            return None
+        first = {}
+        return [first.setdefault(_json(vals[i]), i) for i in range(len(vals))]
+    first = {}
+    out = [first.setdefault(_json(v), i) for i, v in enumerate(vals)]
+    return None if out == list(range(len(vals))) else out
+
+
+def _group_structure(spec, gname):
+    """How the shared axes of a sub-grid make train_grid groups, without listing them: two
+    shared settings make the same network when every axis holds the same value, except that at
+    ``depth = 1`` every ``width`` makes the same linear model. Returns (shared, per, lengths,
+    classes, width, depth): ``classes[k]`` maps a shared axis's positions to the first one of
+    equal value (``None``: all distinct); ``width``/``depth`` index ``shared`` (or ``None``)."""
+    g = spec["grids"][gname]
+    shared, per = _split(spec, gname)
+    axes = [g["axes"][i] for i in shared]
+    names = [k for k, _ in axes]
+    lengths = [len(v) for _, v in axes]
+    classes = [_classes(v) for _, v in axes]
+    width = names.index("width") if g["kind"] == "mlp" and "width" in names else None
+    depth = names.index("depth") if width is not None else None
+    return shared, per, lengths, classes, width, depth
+
+
+def _iter_groups(spec, gname):
+    """The train_grid groups of one sub-grid, one at a time, in the order of their first
+    point: lists of position tuples of the shared axes (several when two settings make the
+    same network, e.g. ``depth = 1`` at every ``width``), with the positions of the shared and
+    the per-network axes. Only one group exists at a time."""
+    shared, per, lengths, classes, width, depth = _group_structure(spec, gname)
+    axes = [spec["grids"][gname]["axes"][i][1] for i in shared]
+    members = [None if c is None else {} for c in classes]
+    for k, c in enumerate(classes):
+        if c is not None:
+            for i, j in enumerate(c):
+                members[k].setdefault(j, []).append(i)
+    linear = set() if depth is None else {i for i in range(lengths[depth]) if axes[depth][i] == 1}
+
+    def choices(k, pos):
+        if k == width and pos[depth] in linear:
+            return range(lengths[width]) if pos[width] == 0 else None
+        c = classes[k]
+        if c is None:
+            return (pos[k],)
+        return members[k][pos[k]] if c[pos[k]] == pos[k] else None
+
+    for pos in itertools.product(*[range(n) for n in lengths]):
+        opts = []
+        for k in range(len(lengths)):
+            o = choices(k, pos)
+            if o is None:
+                break
+            opts.append(o)
+        else:
+            yield list(itertools.product(*opts)), shared, per
+
+
+def _group_sizes(spec, gname):
+    """``{shared settings in a group: number of such groups}`` of one sub-grid, counted from
+    its axes (equal values and the linear ``depth = 1`` merge as in :func:`_iter_groups`)."""
+    shared, per, lengths, classes, width, depth = _group_structure(spec, gname)
+    axes = [spec["grids"][gname]["axes"][i][1] for i in shared]
+
+    def sizes(k):                       # {class size: classes} of shared axis k
+        c = classes[k]
+        return {1: lengths[k]} if c is None else collections.Counter(collections.Counter(c).values())
+
+    out = collections.Counter({1: 1})
+    for k in range(len(lengths)):
+        if k == width:
+            continue                    # counted with depth
+        if k == depth:
+            c = classes[depth]
+            n_equal = collections.Counter(c) if c is not None else None
+            factor, by_width = collections.Counter(), sizes(width)
+            for i in range(lengths[depth]):
+                if c is not None and c[i] != i:
+                    continue
+                n = 1 if c is None else n_equal[i]
+                if axes[depth][i] == 1:     # a linear model: every width the same
+                    factor[n * lengths[width]] += 1
+                else:
+                    for m, cnt in by_width.items():
+                        factor[n * m] += cnt
+        else:
+            factor = sizes(k)
+        out = _times(out, factor)
+    return out
+
+
+def _times(a, b):
+    out = collections.Counter()
+    for m, c in a.items():
+        for m2, c2 in b.items():
+            out[m * m2] += c * c2
+    return out
 
 
 def _members(spec, gname, offset, combos, shared, per):
@@ -133,8 +237,7 @@ def iter_chunks(spec):
     size = spec["chunk_size"]
     offset = 0
     for gname, n in specmod.count(spec).items():
-        groups, shared, per = _groups(spec, gname)
-        for combos in groups:
+        for combos, shared, per in _iter_groups(spec, gname):
             part = []
             for p in _members(spec, gname, offset, combos, shared, per):
                 part.append(p)
@@ -157,48 +260,76 @@ def plan(spec):
 
 
 def chunk_count(spec):
-    """The number of chunks of ``spec`` (from the group sizes; no point is built)."""
+    """The number of chunks of ``spec``, counted from the axes (no point or group is built)."""
     total = 0
     for gname in spec["grids"]:
-        groups, shared, per = _groups(spec, gname)
+        _, per = _split(spec, gname)
         axes = spec["grids"][gname]["axes"]
         n_per = math.prod(len(axes[i][1]) for i in per)
-        total += sum(-(-len(combos) * n_per // spec["chunk_size"]) for combos in groups)
+        total += sum(count * -(-m * n_per // spec["chunk_size"])
+                     for m, count in _group_sizes(spec, gname).items())
     return total
 
 
+# check_data builds at most this many data sets of a sub-grid before training: every value of
+# a short list axis, the two ends of a long or range one; the rest are checked chunk by chunk
+_DATA_SAMPLE = 64
+
+
 def _data_settings(spec):
-    """Each sub-grid's distinct data sets: ``(grid, kind, name, args, axes as a dict)``."""
+    """A bounded sample of each sub-grid's data sets: ``(grid, kind, name, args, axes as a
+    dict)`` for at most :data:`_DATA_SAMPLE` settings of its data axes."""
     for gname, g in spec["grids"].items():
         data = [(k, v) for k, v in g["axes"] if k.startswith("data.")]
-        for combo in itertools.product(*[v for _, v in data]):
-            args = {k[5:]: v for (k, _), v in zip(data, combo)}
+        positions = [range(len(v)) if not isinstance(v, specmod.Span) and len(v) <= 16
+                     else sorted({0, len(v) - 1}) for _, v in data]
+        for pos in itertools.islice(itertools.product(*positions), _DATA_SAMPLE):
+            args = {k[5:]: v[i] for (k, v), i in zip(data, pos)}
             yield gname, g["kind"], args.pop("name"), dict(sorted(args.items())), dict(g["axes"])
 
 
 def check_data(spec):
-    """Build every data set the grid uses once, so a bad argument fails before training: the
-    perceptron and binary losses need two classes, a batch size at most the sample count
-    (as ``simcore.train_grid`` requires)."""
+    """Build a sample of the data sets the grid uses (:func:`_data_settings`), so that a bad
+    argument fails before training: the perceptron and binary losses need two classes, a batch
+    size at most the sample count (as ``simcore.train_grid`` requires). Every chunk checks its
+    own data sets again when it is computed (:func:`check_chunk_data`)."""
     for gname, kind, name, args, axes in _data_settings(spec):
-        X, y = make_data(name, args)[:2]
-        classes = np.unique(y).size
-        if kind == "perceptron" and classes != 2:
-            raise StudyError(f"grids.{gname}: the perceptron needs two classes; data set "
-                             f"{name!r} with {args} has {classes}")
-        if kind != "mlp":
-            continue
-        binary = [lo for lo in axes.get("loss", [specmod.MLP_DEFAULTS["loss"]]) if lo in ("bce", "mse_sigmoid")]
-        if binary and classes > 2:
-            raise StudyError(f"grids.{gname}: loss {binary[0]!r} needs two classes; data set "
-                             f"{name!r} has {classes} (use loss = \"ce\")")
         sizes = axes.get("batch_size", [])
         if isinstance(sizes, specmod.Span):       # a range: its largest value is its last
             sizes = [sizes[len(sizes) - 1]]
-        for b in sizes:
-            if b != "full" and b > X.shape[0]:
-                raise StudyError(f"grids.{gname}.batch_size ({b}) exceeds the {X.shape[0]} samples of "
-                                 f"data set {name!r} with {args}; use at most {X.shape[0]} or \"full\"")
+        _check_data_set(gname, kind, name, args, axes.get("loss", [specmod.MLP_DEFAULTS["loss"]]), sizes)
+
+
+def check_chunk_data(points):
+    """:func:`check_data` for the data sets of one chunk's points (StudyError naming the
+    sub-grid and the data set)."""
+    seen = set()
+    for p in points:
+        key = (p["data"], json.dumps(p["data_args"], sort_keys=True), p.get("loss"), p.get("batch_size"))
+        if key in seen:
+            continue
+        seen.add(key)
+        mlp = p["kind"] == "mlp"
+        _check_data_set(p["grid"], p["kind"], p["data"], p["data_args"], [p["loss"]] if mlp else [],
+                        [p["batch_size"]] if mlp else [])
+
+
+def _check_data_set(gname, kind, name, args, losses, batch_sizes):
+    X, y = make_data(name, args)[:2]
+    classes = np.unique(y).size
+    if kind == "perceptron" and classes != 2:
+        raise StudyError(f"grids.{gname}: the perceptron needs two classes; data set "
+                         f"{name!r} with {args} has {classes}")
+    if kind != "mlp":
+        return
+    binary = [lo for lo in losses if lo in ("bce", "mse_sigmoid")]
+    if binary and classes > 2:
+        raise StudyError(f"grids.{gname}: loss {binary[0]!r} needs two classes; data set "
+                         f"{name!r} has {classes} (use loss = \"ce\")")
+    for b in batch_sizes:
+        if b != "full" and b > X.shape[0]:
+            raise StudyError(f"grids.{gname}.batch_size ({b}) exceeds the {X.shape[0]} samples of "
+                             f"data set {name!r} with {args}; use at most {X.shape[0]} or \"full\"")
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,6 +531,7 @@ def run_perceptron_chunk(points):
 def compute_chunk(chunk, backend="cpu"):
     """The rows of one chunk. simcore's ValueError (input it rejects) becomes a StudyError
     naming the sub-grid; any other exception is a bug and keeps its traceback."""
+    check_chunk_data(chunk["points"])
     try:
         if chunk["kind"] == "mlp":
             return run_mlp_chunk(chunk["points"], backend=backend)
@@ -476,8 +608,8 @@ def estimate(spec, data=True):
                or k in specmod.MLP_PER_NETWORK]
         n_per = math.prod(len(axes[i][1]) for i in per)
         if n // n_per <= _GROUPS_COUNTED:
-            groups, _, _ = _groups(spec, gname)
-            samples = [(len(combos) * n_per, _group_point(spec, gname, combos[0], per)) for combos in groups]
+            samples = [(len(combos) * n_per, _group_point(spec, gname, combos[0], per))
+                       for combos, _, _ in _iter_groups(spec, gname)]
         else:
             ends = [[0] * len(axes), [len(v) - 1 for _, v in axes]]
             samples = [(n / 2, specmod.make_point(spec, gname, pos, 0)) for pos in ends]

@@ -281,6 +281,20 @@ def test_bad_data_argument_fails_before_training(capsys, tmp_path):
     assert not list((tmp_path / "o" / "parts").glob("*.parquet"))
 
 
+def test_a_bad_data_set_past_the_checked_sample_fails_its_chunk_by_name(tmp_path):
+    """check_data builds a sample of a long data axis (its ends); a bad value inside it fails
+    its own chunk, named, and the others are stored."""
+    sizes = [*range(16, 24), 4, *range(24, 32)]      # 17 values: only the ends are built first
+    spec = specmod.load(write(tmp_path, f"[grids.g]\ndata = {{name = 'moons', n = {sizes}}}\n"
+                                        f"widths = [[2]]\nlr = 0.1\nsteps = 2\nrecord_every = 1\n"
+                                        f"batch_size = 8\n"))
+    runner.check_data(spec)
+    assert len(list(runner._data_settings(spec))) == 2
+    with pytest.raises(runner.ChunksFailed, match=r"1 of 17 chunks failed .*batch_size \(8\) exceeds the 4 samples"):
+        runner.run(spec, tmp_path / "o", quiet=True, log=lambda m: None)
+    assert len(list((tmp_path / "o" / "parts").glob("*.parquet"))) == 16
+
+
 def test_unreachable_scheduler_keeps_what_was_computed(capsys, tmp_path):
     pytest.importorskip("dask.distributed")
     grid = write(tmp_path, TINY)
