@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, event, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import simcore
@@ -90,27 +90,54 @@ def test_any_arrays_give_value_error_or_a_finite_result(X, y, loss, bn):
         assert np.isfinite(value).all()
 
 
+# each argument's valid values, and values that break a rule (or may)
+TRAIN_GRID_ARGS = {
+    "lr": (st.one_of(st.floats(0, 3), st.lists(st.floats(0, 3), min_size=1, max_size=5)),
+           st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.lists(st.floats(-1, 10), max_size=5))),
+    "steps": (st.integers(1, 6), st.one_of(st.integers(-2, 0), st.floats(-1, 6), st.none())),
+    "batch_size": (st.one_of(st.none(), st.integers(1, 24)), st.integers(-1, 30)),
+    "record_every": (st.integers(1, 7), st.integers(-1, 0)),
+    "optimizer": (st.sampled_from(["gd", "sgd", "momentum", "nesterov", "adam"]), st.just("rmsprop")),
+    "momentum": (st.one_of(st.none(), st.floats(0, 0.99)), st.floats(-0.5, 1.5)),  # valid with momentum/nesterov only
+    "seeds": (st.one_of(st.none(), st.integers(0, 2**63 - 1), st.lists(st.integers(0, 9), min_size=1, max_size=5)),
+              st.one_of(st.integers(-3, 2**64), st.lists(st.integers(-1, 9), max_size=5))),
+}
+
+
 @SETTINGS
-@given(lr=st.one_of(st.floats(allow_nan=True, allow_infinity=True),
-                    st.lists(st.floats(-1, 10), min_size=0, max_size=5)),
-       steps=st.one_of(st.integers(-2, 6), st.floats(-1, 6), st.none()),
-       batch_size=st.one_of(st.none(), st.integers(-1, 30)),
-       record_every=st.integers(-1, 7),
-       optimizer=st.sampled_from(["gd", "momentum", "nesterov", "adam", "rmsprop"]),
-       momentum=st.one_of(st.none(), st.floats(-0.5, 1.5)),
-       seeds=st.one_of(st.none(), st.integers(-3, 2**64), st.lists(st.integers(0, 9), max_size=5)),
+@given(data=st.data(), broken=st.sampled_from([None, None, None, *TRAIN_GRID_ARGS]),
        strategy=st.sampled_from(["auto", "lanes", "gemm"]))
-def test_train_grid_gives_value_error_or_a_consistent_result(lr, steps, batch_size, record_every,
-                                                             optimizer, momentum, seeds, strategy):
+def test_train_grid_arguments(data, broken, strategy):
+    """Valid arguments, or one argument drawn from values that break (or may break) a rule."""
+    kw = {k: data.draw(bad if k == broken else good, label=k) for k, (good, bad) in TRAIN_GRID_ARGS.items()}
+    check_train_grid(strategy=strategy, **kw)
+
+
+def check_train_grid(lr, steps, batch_size, record_every, optimizer, momentum, seeds, strategy):
+    """ValueError exactly when an argument breaks the documented rules; otherwise a result
+    whose every network either diverged (flagged) or ends at its final parameters' loss."""
     X, y = simcore.datasets.moons(24, seed=1)
     net = MLP([2, 4, 1], activation="tanh", loss="bce")
-    try:
-        res = train_grid(net, X, y, lr=lr, steps=steps, batch_size=batch_size,
-                         record_every=record_every, optimizer=optimizer, momentum=momentum,
-                         seeds=seeds, strategy=strategy)
-    except ValueError:
+    lr_arr, seed_arr = np.atleast_1d(np.asarray(lr, float)), np.atleast_1d(np.asarray(seeds if seeds is not None else 0))
+    lengths = {lr_arr.size} | ({seed_arr.size} if seeds is not None else set())
+    invalid = (lr_arr.size == 0 or not np.isfinite(lr_arr).all() or (lr_arr < 0).any()
+               or not isinstance(steps, int) or steps < 1
+               or not (batch_size is None or 1 <= batch_size <= 24)
+               or record_every < 1 or optimizer == "rmsprop"
+               or (momentum is not None and (optimizer not in ("momentum", "nesterov") or not 0 <= momentum < 1))
+               or (seeds is not None and (seed_arr.size == 0 or (seed_arr < 0).any() or (seed_arr > 2**63 - 1).any()))
+               or len(lengths - {1}) > 1)
+    call = lambda: train_grid(net, X, y, lr=lr, steps=steps, batch_size=batch_size,  # noqa: E731
+                              record_every=record_every, optimizer=optimizer, momentum=momentum,
+                              seeds=seeds, strategy=strategy)
+    event("invalid" if invalid else "valid")
+    if invalid:
+        with pytest.raises(ValueError):
+            call()
         return
+    res = call()
     G = res.final_loss.size
+    assert G == max(lengths)
     assert res.diverged.shape == res.diverged_at.shape == (G,)
     # a network that did not diverge ends finite, at the loss its final parameters give
     for g in np.flatnonzero(~res.diverged):
