@@ -560,6 +560,10 @@ MAX_RESULT_BYTES = 8 * 2**30
 # the GPU figure is a guess ten times that, not a measurement
 CPU_FLOPS = 5e9
 GPU_FLOPS = 5e10
+# and the work around the training, measured on the CPU (data, history frames, accuracy,
+# Parquet): about 0.05 s a chunk of one network, 0.19 s a chunk of 256 small ones
+CHUNK_OVERHEAD_S = 0.05
+NETWORK_OVERHEAD_S = 5e-4
 
 
 def _records(p):
@@ -599,7 +603,7 @@ def estimate(spec, data=True):
     its networks cost the same), or from two points for a sub-grid of very many groups."""
     counts = specmod.count(spec)
     out = {"trainings": sum(counts.values()), "result_bytes": 0, "chunk_bytes": 0,
-           "flops": 0 if data else None}
+           "flops": 0 if data else None, "call": None}
     size = spec["chunk_size"]
     for gname, n in counts.items():
         axes = spec["grids"][gname]["axes"]
@@ -619,7 +623,64 @@ def estimate(spec, data=True):
             out["chunk_bytes"] = max(out["chunk_bytes"], min(size, members) * chunk)
             if data:
                 out["flops"] += members * flops
+                call = _call_bytes(p, min(size, int(members)))
+                if out["call"] is None or call[0] > out["call"][0]:
+                    out["call"] = call
     return out
+
+
+def _call_bytes(p, G):
+    """(bytes, point, G, a function of G giving the bytes) of the largest memory one simcore
+    call of a chunk of ``G`` networks like ``p`` asks for, as simcore counts it against
+    ``simcore.config.MAX_GIB``: train_grid's telemetry (one segment's steps with probes), or a
+    perceptron's mistake counts."""
+    if p["kind"] != "mlp":
+        return 8 * p["epochs"], p, G, lambda g: 8 * p["epochs"]
+    from simcore import MLP
+    from simcore.grid import telemetry_bytes
+
+    X, y = make_data(p["data"], p["data_args"])[:2]
+    net = MLP(sizes_of(p, X, y), activation=p["activation"], loss=p["loss"], batchnorm=p["batchnorm"],
+              init=p["init"], dtype=p["dtype"])
+    steps = min(p["probe_every"], p["steps"]) if p["probe_every"] else p["steps"]
+
+    def need(g):
+        return telemetry_bytes(net, g, steps, p["record_every"])
+    return need(G), p, G, need
+
+
+def check_call_size(spec, est):
+    """Refuse (StudyError, whatever --yes says) a grid one of whose chunks simcore would
+    refuse: its train_grid telemetry past ``simcore.config.MAX_GIB`` (read now)."""
+    from simcore import config
+    if est.get("call") is None:
+        return
+    try:
+        limit = config.limit_bytes()
+    except ValueError as e:
+        raise StudyError(str(e)) from None
+    need, p, G, of = est["call"]
+    if need <= limit:
+        return
+    where = f"grids.{p['grid']}"
+    if p["kind"] != "mlp":
+        raise StudyError(f"{where}: epochs = {p['epochs']} may record {_size(need)} of mistake counts, "
+                         f"past simcore's limit of {_size(limit)} per call (simcore.config.MAX_GIB, "
+                         f"env SIMCORE_MAX_GIB); lower epochs")
+    fits = 0
+    lo, hi = 1, G
+    while lo <= hi:                       # the largest chunk of such networks that fits
+        mid = (lo + hi) // 2
+        if of(mid) <= limit:
+            fits, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    how = (f"a chunk_size of at most {fits}" if fits else "a larger record_every (or fewer steps)")
+    raise StudyError(f"{where}: a chunk of {G} networks (chunk_size = {spec['chunk_size']}) needs "
+                     f"{_size(need)} of telemetry in one train_grid call ({p['steps']} steps, record_every "
+                     f"= {p['record_every']}, {p['depth']} layers), past simcore's limit of {_size(limit)} "
+                     f"(simcore.config.MAX_GIB, env SIMCORE_MAX_GIB); use {how}"
+                     + (", or a larger record_every" if fits else ""))
 
 
 def _group_point(spec, gname, shared_pos, per):
@@ -662,8 +723,9 @@ def check_size(spec, yes=False):
 
 def preflight(spec, backend="cpu", scheduler=None, workers=None, yes=False):
     """Every check that can fail before work starts, none touching the disk: the backend and
-    its options, a GPU for ``cuda``, the grid's size (:func:`check_size`) and its data sets
-    (:func:`check_data`). Returns the :func:`estimate` of the grid."""
+    its options, a GPU for ``cuda``, the grid's size (:func:`check_size`), its data sets
+    (:func:`check_data`) and each chunk's memory in one simcore call (:func:`check_call_size`).
+    Returns the :func:`estimate` of the grid, with a rough time (compute and per-chunk work)."""
     if backend not in BACKENDS:
         raise StudyError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if backend != "dask" and (scheduler is not None or workers is not None):
@@ -677,7 +739,9 @@ def preflight(spec, backend="cpu", scheduler=None, workers=None, yes=False):
     check_size(spec, yes)
     check_data(spec)
     est = estimate(spec)
-    est["seconds"] = est["flops"] / (GPU_FLOPS if backend == "cuda" else CPU_FLOPS)
+    check_call_size(spec, est)
+    est["seconds"] = (est["flops"] / (GPU_FLOPS if backend == "cuda" else CPU_FLOPS)
+                      + CHUNK_OVERHEAD_S * chunk_count(spec) + NETWORK_OVERHEAD_S * est["trainings"])
     return est
 
 
@@ -685,7 +749,7 @@ def describe(spec, est):
     """One line: the grid's trainings, chunks, memory and rough time."""
     return (f"{spec['name']}: {est['trainings']:,} trainings in {chunk_count(spec):,} chunks; about "
             f"{_size(est['result_bytes'])} of results, {_size(est['chunk_bytes'])} per chunk while "
-            f"training, roughly {_duration(est['seconds'])} of compute")
+            f"training, roughly {_duration(est['seconds'])} of compute (a rough guess)")
 
 
 # --------------------------------------------------------------------------------------------

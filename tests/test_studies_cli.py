@@ -146,6 +146,37 @@ def test_grids_of_many_groups_or_data_sets_start_in_seconds(capsys, tmp_path, mo
     assert err[0].startswith(f"many: {trainings} trainings in {trainings} chunks; about "), err[0]
 
 
+def test_a_chunk_past_simcores_per_call_limit_is_refused_before_anything_is_made(capsys, tmp_path, monkeypatch):
+    """preflight counted each chunk's telemetry but never held it against simcore.config.MAX_GIB:
+    the directory was made and every chunk then failed with train_grid's ValueError."""
+    from simcore import config
+    g = tmp_path / "big.toml"
+    g.write_text(grid(tmp_path, seeds=128).read_text().replace("chunk_size = 2", "chunk_size = 256")
+                 .replace("steps = 10", "steps = 200").replace("record_every = 5", "record_every = 1"))
+    monkeypatch.setattr(config, "MAX_GIB", 2.0**-10)          # 1 MiB, read at call time
+    out = tmp_path / "o"
+    err = _error(capsys, ["run", str(g), "--out", str(out), "--yes"])
+    assert "grids.g: a chunk of 256 networks (chunk_size = 256) needs " in err
+    assert "past simcore's limit of 1 MiB" in err and "0.0 GiB" not in err
+    fits = int(re.search(r"a chunk_size of at most (\d+), or a larger record_every", err).group(1))
+    assert not out.exists()
+    spec = specmod.load(g)
+    spec["chunk_size"] = fits
+    runner.preflight(spec)                                     # the advice is right: it fits now
+    spec["chunk_size"] = fits + 1
+    with pytest.raises(specmod.StudyError, match="past simcore's limit"):
+        runner.preflight(spec)
+
+
+def test_the_rough_time_counts_the_work_around_each_chunk(tmp_path):
+    """A grid of many small chunks, mostly data, frames and Parquet, was estimated at "0 s"."""
+    spec = specmod.load(grid(tmp_path, lr="0.1", seeds=2000))
+    spec["chunk_size"] = 1
+    est = runner.preflight(spec)
+    assert est["seconds"] >= 2000 * runner.CHUNK_OVERHEAD_S
+    assert "min of compute (a rough guess)" in runner.describe(spec, est)
+
+
 def test_the_run_prints_its_size_before_training(capsys, tmp_path):
     assert cli.main(["run", str(grid(tmp_path)), "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err.splitlines()
