@@ -63,12 +63,17 @@ def _write_atomic(path, text):
 
 
 def _is_run_dir(d):
-    return (d / "spec.toml").is_file() or (d / "parts").is_dir()
+    """A run's directory is one simstudy wrote: its spec.toml, or the lock a run takes first
+    (``.lock``, with the holder's ``.lock.owner`` or the parts/ made next; a ``.lock`` alone is
+    anybody's, pytest's for one). A parts/ directory alone is not a run."""
+    return (d / "spec.toml").is_file() or ((d / ".lock").is_file()
+                                          and ((d / ".lock.owner").is_file() or (d / "parts").is_dir()))
 
 
 def check_out(out, flag="--out"):
     """Refuse an output directory that is empty, an existing file, or inside another run's
-    directory (its parts/ above all: a run there would mix its parts with that run's)."""
+    directory (one with a spec.toml or a .lock; its parts/ above all: a run there would mix its
+    parts with that run's)."""
     if str(out).strip() == "":
         raise StudyError(f"{flag} is empty; give a directory")
     out = Path(out)

@@ -66,6 +66,22 @@ def test_an_out_inside_another_runs_directory_is_refused(capsys, tmp_path):
     assert sorted(p.name for p in (run1 / "parts").iterdir()) == parts and not (run1 / "sub").exists()
 
 
+def test_a_parts_directory_that_is_no_runs_does_not_make_one(capsys, tmp_path):
+    """Any directory with a parts/ subdirectory counted as a run: --out beside it was refused."""
+    (tmp_path / "x" / "parts").mkdir(parents=True)
+    assert cli.main(["run", str(grid(tmp_path)), "--out", str(tmp_path / "x" / "sub"), "--quiet"]) == 0
+    assert cli.main(["run", str(grid(tmp_path)), "--out", str(tmp_path / "x" / "parts" / "r"), "--quiet"]) == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / ".lock").touch()                    # some other program's lock
+    assert cli.main(["run", str(grid(tmp_path)), "--out", str(tmp_path / "other" / "r"), "--quiet"]) == 0
+    for made in (".lock.owner", "parts"):                     # a run before it wrote spec.toml
+        d = tmp_path / f"locked-{made}"
+        d.mkdir()
+        (d / ".lock").touch()
+        (d / made).mkdir() if made == "parts" else (d / made).touch()
+        assert "inside the run directory" in _error(capsys, ["run", str(grid(tmp_path)), "--out", str(d / "sub")])
+
+
 def test_a_grid_that_fails_its_checks_creates_nothing(capsys, tmp_path):
     out = tmp_path / "o"
     for extra in ("batch_size = 100000\n", "momentum = 0.9\n"):
