@@ -6,8 +6,8 @@ A grid file looks like this (every value may be a scalar, a list (an *axis*), or
     title = "Least squares"        # optional
     chunk_size = 256               # networks per stored chunk (optional)
 
-    [defaults]                     # keys shared by every sub-grid (optional)
-    steps = 300
+    [defaults]                     # keys shared by every sub-grid (optional); a momentum here
+    steps = 300                    # applies to the sub-grids whose optimizer uses one
 
     [grids.least_squares]          # one or more named sub-grids
     kind = "mlp"                   # "mlp" (simcore.train_grid) or "perceptron"
@@ -315,6 +315,7 @@ def load(path_or_text, name=None):
     unknown = set(defaults) - known
     if unknown:
         raise StudyError(f"unknown key(s) {sorted(unknown)} in [defaults]; allowed: {sorted(known)}")
+    momentum_used = False      # whether some sub-grid's optimizer uses a momentum
     spec = {"name": name, "study": raw.get("study"), "title": raw.get("title", name),
             "description": raw.get("description", ""), "chunk_size": chunk, "grids": {}}
     for gname, table in grids.items():
@@ -352,13 +353,27 @@ def load(path_or_text, name=None):
                                           and isinstance(value[0], list))
             axes.append((key, _checked(where, _axis_values(where, value, list_is_axis=is_axis), keys[key])))
         if kind == "mlp":
-            _check_momentum(gname, dict(axes), "momentum" in defaults and "momentum" not in table)
+            # a momentum in [defaults] is for the sub-grids whose optimizer uses it: the others
+            # drop it (one in the sub-grid's own table stays a mistake there)
+            from_defaults = "momentum" in defaults and "momentum" not in table
+            uses = any(o in MOMENTUM_OPTIMIZERS for o in dict(axes).get("optimizer", [MLP_DEFAULTS["optimizer"]]))
+            momentum_used = momentum_used or uses
+            if from_defaults and not uses:
+                axes = [(k, v) for k, v in axes if k != "momentum"]
+            _check_momentum(gname, dict(axes), from_defaults)
         names = dict(axes)["data.name"]
         arg_keys = [k[5:] for k, _ in axes if k.startswith("data.") and k != "data.name"]
         for n in names:
             _check_data(f"grids.{gname}.data", n, arg_keys)
         spec["grids"][gname] = {"kind": kind, "axes": axes}
         _check_sample(spec, gname)
+    if "momentum" in defaults and not momentum_used:
+        uses = {g: sorted(set(dict(spec["grids"][g]["axes"]).get("optimizer", [MLP_DEFAULTS["optimizer"]])))
+                for g in spec["grids"] if spec["grids"][g]["kind"] == "mlp"}
+        raise StudyError(f"[defaults].momentum: no sub-grid uses it (a momentum applies only to optimizer "
+                         f"\"momentum\" or \"nesterov\"; the sub-grids' optimizers: "
+                         f"{', '.join(f'grids.{g}: {o}' for g, o in uses.items()) or 'none (no mlp sub-grid)'}); "
+                         f"drop it or use one of those optimizers")
     return spec
 
 

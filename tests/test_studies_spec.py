@@ -27,10 +27,30 @@ def table(**grid):
 def test_momentum_with_an_optimizer_that_ignores_it_is_refused(optimizer):
     with pytest.raises(StudyError, match=f"grids.g.momentum: optimizer '{optimizer}' ignores momentum"):
         specmod.load(table(optimizer=optimizer, momentum=0.9))
-    with pytest.raises(StudyError, match=r"grids.g.momentum \(set in \[defaults\]\)"):
+    with pytest.raises(StudyError, match=r"\[defaults\].momentum: no sub-grid uses it"):
         specmod.load({**table(optimizer=optimizer), "defaults": {"momentum": 0.5}})
+    with pytest.raises(StudyError, match=r"grids.g.momentum \(set in \[defaults\]\)"):
+        specmod.load({**table(optimizer=["momentum", optimizer]), "defaults": {"momentum": 0.5}})
     with pytest.raises(StudyError, match="grids.g.momentum"):
         specmod.load(table(optimizer=["momentum", optimizer], momentum=0.9))
+
+
+def test_a_momentum_in_defaults_applies_to_the_sub_grids_that_use_one():
+    """A momentum in [defaults] made every gd sub-grid an error."""
+    doc = table(optimizer="gd")
+    doc["grids"]["m"] = {**doc["grids"]["g"], "optimizer": "nesterov"}
+    doc["grids"]["s"] = {**doc["grids"]["g"], "optimizer": "sgd", "batch_size": 8}
+    spec = specmod.load({**doc, "defaults": {"momentum": 0.5}})
+    mu = {p["grid"]: p["momentum"] for p in specmod.expand(spec)}
+    assert mu == {"g": 0.0, "m": 0.5, "s": 0.0}
+    assert spec["grids"]["g"]["axes"] == specmod.load(table(optimizer="gd"))["grids"]["g"]["axes"]
+    own = {**doc, "defaults": {"momentum": 0.5}}
+    own["grids"]["g"] = {**doc["grids"]["g"], "momentum": 0.7}    # its own key: still a mistake
+    with pytest.raises(StudyError, match=r"grids.g.momentum: optimizer 'gd' ignores momentum"):
+        specmod.load(own)
+    perceptron = {"grids": {"p": {"kind": "perceptron", "data": "blobs"}}, "defaults": {"momentum": 0.5}}
+    with pytest.raises(StudyError, match=r"\[defaults\].momentum: no sub-grid uses it"):
+        specmod.load(perceptron)
 
 
 def test_momentum_defaults_to_simcores_and_is_passed_only_where_used(monkeypatch):
