@@ -72,10 +72,7 @@ def train_kernel(batchnorm):
         V = width(theta)
         check_batchnorm_layout(layout, batchnorm)
         chunk = n if batchnorm else min(CHUNK, n)
-        # 0 and 1 as int64 variables, not literals: numba types a literal argument as its own
-        # type, so gemm (and its tiles) would compile once per pattern of literals at its call sites
         origin = np.int64(0)
-        one = np.int64(1)
         # padded widths and the padded parameter layout: W_l (fi x wp), b_l, then gamma_l and beta_l
         # side by side (a (2, wp) block, as the lane kernels' th rows og and og + 1)
         wp = np.empty(n_layers, np.int64)
@@ -192,13 +189,13 @@ def train_kernel(batchnorm):
                         lda = d_in if l == 0 else wp[l - 1]
                         bn = batchnorm and l < n_layers - 1
                         if bn:  # z into D1, then batch norm into y
-                            gemm(A, abase[l], lda, one, th, pw[l], w, th, pb[l], origin, D1, origin, w, cn, w, fi)
+                            gemm(A, abase[l], lda, 1, th, pw[l], w, th, pb[l], 0, D1, origin, w, cn, w, fi)
                             _bn_forward(_view(D1, origin, cn, 1, w), th[pg[l]:pg[l] + 2 * w].reshape((2, w)),
                                         0, 1, 1, _view(Ypre, ybase[l], cn, 1, w), _view(Xhat, ybase[l], cn, 1, w),
                                         inv_std[ibase[l]:ibase[l] + w].reshape((1, w)),
                                         acc[:2 * w].reshape((2, w)))
                         else:
-                            gemm(A, abase[l], lda, one, th, pw[l], w, th, pb[l], origin, Ypre, ybase[l], w, cn, w, fi)
+                            gemm(A, abase[l], lda, 1, th, pw[l], w, th, pb[l], 0, Ypre, ybase[l], w, cn, w, fi)
                         if l < n_layers - 1:
                             act_forward(act, Ypre[ybase[l]:ybase[l] + cn * w],
                                         A[abase[l + 1]:abase[l + 1] + cn * w])
@@ -222,10 +219,10 @@ def train_kernel(batchnorm):
                                          acc[:2 * w].reshape((2, w)))
                             D1, D2 = D2, D1
                         # grad W += a^T delta (a read transposed); grad b += sum over samples
-                        gemm(A, abase[l], one, lda, D1, origin, w, gr, pw[l], w, gr, pw[l], w, fi, w, cn)
-                        gemm(ones, origin, origin, one, D1, origin, w, gr, pb[l], origin, gr, pb[l], w, one, w, cn)
+                        gemm(A, abase[l], 1, lda, D1, origin, w, gr, pw[l], w, gr, pw[l], w, fi, w, cn)
+                        gemm(ones, origin, 0, 1, D1, origin, w, gr, pb[l], 0, gr, pb[l], w, 1, w, cn)
                         if l > 0:  # delta W^T, then times f'(y) of the layer below
-                            gemm(D1, origin, w, one, Wt, pwt[l], lda, zero_row, origin, origin, D2, origin, lda,
+                            gemm(D1, origin, w, 1, Wt, pwt[l], lda, zero_row, origin, 0, D2, origin, lda,
                                  cn, lda, fo)
                             size = cn * lda
                             act_backward(act, Ypre[ybase[l - 1]:ybase[l - 1] + size],
