@@ -73,6 +73,7 @@ def train_kernel(batchnorm):
         check_batchnorm_layout(layout, batchnorm)
         chunk = n if batchnorm else min(CHUNK, n)
         origin = np.int64(0)
+        one = np.int64(1)  # a variable: grad b's product then shares grad W's compiled gemm
         # padded widths and the padded parameter layout: W_l (fi x wp), b_l, then gamma_l and beta_l
         # side by side (a (2, wp) block, as the lane kernels' th rows og and og + 1)
         wp = np.empty(n_layers, np.int64)
@@ -218,9 +219,11 @@ def train_kernel(batchnorm):
                                          gr[pg[l]:pg[l] + 2 * w].reshape((2, w)), _view(D2, origin, cn, 1, w),
                                          acc[:2 * w].reshape((2, w)))
                             D1, D2 = D2, D1
-                        # grad W += a^T delta (a read transposed); grad b += sum over samples
+                        # grad W += a^T delta (a read transposed); grad b += ones^T delta, with the
+                        # argument pattern of the grad W call (literal strides where they are
+                        # literal there), so numba compiles one gemm for both
                         gemm(A, abase[l], 1, lda, D1, origin, w, gr, pw[l], w, gr, pw[l], w, fi, w, cn)
-                        gemm(ones, origin, 0, 1, D1, origin, w, gr, pb[l], 0, gr, pb[l], w, 1, w, cn)
+                        gemm(ones, origin, 1, origin, D1, origin, w, gr, pb[l], w, gr, pb[l], w, one, w, cn)
                         if l > 0:  # delta W^T, then times f'(y) of the layer below
                             gemm(D1, origin, w, 1, Wt, pwt[l], lda, zero_row, origin, 0, D2, origin, lda,
                                  cn, lda, fo)
