@@ -44,13 +44,19 @@ CUDA_THREADS = _int("SIMCORE_CUDA_THREADS", 128)
 CUDA_MAX_BLOCKS = _int("SIMCORE_CUDA_MAX_BLOCKS", 4096)
 
 
+def _positive(value):
+    """Whether ``value`` is a finite real number > 0 (the rule for MAX_GIB, however it is set)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value) and value > 0)
+
+
 def _real(name, default):
     try:
         value = float(os.environ.get(name, default))
     except ValueError:
         raise ValueError(f"{name} must be a number, got {os.environ[name]!r}") from None
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    if not _positive(value):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return value
 
 
@@ -59,7 +65,6 @@ MAX_GIB = _real("SIMCORE_MAX_GIB", 4.0)
 
 def limit_bytes():
     """``MAX_GIB`` in bytes, checked (it may have been set at run time)."""
-    gib = MAX_GIB
-    if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not (math.isfinite(gib) and gib > 0):
+    if not _positive(MAX_GIB):
         raise ValueError(f"simcore.config.MAX_GIB must be a finite number > 0, got {MAX_GIB!r}")
-    return float(gib) * 2**30
+    return float(MAX_GIB) * 2**30

@@ -114,15 +114,19 @@ def telemetry_bytes(net, G, steps, record_every, strategy="auto"):
     return per_network * (G + blocks)
 
 
+def n_records(steps, record_every):
+    """Telemetry records of a training: steps 0, record_every, 2 record_every, ... and the last."""
+    return steps // record_every + 1 + (1 if steps % record_every else 0)
+
+
 def check_size(net, G, steps, record_every, strategy="auto"):
     """ValueError naming steps, record_every and G when the telemetry would pass
     ``simcore.config.MAX_GIB`` (before anything is allocated)."""
     need = telemetry_bytes(net, G, steps, record_every, strategy)
     limit = config.limit_bytes()
     if need > limit:
-        records = steps // record_every + 1 + (1 if steps % record_every else 0)
         raise ValueError(
-            f"steps={steps} with record_every={record_every} is {records} records of G={G} "
+            f"steps={steps} with record_every={record_every} is {n_records(steps, record_every)} records of G={G} "
             f"networks: the telemetry would take {need / 2**30:.1f} GiB, over the limit of "
             f"{config.MAX_GIB:g} GiB (simcore.config.MAX_GIB, env SIMCORE_MAX_GIB); raise "
             f"record_every, or lower steps or G (or raise the limit)")
@@ -345,7 +349,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         groups.setdefault(_arch_key(m), []).append(g)
     final_loss = np.empty(G)
     diverged_at = np.empty(G, np.int64)
-    R = steps // record_every + 1 + (1 if steps % record_every else 0)
+    R = n_records(steps, record_every)
     record_steps = np.r_[np.arange(0, steps + 1, record_every), [steps] if steps % record_every else []].astype(np.int64)
     out_groups, params_out = [], [None] * G
     strategies = np.full(G, "cuda" if backend == "cuda" else "", dtype=object)
