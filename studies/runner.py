@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from simcore import datasets, perceptron
-from simcore.grid import BACKENDS as GRID_BACKENDS
+from simcore.grid import BACKENDS as GRID_BACKENDS, record_bytes
 
 from . import spec as specmod
 from .errors import StudyError
@@ -575,7 +575,7 @@ def _cost(p, data):
     cols = len(p) + 12
     if p["kind"] == "mlp":
         rows = (_records(p) - 1) * p["depth"]
-        telemetry = _records(p) * (1 + 4 * p["depth"]) * 8
+        telemetry = _records(p) * record_bytes(p["depth"])
     else:
         rows, telemetry = p["epochs"], 0
     flops = None
@@ -597,8 +597,8 @@ _GROUPS_COUNTED = 10**4
 def estimate(spec, data=True):
     """What running ``spec`` costs: ``trainings``, ``result_bytes`` (the long-form rows the
     report loads: one row per recorded step and layer, 8 bytes a column), ``chunk_bytes`` (the
-    largest chunk's telemetry buffer, ``(steps // record_every + 2) * (1 + 4 * layers) * 8``
-    bytes a network, and its rows) and ``flops`` (``6 * steps * batch * weights`` a network;
+    largest chunk's telemetry buffer, ``simcore.grid.record_bytes`` a record and network, and
+    its rows) and ``flops`` (``6 * steps * batch * weights`` a network;
     ``None`` with ``data=False``, which builds no data set). Counted per train_grid group (all
     its networks cost the same), or from two points for a sub-grid of very many groups."""
     counts = specmod.count(spec)

@@ -100,15 +100,18 @@ GEMM_VECTORS = 3  # a hidden layer of 3 vectors (24 float64, 48 float32 units) o
 LANES_FILL = 2    # lanes need G >= LANES / LANES_FILL networks per thread to pay off
 
 
+def record_bytes(n_layers):
+    """Bytes of one telemetry record of one network: its loss and every layer's QUANTITIES."""
+    return (1 + n_layers * len(QUANTITIES)) * 8
+
+
 def telemetry_bytes(net, G, steps, record_every, strategy="auto"):
     """Bytes of the telemetry :func:`train_grid` allocates for G networks like ``net`` (an MLP, or
     a list of MLPs, one per network): the loss and the per-layer quantities at each of the
     ``steps // record_every + 2`` records, 8 bytes each; with the "lanes" strategy, the same again
     per thread for the block of LANES networks it records into before copying them out."""
     nets = list(net) if isinstance(net, (list, tuple)) else [net]
-    layers = max(m.n_layers for m in nets)
-    records = steps // record_every + 2
-    per_network = records * (1 + layers * len(QUANTITIES)) * 8
+    per_network = (steps // record_every + 2) * record_bytes(max(m.n_layers for m in nets))
     how = choose_strategy(nets[0], G) if strategy == "auto" else strategy
     blocks = LANES * min(numba.get_num_threads(), -(-G // LANES)) if how == "lanes" else 0
     return per_network * (G + blocks)
