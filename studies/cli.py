@@ -170,8 +170,7 @@ def report(out, seconds=None, quiet=False, index=True):
         if not quiet:
             print(f"index of the runs in {str(out.parent)!r}: {idx}", file=sys.stderr)
     if not quiet:
-        n_pass = sum(c.passed for c in rep.claims)
-        print(f"{spec['name']}: {n_pass} of {len(rep.claims)} claims pass; report: {path}", file=sys.stderr)
+        print(f"{spec['name']}: {rep.headline()}; report: {path}", file=sys.stderr)
     return path
 
 
