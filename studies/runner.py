@@ -47,7 +47,9 @@ def make_data(name, args):
         if name == "blobs":
             kwargs["return_info"] = True
         try:
-            out = datasets.load(name, **kwargs)
+            # the studies' own data sets (studies.perceptron_data) beside simcore's
+            gen = specmod.STUDY_DATASETS.get(name)
+            out = gen(**kwargs) if gen else datasets.load(name, **kwargs)
         except ValueError as e:
             raise StudyError(f"data set {name!r} with {args}: {e}") from None
         if len(_DATA_CACHE) > 64:

@@ -38,6 +38,10 @@ from simcore.losses import LOSS_CODE
 from simcore.scalar import ACTIVATIONS
 
 from .errors import StudyError
+from .perceptron_data import DATASETS as STUDY_DATASETS
+
+# data set names: simcore's generators and the studies' own (studies.perceptron_data)
+DATA_NAMES = tuple(datasets.NAMES) + tuple(STUDY_DATASETS)
 
 KINDS = ("mlp", "perceptron")
 TOP_KEYS = {"study", "title", "description", "chunk_size", "defaults", "grids"}
@@ -243,8 +247,8 @@ def _data_axes(where, value):
             raise StudyError(f"{where}.{key} is an empty axis")
         if key == "name":
             for n in vals:
-                if not isinstance(n, str) or n not in datasets.NAMES:
-                    raise StudyError(f"{where}.name must be one of {sorted(datasets.NAMES)}, got {n!r}")
+                if not isinstance(n, str) or n not in DATA_NAMES:
+                    raise StudyError(f"{where}.name must be one of {sorted(DATA_NAMES)}, got {n!r}")
         axes.append((f"data.{key}", vals))
     return axes
 
@@ -252,7 +256,7 @@ def _data_axes(where, value):
 def _check_data(where, name, args):
     """Build nothing; check that the generator takes these arguments (values are checked when
     the data is made, before any training)."""
-    allowed = inspect.signature(datasets._REGISTRY[name]).parameters
+    allowed = inspect.signature(STUDY_DATASETS.get(name) or datasets._REGISTRY[name]).parameters
     for key in args:
         if key not in allowed or key == "return_info":
             raise StudyError(f"{where}: {key!r} is not an argument of data set {name!r}; it takes "
