@@ -84,7 +84,8 @@ def group_key(p):
 
 # Keys added after the store's first version: left out of a chunk's hash while at their default,
 # so that parts stored before they existed still match.
-_HASH_OMIT_AT_DEFAULT = {"probe_every": 0, "track_sharpness": False, "track_preact": False}
+_HASH_OMIT_AT_DEFAULT = {"probe_every": 0, "track_sharpness": False, "track_preact": False,
+                         "holdout": 0.0, "track_prenorm": False, "track_accuracy": False}
 
 
 def _hashed(p):
@@ -375,10 +376,14 @@ def run_mlp_chunk(points, backend="cpu"):
     sizes = sizes_of(p0, X, y)
     net = MLP(sizes, activation=p0["activation"], loss=p0["loss"], batchnorm=p0["batchnorm"],
               init=p0["init"], dtype=p0["dtype"])
+    held = None
+    if p0["holdout"] > 0:
+        X, y, Xh, yh = split_holdout(X, y, p0["holdout"], p0["grid"])
+        held = (Xh, yh)
     per = {k: np.array([p[k] for p in points]) for k in specmod.MLP_PER_NETWORK}
     per["seed"] = per["seed"].astype(np.uint64)
     if p0["probe_every"]:
-        hist, final = _train_with_probes(net, X, y, p0, per, backend)
+        hist, final = _train_with_probes(net, X, y, p0, per, backend, held=held)
     else:
         res = _train(net, X, y, p0, per, 0, p0["steps"], None, backend)
         hist = res.history()
@@ -406,9 +411,73 @@ def _subset(params, idx):
 
 
 PROBE_COLUMNS = ("sharpness", "preact_p15", "preact_p50", "preact_p85")
+# probe columns present only when their flag is on (so other grids' rows keep their columns)
+PRENORM_COLUMNS = ("prenorm_p15", "prenorm_p50", "prenorm_p85")
+ACCURACY_COLUMNS = ("train_accuracy", "holdout_accuracy")
+# the held-out split's permutation is drawn from this seed, the same for every network
+HOLDOUT_SEED = 0
 
 
-def _probe(net, params, X, y, p0, seed):
+def split_holdout(X, y, fraction, grid="?"):
+    """(X_train, y_train, X_held, y_held): a fixed random permutation of the samples (seed
+    ``HOLDOUT_SEED``), its first ``round(fraction * n)`` held out, the rest, in their original
+    order, for training."""
+    n = X.shape[0]
+    n_held = int(round(fraction * n))
+    if n_held < 1 or n - n_held < 2:
+        raise StudyError(f"grids.{grid}.holdout = {fraction} holds out {n_held} of {n} samples; it "
+                         f"must leave at least 1 held-out and 2 training samples")
+    held = np.sort(np.random.default_rng(HOLDOUT_SEED).permutation(n)[:n_held])
+    train = np.setdiff1d(np.arange(n), held)
+    y = np.asarray(y)
+    return X[train], y[train], X[held], y[held]
+
+
+def bn_forward(net, params, X, stats=None):
+    """One network's hidden layers in NumPy: per layer z = a W + b (before batch norm), the
+    activation's input y (gamma (z - mu) / sqrt(var + eps) + beta with batch norm, z without) and
+    (mu, var), the biased statistics of z over ``X`` (``stats`` given: those instead, as batch
+    norm's eval mode). Returns (zs, ys, stats)."""
+    from simcore import activations
+    from simcore.layers import BN_EPS
+
+    a = np.asarray(X, dtype=np.float64)
+    zs, ys, out = [], [], []
+    for l, p in enumerate(params[:-1]):
+        z = a @ p["W"] + p["b"]
+        if net.batchnorm:
+            mu, var = (z.mean(0), z.var(0)) if stats is None else stats[l]
+            y = p["gamma"] * (z - mu) / np.sqrt(var + BN_EPS) + p["beta"]
+            out.append((mu, var))
+        else:
+            y = z
+        zs.append(z)
+        ys.append(y)
+        a = activations.apply(net.activation, y)
+    return zs, ys, out
+
+
+def _labels(out):
+    return out.argmax(axis=1) if out.ndim == 2 else (out > 0.5).astype(int)
+
+
+def holdout_accuracy(net, params, X, Xh, yh):
+    """Accuracy of one network on held-out (Xh, yh); with batch norm, normalised by the
+    training set's statistics (full-batch training: those are the population statistics)."""
+    state = None
+    if net.batchnorm:
+        _, _, stats = bn_forward(net, params, X)
+        state = net.init_state()
+        for l, (mu, var) in enumerate(stats):
+            state[l]["running_mean"][...] = mu
+            state[l]["running_var"][...] = var
+    out = net.predict(params, Xh, state=state)
+    if not np.isfinite(out).all():
+        return np.nan
+    return float(np.mean(_labels(out) == np.asarray(yh)))
+
+
+def _probe(net, params, X, y, p0, seed, held=None):
     """Probe values of the G networks in ``params`` (stacked): sharpness (largest Hessian
     eigenvalue, compiled power iteration over all of them) and the 15/50/85th percentiles over
     samples of unit 0 of the last hidden layer's activation input."""
@@ -421,10 +490,27 @@ def _probe(net, params, X, y, p0, seed):
         for g in range(G):
             u = net.activation_inputs([{k: v[g] for k, v in layer.items()} for layer in params], X)[-1][:, 0]
             out["preact_p15"][g], out["preact_p50"][g], out["preact_p85"][g] = np.percentile(u, [15, 50, 85])
+    if p0["track_prenorm"] or p0["track_accuracy"]:
+        extra = ((PRENORM_COLUMNS if p0["track_prenorm"] else ())
+                 + (ACCURACY_COLUMNS if p0["track_accuracy"] else ()))
+        out.update({c: np.full(G, np.nan) for c in extra})
+        for g in range(G):
+            one = [{k: v[g] for k, v in layer.items()} for layer in params]
+            if p0["track_prenorm"]:
+                u = bn_forward(net, one, X)[0][-1][:, 0]
+                if np.isfinite(u).all():
+                    out["prenorm_p15"][g], out["prenorm_p50"][g], out["prenorm_p85"][g] = \
+                        np.percentile(u, [15, 50, 85])
+            if p0["track_accuracy"]:
+                o = net.predict(one, X)
+                if np.isfinite(o).all():
+                    out["train_accuracy"][g] = float(np.mean(_labels(o) == np.asarray(y)))
+                if held is not None:
+                    out["holdout_accuracy"][g] = holdout_accuracy(net, one, X, *held)
     return out
 
 
-def _train_with_probes(net, X, y, p0, per, backend):
+def _train_with_probes(net, X, y, p0, per, backend, held=None):
     """Full-batch gradient descent in segments of ``probe_every`` steps, probing between them.
 
     Gradient descent carries no state but the parameters, so the segments continue the same
@@ -438,7 +524,7 @@ def _train_with_probes(net, X, y, p0, per, backend):
     steps, every = p0["steps"], p0["probe_every"]
     alive = np.arange(G)
     params = initial_params(net, per["seed"], per["init_scale"], per["bias_scale"])
-    probes = [_probe_frame(net, params, X, y, p0, alive, 0)]
+    probes = [_probe_frame(net, params, X, y, p0, alive, 0, held)]
     final_loss, diverged_at = np.full(G, np.nan), np.full(G, -1, np.int64)
     final_params = [None] * G
     loss0 = None      # each network's initial loss: the divergence test of every segment uses it
@@ -468,7 +554,7 @@ def _train_with_probes(net, X, y, p0, per, backend):
         alive = alive[keep]
         start += seg
         if alive.size:
-            probes.append(_probe_frame(net, params, X, y, p0, alive, start))
+            probes.append(_probe_frame(net, params, X, y, p0, alive, start, held))
     hist = pd.concat(frames, ignore_index=True)
     hist = hist.merge(pd.concat(probes, ignore_index=True), on=["network", "step"], how="left")
     hist = hist.sort_values(["network", "step", "layer"], kind="stable").reset_index(drop=True)
@@ -483,8 +569,8 @@ def _train_with_probes(net, X, y, p0, per, backend):
     return hist, final
 
 
-def _probe_frame(net, params, X, y, p0, networks, step):
-    vals = _probe(net, params, X, y, p0, seed=step)
+def _probe_frame(net, params, X, y, p0, networks, step, held=None):
+    vals = _probe(net, params, X, y, p0, seed=step, held=held)
     return pd.DataFrame({"network": networks, "step": np.full(networks.size, step, np.int64), **vals})
 
 

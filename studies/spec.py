@@ -124,11 +124,16 @@ MLP_KEYS = {
     "probe_every": _int(0),
     "track_sharpness": _bool,
     "track_preact": _bool,
+    # batchnorm study: a held-out split, and probes of accuracy and of the input before batch norm
+    "holdout": _real(0.0, below=1.0),
+    "track_prenorm": _bool,
+    "track_accuracy": _bool,
 }
 MLP_DEFAULTS = {"activation": "tanh", "loss": "bce", "init": "glorot", "init_scale": 1.0,
                 "bias_scale": 0.0, "batchnorm": False, "optimizer": "gd", "momentum": 0.0,  # see make_point
                 "batch_size": "full", "steps": 200, "record_every": 10, "seed": 0, "dtype": "float64",
-                "probe_every": 0, "track_sharpness": False, "track_preact": False}
+                "probe_every": 0, "track_sharpness": False, "track_preact": False,
+                "holdout": 0.0, "track_prenorm": False, "track_accuracy": False}
 # per-network values: points that differ only in these share one train_grid call
 MLP_PER_NETWORK = ("lr", "seed", "init_scale", "bias_scale", "momentum")
 
@@ -266,14 +271,15 @@ def _check_data(where, name, args):
 def _check_probes(where, p):
     """Probes split training into segments of ``probe_every`` steps; that is exact only for
     full-batch gradient descent (no optimizer state, no minibatch order to carry over)."""
-    tracking = p["track_sharpness"] or p["track_preact"]
+    tracking = p["track_sharpness"] or p["track_preact"] or p["track_prenorm"] or p["track_accuracy"]
     if not tracking and p["probe_every"] == 0:
         return
     if tracking and p["probe_every"] == 0:
-        raise StudyError(f"{where}: track_sharpness/track_preact need probe_every >= 1 (steps between probes)")
+        raise StudyError(f"{where}: track_sharpness/track_preact/track_prenorm/track_accuracy need "
+                         f"probe_every >= 1 (steps between probes)")
     if not tracking:
         raise StudyError(f"{where}: probe_every is set but nothing is tracked "
-                         f"(track_sharpness or track_preact)")
+                         f"(track_sharpness, track_preact, track_prenorm or track_accuracy)")
     if p["optimizer"] not in ("gd", "sgd") or p["batch_size"] != "full":
         raise StudyError(f"{where}: probes need full-batch gradient descent (optimizer = \"gd\", "
                          f"batch_size = \"full\"), got optimizer {p['optimizer']!r}, batch_size {p['batch_size']!r}")
@@ -282,6 +288,11 @@ def _check_probes(where, p):
                          f"({p['record_every']})")
     if p["track_preact"] and p["depth"] < 2:
         raise StudyError(f"{where}: track_preact needs a hidden layer")
+    if p["track_prenorm"] and p["depth"] < 2:
+        raise StudyError(f"{where}: track_prenorm needs a hidden layer")
+    if p["track_accuracy"] and p["loss"] not in ("bce", "mse_sigmoid", "ce"):
+        raise StudyError(f"{where}: track_accuracy needs a classification loss (bce, mse_sigmoid or "
+                         f"ce), got loss {p['loss']!r}")
 
 
 def load(path_or_text, name=None):
@@ -404,7 +415,8 @@ def _check_momentum(gname, axes, from_defaults):
 _SAMPLE_POINTS = 4096
 # axes whose values decide the checks a point goes through (the rest are numbers in range)
 _RULE_AXES = {"batchnorm", "widths", "depth", "width", "probe_every", "track_sharpness",
-              "track_preact", "optimizer", "batch_size", "record_every"}
+              "track_preact", "optimizer", "batch_size", "record_every", "track_prenorm",
+              "track_accuracy", "loss"}
 
 
 def _check_sample(spec, gname):

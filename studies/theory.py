@@ -58,6 +58,9 @@ __all__ = [
     "LSSolution",
     "hessian_vector_product", "exact_hessian", "sharpness_power_iteration", "sharpness_lanczos",
     "mlp_grad_fn", "mlp_sharpness",
+    # batchnorm
+    "bn_scale_variant_mask", "hessian_block_sharpness", "bn_scale_variant_sharpness",
+    "bn_weight_norm_growth",
 ]
 
 
@@ -994,3 +997,111 @@ def mlp_sharpness(net, params, X, y, method="lanczos", **kwargs):
     if method == "lanczos":
         return sharpness_lanczos(grad_fn, theta, **kwargs)
     return sharpness_power_iteration(grad_fn, theta, **kwargs)
+
+
+# ============================================================================================
+# batchnorm: scale invariance and the Hessian block of the scale-variant parameters
+# ============================================================================================
+
+def bn_scale_variant_mask(net):
+    r"""Which of ``net``'s flat parameters (``net.pack`` order) are *scale-variant*: the loss
+    changes when they are scaled. With batch norm, a hidden layer's W and b feed a batch norm, so
+    :math:`L(cW_l, c b_l) = L(W_l, b_l)` for every :math:`c > 0` (Arora, Li, Lyu 2019): only the
+    output layer (W, b) and every gamma and beta are scale-variant. Without batch norm every
+    parameter is.
+
+    Returns
+    -------
+    (n_params,) bool array
+    """
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be a simcore.MLP, got {type(net).__name__}")
+    mask = np.zeros(net.n_params, bool)
+    last = len(net.slots) - 1
+    for l, slots in enumerate(net.slots):
+        for key, (offset, size, _) in slots.items():
+            if not net.batchnorm or l == last or key in ("gamma", "beta"):
+                mask[offset:offset + size] = True
+    return mask
+
+
+def hessian_block_sharpness(grad_fn, theta, mask, tol=1e-10, seed=0, eps=None):
+    r"""The largest eigenvalue of the Hessian block :math:`H_{SS}` of the coordinates
+    :math:`S` = ``mask`` (the others held at ``theta``):
+
+    .. math:: \lambda_{max}(H_{SS}) = \max_{v:\ v_i = 0\ (i \notin S)} \frac{v^T H v}{v^T v},
+
+    by :func:`sharpness_lanczos` on the gradient restricted to :math:`S`,
+    :math:`g_S(x) = \nabla_S L(\theta \text{ with } \theta_S = x)`, whose Jacobian is
+    :math:`H_{SS}`. Gradient descent restricted to :math:`S` is stable near ``theta`` iff
+    :math:`\eta < 2/\lambda_{max}(H_{SS})`.
+
+    Parameters
+    ----------
+    grad_fn : callable
+        Flat parameters (n,) -> flat gradient (n,) (e.g. :func:`mlp_grad_fn`).
+    theta : (n,) array_like
+    mask : (n,) array_like of bool, at least one True
+    tol, seed, eps : as :func:`sharpness_lanczos`
+
+    Returns
+    -------
+    float
+    """
+    _check_grad_fn(grad_fn)
+    theta = _theta(theta)
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != theta.shape:
+        raise ValueError(f"mask must be a bool array of shape {theta.shape}, got {mask.dtype} "
+                         f"{mask.shape}")
+    if not mask.any():
+        raise ValueError("mask must select at least one parameter")
+
+    def grad_block(x):
+        full = theta.copy()
+        full[mask] = x
+        return _call_grad(grad_fn, full)[mask]
+
+    return sharpness_lanczos(grad_block, theta[mask], tol=tol, seed=seed, eps=eps)
+
+
+def bn_scale_variant_sharpness(net, params, X, y, **kwargs):
+    r""":math:`\lambda_{max}` of the Hessian block of ``net``'s scale-variant parameters
+    (:func:`bn_scale_variant_mask`) at ``params`` on the full batch (X, y). With batch norm the
+    scale-invariant weights do not limit the step (their curvature falls as
+    :math:`1/\|w\|^2` while gradient descent makes :math:`\|w\|` grow), so the local stability
+    limit of gradient descent is :math:`2/\lambda_{max}` of this block; without batch norm it is
+    the whole Hessian's. ``kwargs`` go to :func:`hessian_block_sharpness`."""
+    grad_fn = mlp_grad_fn(net, X, y)
+    theta = net.pack(params).astype(np.float64)
+    return hessian_block_sharpness(grad_fn, theta, bn_scale_variant_mask(net), **kwargs)
+
+
+def bn_weight_norm_growth(lr, grad_norms):
+    r"""The growth of :math:`\|W\|^2` of a weight matrix feeding a batch norm under plain
+    gradient descent, from the gradient norms of every step:
+
+    .. math:: \|W_T\|^2 - \|W_0\|^2 = \eta^2 \sum_{t=0}^{T-1} \|\nabla_W L(W_t)\|^2,
+
+    exact when :math:`\langle W, \nabla_W L\rangle = 0` (each unit's column is
+    scale-invariant: :math:`\frac{d}{dc} L(cW)|_{c=1} = 0`), so
+    :math:`\|W - \eta g\|^2 = \|W\|^2 + \eta^2\|g\|^2`. Batch norm's
+    :math:`\epsilon` breaks the invariance slightly:
+    :math:`w_j \cdot \nabla_{w_j} L = \frac{\epsilon}{\sigma_j^2 + \epsilon}\,\gamma_j
+    \,\partial L/\partial\gamma_j`, which each step subtracts twice (times :math:`\eta`).
+
+    Parameters
+    ----------
+    lr : float >= 0
+    grad_norms : (T,) array_like of float >= 0
+        :math:`\|\nabla_W L\|` at steps 0 .. T-1.
+
+    Returns
+    -------
+    float
+    """
+    lr = _nonneg("lr", lr)
+    g = np.asarray(grad_norms, dtype=np.float64)
+    if g.ndim != 1 or not np.all(np.isfinite(g)) or (g < 0).any():
+        raise ValueError("grad_norms must be a 1-D array of finite norms >= 0")
+    return float(lr * lr * np.sum(g * g))
