@@ -576,7 +576,7 @@ def _xor(xp, xm, report):
         report.observation(
             "xor_stalled_signature", "Stalled runs: exponent of the approach L - L_plateau ~ "
                                      "t^-p (1 for a logistic tail), weight-norm growth from T/2 "
-                                     "to T (ln 2 / margin for ln t growth), output saturated share "
+                                     "to T (a constant per doubling of t if the norm grows like ln t), output saturated share "
                                      "(1/2: the merged half sits at p)",
             {"exponent p": float(st["exponent"].median()),
              "weight growth": float(st["weight_growth"].median()),
@@ -663,7 +663,8 @@ def _fig_bound(sruns, hruns, report):
     ax.set_ylim(0.8, hi)
     ax.set_xlabel("Novikoff bound (R / gamma*)^2, gamma* the maximum margin (log scale)")
     ax.set_ylabel("mistakes made by the perceptron (updates, log scale)")
-    leg = ax.legend(fontsize=8, loc="upper left")
+    leg = ax.legend(fontsize=8, loc="upper left", title="blobs by dimension d; construction",
+                    title_fontsize=8)
     for h in leg.legend_handles:
         if hasattr(h, "set_alpha"):
             h.set_alpha(1)

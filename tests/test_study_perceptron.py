@@ -1,6 +1,7 @@
 """The perceptron study end to end on a tiny grid: runner -> Parquet parts -> analysis ->
-claims.json, with every verdict recomputed from the stored parts; and manipulated data on which
-the analysis must report failures (so no claim can pass vacuously)."""
+claims.json, with every prediction and check recomputed from the stored parts; manipulated data
+on which the analysis must report failures; and the real tests of the engine checks the report
+lists in its appendix (Novikoff with the maximum margin, XOR never converging)."""
 import json
 import textwrap
 
@@ -8,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from studies import runner
+from simcore import datasets, perceptron as sperc
 from studies import perceptron as study
+from studies import perceptron_data, runner
 from studies import spec as specmod
+from studies.errors import StudyError
 from studies.report import Report
 from study_run import run_tiny
 
@@ -24,6 +27,12 @@ TINY = textwrap.dedent("""\
     kind = "perceptron"
     data = {name = "blobs", n = 40, d = [2, 4], margin = [0.1, 0.3], seed = {range = 2}}
     epochs = 300
+    seed = {range = 2}
+
+    [grids.tight]
+    kind = "perceptron"
+    data = {name = "hadamard", k = [4, 16], seed = {range = 2}}
+    epochs = 10
     seed = {range = 2}
 
     [grids.xor_perceptron]
@@ -41,12 +50,14 @@ TINY = textwrap.dedent("""\
     lr = 3.0
     steps = 600
     record_every = 50
-    seed = {range = 6}
+    seed = {range = 8}
     """)
 
-IDS = ["novikoff_bound", "novikoff_max_ratio", "separable_converged",
-       "xor_perceptron_never_converges", "xor_perceptron_mistakes_grow", "xor_mlp_solves",
-       "xor_perceptron_accuracy"]
+PREDICTIONS = ["novikoff_tight_construction", "xor_stalled_plateau_limit"]
+CHECKS = ["novikoff_bound", "novikoff_max_ratio", "max_margin_certified", "separable_converged",
+          "xor_not_separable", "xor_perceptron_never_converges", "xor_perceptron_accuracy"]
+OBSERVATIONS = ["novikoff_tightness", "xor_perceptron_mistake_rate", "xor_mlp_solves",
+                "xor_stalled_signature"]
 
 
 @pytest.fixture(scope="module")
@@ -57,67 +68,15 @@ def run(tmp_path_factory):
     return out, by_id, claims, parts
 
 
-def _runs(parts, mask):
-    return parts[mask].drop_duplicates("point")
+@pytest.fixture(scope="module")
+def stored(run):
+    out = run[0]
+    spec = specmod.load(out / "spec.toml", name="tiny")
+    return runner.results(spec, out), spec
 
 
-def test_claims_present_and_computed(run):
-    out, by_id, claims, parts = run
-    assert list(by_id) == IDS
-    assert claims["total"] == len(IDS)
-    assert claims["passed"] == sum(c["verdict"] == "pass" for c in by_id.values())
-    for c in by_id.values():
-        assert c["verdict"] in ("pass", "fail")
-        assert c["verdict"] == ("pass" if c["passed"] else "fail")
-        assert c["measured"] not in (None, "no runs")
-    for name in ("mistakes_vs_bound", "mistakes_vs_margin", "xor"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
-    assert parts["point"].nunique() == 16 + 2 + 6
-
-
-def test_novikoff_numbers_match_parts(run):
-    _, by_id, _, parts = run
-    sep = _runs(parts, (parts["kind"] == "perceptron") & (parts["data"] == "blobs"))
-    assert len(sep) == 16
-    # bound recomputed from the stored R and gamma
-    np.testing.assert_allclose(sep["bound"], (sep["radius"] / sep["margin"]) ** 2, rtol=1e-12)
-    ratio = sep["total_mistakes"] / sep["bound"]
-    over = int((sep["total_mistakes"] > sep["bound"]).sum())
-    assert by_id["novikoff_bound"]["measured"] == over == 0        # a theorem: must hold
-    assert by_id["novikoff_bound"]["verdict"] == "pass"
-    assert by_id["novikoff_max_ratio"]["measured"] == pytest.approx(ratio.max(), rel=1e-12)
-    assert 0 < ratio.max() <= 1
-    assert by_id["separable_converged"]["measured"] == pytest.approx(sep["converged"].mean())
-    assert by_id["separable_converged"]["verdict"] == ("pass" if sep["converged"].all() else "fail")
-    # stored per-epoch counts add up to each run's total
-    s = parts[(parts["kind"] == "perceptron")]
-    sums = s.groupby("point")["mistakes"].sum()
-    tot = s.groupby("point")["total_mistakes"].first()
-    assert (sums == tot).all()
-
-
-def test_xor_numbers_match_parts(run):
-    _, by_id, _, parts = run
-    xp = parts[(parts["kind"] == "perceptron") & (parts["data"] == "xor")]
-    pr = xp.drop_duplicates("point")
-    assert by_id["xor_perceptron_never_converges"]["measured"] == int(pr["converged"].sum()) == 0
-    ratios = []
-    for _, r in xp.groupby("point"):
-        m = r.sort_values("epoch")["mistakes"].to_numpy()
-        h = len(m) // 2
-        ratios.append(m[len(m) - h:].sum() / m[:h].sum())
-    assert by_id["xor_perceptron_mistakes_grow"]["measured"] == pytest.approx(np.median(ratios))
-    lo, hi = study.GROWTH_RATIO_RANGE
-    expect = all(lo <= x <= hi for x in ratios)
-    assert (by_id["xor_perceptron_mistakes_grow"]["verdict"] == "pass") == expect
-
-    mr = parts[parts["kind"] == "mlp"].drop_duplicates("point")
-    solved = mr["final_accuracy"] >= study.SOLVED_ACCURACY
-    assert by_id["xor_mlp_solves"]["measured"] == pytest.approx(solved.mean())
-    assert (by_id["xor_mlp_solves"]["verdict"] == "pass") == (solved.mean() > 0.5)
-    pmax = pr["final_accuracy"].max()
-    assert by_id["xor_perceptron_accuracy"]["measured"] == pytest.approx(pmax)
-    assert pmax <= study.LINEAR_XOR_CEILING + study.LINEAR_XOR_SLACK
+def _runs(parts, name):
+    return parts[(parts["kind"] == "perceptron") & (parts["data"] == name)].drop_duplicates("point")
 
 
 def _analyse(data, spec, path):
@@ -127,52 +86,203 @@ def _analyse(data, spec, path):
     return {c.id: c for c in rep.claims}
 
 
-@pytest.fixture(scope="module")
-def stored(run):
-    out = run[0]
-    spec = specmod.load(out / "spec.toml", name="tiny")
-    return runner.results(spec, out), spec
+def _points(spec):
+    return {p["point"]: p for p in specmod.expand(spec)}
 
 
-def test_manipulated_data_fails(stored, tmp_path):
+def test_kinds_counts_and_figures(run):
+    out, by_id, claims, parts = run
+    kinds = {c["id"]: c["kind"] for c in claims["claims"]}
+    assert [i for i in kinds if kinds[i] == "prediction"] == PREDICTIONS
+    assert sorted(i for i in kinds if kinds[i] == "check") == sorted(CHECKS)
+    assert sorted(i for i in kinds if kinds[i] == "observation") == sorted(OBSERVATIONS)
+    preds = [c for c in claims["claims"] if c["kind"] == "prediction"]
+    assert claims["total"] == len(preds) == 2
+    assert claims["passed"] == sum(c["passed"] for c in preds)
+    assert claims["checks"] == {"passed": len(CHECKS), "total": len(CHECKS)}
+    for c in claims["claims"]:
+        if c["kind"] == "observation":
+            assert c["passed"] is None and c["verdict"] == "observed"
+        else:
+            assert c["verdict"] in (("holds", "fails") if c["kind"] == "prediction" else ("ok",))
+        if c["kind"] == "prediction":
+            assert c["assumes"] and c["figure"]
+    for name in ("mistakes_vs_bound", "novikoff_tightness", "xor", "xor_plateau"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
+    assert parts["point"].nunique() == 16 + 8 + 2 + 8
+
+
+def test_tight_construction_recomputed(run, stored):
+    _, by_id, _, parts = run
+    spec = stored[1]
+    pts = _points(spec)
+    had = _runs(parts, "hadamard")
+    assert len(had) == 8
+    for _, r in had.iterrows():
+        args = pts[int(r["point"])]["data_args"]
+        X, y = perceptron_data.hadamard(**args)
+        m = study.max_margin(X, datasets.to_pm1(y))
+        R = np.sqrt(1 + (X ** 2).sum(1).max())
+        assert R == pytest.approx(r["radius"], rel=1e-12) == pytest.approx(np.sqrt(args["k"]))
+        assert m["gamma"] == pytest.approx(1.0, rel=1e-9)
+        assert r["total_mistakes"] == args["k"] == round((R / m["gamma"]) ** 2)
+        assert r["epochs_run"] == 2
+    c = by_id["novikoff_tight_construction"]
+    assert c["verdict"] == "holds"
+    assert c["predicted"] == {"k=4": pytest.approx(4), "k=16": pytest.approx(16)}
+    assert c["measured"] == {"k=4": 4, "k=16": 16}
+
+
+def _stalled(parts):
+    m = parts[(parts["kind"] == "mlp") & (parts["layer"] == 1)]
+    out = []
+    for point, r in m.groupby("point"):
+        if r["final_accuracy"].iloc[0] >= study.SOLVED_ACCURACY:
+            continue
+        r = r.sort_values("step")
+        T = r["step"].iloc[-1]
+        half = r[r["step"] <= T / 2].iloc[-1]
+        LT, L1, t1 = r["loss"].iloc[-1], half["loss"], half["step"]
+        out.append((LT, L1, (T * LT - t1 * L1) / (T - t1)))
+    return np.array(out)
+
+
+def test_plateau_recomputed(run):
+    _, by_id, _, parts = run
+    s = _stalled(parts)
+    assert len(s) >= 1, "the tiny grid must have stalled runs for this test to mean anything"
+    plateau = 0.5 * np.log(2)            # four equal clusters of 10: (1/2) ln 2
+    c = by_id["xor_stalled_plateau_limit"]
+    assert c["predicted"] == pytest.approx(plateau, rel=1e-12)
+    assert c["measured"] == pytest.approx(np.median(s[:, 2]), rel=1e-12)
+    ok = bool(((s[:, 1] > s[:, 0]) & (np.abs(s[:, 2] - plateau) <= s[:, 1] - s[:, 0])).all())
+    assert c["passed"] == ok
+    mr = parts[parts["kind"] == "mlp"].drop_duplicates("point")
+    assert by_id["xor_mlp_solves"]["measured"] == pytest.approx(
+        (mr["final_accuracy"] >= study.SOLVED_ACCURACY).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# the engine checks, tested
+
+def test_novikoff_with_max_margin_holds_on_every_run(run, stored):
+    """Novikoff (1962) with the maximum margin: mistakes <= (R/gamma*)^2, gamma* >= the
+    construction's margin; every run converges within the bound + 1 epochs."""
+    _, by_id, _, parts = run
+    pts = _points(stored[1])
+    sep = _runs(parts, "blobs")
+    for _, r in sep.iterrows():
+        X, y, info = datasets.blobs_margin(**pts[int(r["point"])]["data_args"], return_info=True)
+        m = study.max_margin(X, datasets.to_pm1(y))
+        assert m["gamma"] >= info.margin_augmented * (1 - 1e-9)
+        assert m["gamma_upper"] == pytest.approx(m["gamma"], rel=1e-7)
+        bound = (r["radius"] / m["gamma"]) ** 2
+        assert r["total_mistakes"] <= bound
+        assert r["converged"] and r["epochs_run"] <= bound + 1
+    np.testing.assert_allclose(sep["bound"], (sep["radius"] / sep["margin"]) ** 2, rtol=1e-12)
+    s = parts[parts["kind"] == "perceptron"]
+    assert (s.groupby("point")["mistakes"].sum() == s.groupby("point")["total_mistakes"].first()).all()
+    for cid in ("novikoff_bound", "novikoff_max_ratio", "max_margin_certified", "separable_converged"):
+        assert by_id[cid]["verdict"] == "ok", cid
+    assert by_id["novikoff_bound"]["measured"] == 0
+
+
+def test_novikoff_bound_on_fresh_data_and_orders():
+    """The theorem beyond the grid: random separable sets, many visiting orders and step sizes."""
+    rng = np.random.default_rng(5)
+    for trial in range(6):
+        d = int(rng.integers(2, 12))
+        X, y = datasets.blobs_margin(n=60, d=d, margin=float(rng.uniform(0.02, 0.3)), seed=trial)
+        y = datasets.to_pm1(y)
+        g = study.max_margin(X, y)["gamma"]
+        bound = (sperc.radius(X) / g) ** 2
+        for seed in range(5):
+            r = sperc.train(X, y, lr=float(rng.uniform(0.1, 3)), max_epochs=5000, seed=seed)
+            assert r.converged and r.mistakes <= bound
+
+
+def test_xor_checks_hold(run, stored):
+    _, by_id, _, parts = run
+    pts = _points(stored[1])
+    pr = _runs(parts, "xor")
+    assert by_id["xor_perceptron_never_converges"]["measured"] == int(pr["converged"].sum()) == 0
+    X, y = datasets.xor(**pts[int(pr["point"].iloc[0])]["data_args"])
+    assert not study.max_margin(X, datasets.to_pm1(y))["separable"]
+    ceiling = study.best_linear_accuracy_2d(X, y)
+    assert ceiling < 1 and (pr["final_accuracy"] <= ceiling).all()
+    # the theorem beyond the grid: a longer run still never has a mistake-free epoch
+    r = sperc.train(X, datasets.to_pm1(y), max_epochs=2000, seed=3)
+    assert not r.converged and (r.mistakes_per_epoch > 0).all()
+    for cid in ("xor_not_separable", "xor_perceptron_never_converges", "xor_perceptron_accuracy"):
+        assert by_id[cid]["verdict"] == "ok", cid
+
+
+# --------------------------------------------------------------------------------------------
+# manipulated data must fail
+
+def test_tight_construction_fails_on_one_missing_mistake(stored, tmp_path):
+    data, spec = stored
+    data = data.copy()
+    had = data[(data["kind"] == "perceptron") & (data["data"] == "hadamard")]
+    rows = data["point"] == had["point"].iloc[0]
+    data.loc[rows, "total_mistakes"] -= 1
+    by_id = _analyse(data, spec, tmp_path / "tight")
+    assert not by_id["novikoff_tight_construction"].passed
+    assert by_id["xor_stalled_plateau_limit"].passed
+
+
+def test_plateau_fails_at_another_level(stored, tmp_path):
+    """A stalled run that settles at a finite minimum above the plateau (its loss flat at
+    plateau + 0.02 over the last half) must fail the prediction."""
+    data, spec = stored
+    data = data.copy()
+    mlp = data["kind"] == "mlp"
+    stalled = mlp & (data["final_accuracy"] < study.SOLVED_ACCURACY)
+    assert stalled.any()
+    victim = data.loc[stalled, "point"].iloc[0]
+    late = (data["point"] == victim) & (data["step"] >= data.loc[mlp, "step"].max() / 2)
+    data.loc[late, "loss"] = 0.5 * np.log(2) + 0.02
+    by_id = _analyse(data, spec, tmp_path / "plateau")
+    assert not by_id["xor_stalled_plateau_limit"].passed
+    assert by_id["novikoff_tight_construction"].passed
+
+
+def test_checks_fail_on_manipulated_runs(stored, tmp_path):
     data, spec = stored
     data = data.copy()
     sep = data[(data["kind"] == "perceptron") & (data["data"] == "blobs")]
-    victim = sep["point"].iloc[0]
-    rows = data["point"] == victim
-    data.loc[rows, "total_mistakes"] = np.floor(data.loc[rows, "bound"]) + 1
+    rows = data["point"] == sep["point"].iloc[0]
+    data.loc[rows, "total_mistakes"] = 10 ** 6
     data.loc[rows, "converged"] = False
-    xor_victim = data.loc[(data["kind"] == "perceptron") & (data["data"] == "xor"), "point"].iloc[0]
-    data.loc[data["point"] == xor_victim, "converged"] = True
-    data.loc[data["kind"] == "mlp", "final_accuracy"] = 0.5
-    by_id = _analyse(data, spec, tmp_path / "bad")
-    assert not by_id["novikoff_bound"].passed and by_id["novikoff_bound"].measured == 1
-    assert not by_id["novikoff_max_ratio"].passed and by_id["novikoff_max_ratio"].measured > 1
-    assert not by_id["separable_converged"].passed
-    assert not by_id["xor_perceptron_never_converges"].passed
-    assert not by_id["xor_mlp_solves"].passed and by_id["xor_mlp_solves"].measured == 0
-    assert not by_id["xor_perceptron_accuracy"].passed      # no MLP solves it any more
-    claims = json.loads((tmp_path / "bad" / "claims.json").read_text())
-    assert claims["passed"] == sum(c.passed for c in by_id.values()) < claims["total"]
-
-
-def test_growth_claim_fails_when_mistakes_stop(stored, tmp_path):
-    data, spec = stored
-    data = data.copy()
     xor = (data["kind"] == "perceptron") & (data["data"] == "xor")
-    late = xor & (data["epoch"] > data["epochs_run"] / 2)
-    data.loc[late, "mistakes"] = 0          # a run whose mistakes die out: sublinear growth
-    by_id = _analyse(data, spec, tmp_path / "stop")
-    assert not by_id["xor_perceptron_mistakes_grow"].passed
-    assert by_id["xor_perceptron_mistakes_grow"].measured == 0
+    data.loc[xor & (data["point"] == data.loc[xor, "point"].iloc[0]), "converged"] = True
+    data.loc[xor, "final_accuracy"] = 1.0
+    by_id = _analyse(data, spec, tmp_path / "bad")
+    for cid in ("novikoff_bound", "novikoff_max_ratio", "separable_converged",
+                "xor_perceptron_never_converges", "xor_perceptron_accuracy"):
+        assert not by_id[cid].passed, cid
+    assert by_id["novikoff_bound"].measured == 1
+    claims = json.loads((tmp_path / "bad" / "claims.json").read_text())
+    assert claims["checks"]["passed"] < claims["checks"]["total"]
 
 
 def test_missing_runs_fail_not_pass(stored, tmp_path):
     data, spec = stored
-    only_mlp = data[data["kind"] == "mlp"]
-    by_id = _analyse(only_mlp, spec, tmp_path / "mlp_only")
-    for cid in ("novikoff_bound", "novikoff_max_ratio", "separable_converged",
-                "xor_perceptron_never_converges", "xor_perceptron_mistakes_grow",
-                "xor_perceptron_accuracy"):
-        assert not by_id[cid].passed, cid
-        assert by_id[cid].measured == "no runs"
+    by_id = _analyse(data[data["kind"] == "mlp"], spec, tmp_path / "mlp_only")
+    assert not by_id["novikoff_tight_construction"].passed
+    assert by_id["novikoff_tight_construction"].measured == "no runs"
+    for cid in ("novikoff_bound", "separable_converged", "xor_perceptron_never_converges"):
+        assert not by_id[cid].passed and by_id[cid].measured == "no runs", cid
+    by_id = _analyse(data[data["kind"] == "perceptron"], spec, tmp_path / "perc_only")
+    assert not by_id["xor_stalled_plateau_limit"].passed
+    assert by_id["xor_stalled_plateau_limit"].measured == "no runs"
+
+
+def test_bad_hadamard_configuration_is_named(tmp_path):
+    with pytest.raises(StudyError, match="k must be a power of two"):
+        runner.make_data("hadamard", {"k": 6, "seed": 0})
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace('data = {name = "hadamard", k = [4, 16], seed = {range = 2}}',
+                                'data = {name = "hadamard", n = 4}'))
+    with pytest.raises(StudyError, match="'n' is not an argument of data set 'hadamard'"):
+        specmod.load(bad, name="bad")
