@@ -548,6 +548,224 @@ def sigmoid_gradient_bound(n_layers, weight_norms=None):
 
 
 # ============================================================================================
+# vanishing-gradients: finite-width gradient growth, the correlation depth scale, batch norm's
+# gradient explosion, and random networks simulated at the grid's own width and batch
+# ============================================================================================
+
+def _mean_df4(activation, q):
+    df = ACTIVATION_FUNCS[activation][1]
+    q = min(max(q, _Q_TINY), _Q_HUGE)
+    return gaussian_expectation(lambda x: df(x) ** 4, q)
+
+
+def finite_width_log_growth(activation, sigma_w2, sigma_b2, width, q=None):
+    r"""The expected per-layer growth of :math:`\ln\|\delta_l\|` (towards the input) at finite
+    width N, to first order in 1/N:
+
+    .. math::
+        E \ln\frac{\|\delta_l\|}{\|\delta_{l+1}\|} = \tfrac12 \ln\chi_1
+        - \frac{1}{4N}\Big(\frac{3\,E[f'(u)^4]}{E[f'(u)^2]^2} - 1\Big),\qquad u \sim N(0, q).
+
+    Why: :math:`\delta_l = f'(z_l) \odot (W_{l+1}^T \delta_{l+1})`, and (gradient independence)
+    :math:`(W^T\delta_{l+1})_i \sim N(0, \sigma_w^2\|\delta_{l+1}\|^2/N)` independently of
+    :math:`z_l`, so the squared ratio :math:`r = (\sigma_w^2/N)\sum_i f'(z_i)^2 g_i^2` has mean
+    :math:`\chi_1` and relative variance :math:`(3E f'^4/(E f'^2)^2 - 1)/N`; and
+    :math:`E\ln r = \ln E r - \mathrm{Var}\, r/(2 (E r)^2) + O(N^{-2})` (Jensen). relu: 5/(4N);
+    tanh at :math:`q \to 0`: 1/(2N).
+
+    Parameters
+    ----------
+    activation : str
+    sigma_w2, sigma_b2 : float >= 0
+    width : int >= 1
+        N, the fan-in of the layer the gradient crosses.
+    q : float >= 0, optional
+        Variance of the pre-activations; default :func:`q_star`.
+    """
+    activation = _activation(activation)
+    sigma_w2 = _nonneg("sigma_w2", sigma_w2)
+    sigma_b2 = _nonneg("sigma_b2", sigma_b2)
+    width = _validate.integer("width", width, minimum=1)
+    q = q_star(activation, sigma_w2, sigma_b2) if q is None else _q_value("q", q)
+    m2 = _mean_df2(activation, q)
+    if m2 <= 0 or sigma_w2 == 0:
+        return -math.inf
+    kurt = 3.0 * _mean_df4(activation, q) / m2 ** 2
+    return 0.5 * math.log(sigma_w2 * m2) - (kurt - 1.0) / (4.0 * width)
+
+
+# tensor-product Gauss-Legendre on [-12, 12]^2 with the Gaussian weight: node spacing ~0.06,
+# which resolves tanh'(sqrt(q) z)^2 (width 1/sqrt(q)) for q up to about 25
+_BIV_NODES, _BIV_W = np.polynomial.legendre.leggauss(400)
+_BIV_Z = 12.0 * _BIV_NODES
+_BIV_W = 12.0 * _BIV_W * np.exp(-0.5 * _BIV_Z ** 2) / math.sqrt(2 * math.pi)
+_BIV_QMAX = 25.0
+
+
+def _bivariate(g1, g2, q, c):
+    """E[g1(u1) g2(u2)] for (u1, u2) Gaussian with variances q and correlation c."""
+    s = math.sqrt(q)
+    z1 = _BIV_Z[:, None]
+    z2 = _BIV_Z[None, :]
+    u1 = s * z1
+    u2 = s * (c * z1 + math.sqrt(max(0.0, 1.0 - c * c)) * z2)
+    return float(_BIV_W @ (np.asarray(g1(u1)) * np.asarray(g2(u2))) @ _BIV_W)
+
+
+def _fixed_q(activation, sigma_w2, sigma_b2):
+    q = q_star(activation, sigma_w2, sigma_b2)
+    if not 0 < q <= _BIV_QMAX:
+        raise ValueError(f"the correlation map needs a finite q* in (0, {_BIV_QMAX:g}]; "
+                         f"{activation} with sigma_w2={sigma_w2}, sigma_b2={sigma_b2} has q*={q}")
+    return q
+
+
+def correlation_map(activation, c, sigma_w2, sigma_b2):
+    r"""The correlation map of mean-field theory (Poole et al. 2016; Schoenholz et al. 2017, eq. 4):
+
+    .. math:: \mathcal{C}(c) = \frac{\sigma_w^2\, E[f(u_1) f(u_2)] + \sigma_b^2}{q^*},
+
+    :math:`(u_1, u_2)` Gaussian with variances :math:`q^*` and correlation c: the correlation of
+    two inputs' pre-activations one layer deeper. Needs :math:`0 < q^* \le 25` (the quadrature's
+    range); raises ValueError otherwise.
+    """
+    activation = _activation(activation)
+    c = _validate.real("c", c, -1.0)
+    if c > 1:
+        raise ValueError(f"c must be in [-1, 1], got {c}")
+    q = _fixed_q(activation, _nonneg("sigma_w2", sigma_w2), _nonneg("sigma_b2", sigma_b2))
+    f = ACTIVATION_FUNCS[activation][0]
+    return (sigma_w2 * _bivariate(f, f, q, c) + sigma_b2) / q
+
+
+def c_star(activation, sigma_w2, sigma_b2):
+    r"""The stable fixed point :math:`c^*` of :func:`correlation_map`: 1 in the ordered phase
+    (:math:`\chi_1 \le 1`, every pair of inputs becomes aligned), and below 1 in the chaotic phase
+    (:math:`\chi_1 > 1`, where :math:`\mathcal{C}'(1) = \chi_1` makes c = 1 unstable): the root of
+    :math:`\mathcal{C}(c) = c` in [0, 1) by Brent's method."""
+    if chi_1(activation, sigma_w2, sigma_b2) <= 1.0:
+        return 1.0
+
+    def g(c):
+        return correlation_map(activation, c, sigma_w2, sigma_b2) - c
+
+    hi = 1.0 - 1e-6
+    if g(0.0) <= 0.0:          # odd f with sigma_b2 = 0: C(0) = 0
+        return 0.0
+    return optimize.brentq(g, 0.0, hi, xtol=1e-12)
+
+
+def chi_c(activation, sigma_w2, sigma_b2):
+    r""":math:`\chi_c = \sigma_w^2 E[f'(u_1) f'(u_2)]` at :math:`(q^*, c^*)`: the slope of the
+    correlation map at its fixed point (Schoenholz et al. 2017, eq. 8); equals :math:`\chi_1` in
+    the ordered phase (:math:`c^* = 1`)."""
+    cs = c_star(activation, sigma_w2, sigma_b2)
+    if cs == 1.0:
+        return chi_1(activation, sigma_w2, sigma_b2)
+    q = _fixed_q(activation, sigma_w2, sigma_b2)
+    df = ACTIVATION_FUNCS[activation][1]
+    return sigma_w2 * _bivariate(df, df, q, cs)
+
+
+def correlation_depth_scale(activation, sigma_w2, sigma_b2):
+    r"""The depth scale of correlation propagation, :math:`\xi_c = -1/\ln\chi_c` (Schoenholz et
+    al. 2017, eq. 9): :math:`|c^l - c^*| \sim e^{-l/\xi_c}`. It diverges at the edge of chaos;
+    networks are trainable to depths of about :math:`6\xi_c`. In the ordered phase it equals
+    :func:`depth_scale`."""
+    x = chi_c(activation, sigma_w2, sigma_b2)
+    if x >= 1.0:
+        return math.inf
+    if x <= 0.0:
+        return 0.0
+    return -1.0 / math.log(x)
+
+
+def bn_gradient_factor(activation):
+    r"""Batch norm's per-layer gradient factor at initialisation (Yang et al. 2019, "A mean field
+    theory of batch normalization"), in the wide, large-batch limit:
+
+    .. math:: \lambda_{BN}(f) = \frac{E[f'(z)^2]}{\mathrm{Var}[f(z)]},\qquad z \sim N(0, 1),
+
+    by quadrature: a batch-normalised layer's input has unit variance whatever the weights'
+    scale, and backprop through the normalisation divides by the std of the layer below,
+    :math:`\sqrt{\sigma_w^2 \mathrm{Var} f}`, while the dense layer multiplies by
+    :math:`\sigma_w^2 E f'^2`: :math:`\sigma_w^2` cancels. relu: 1/(1 - 1/pi) = 1.467.
+    """
+    activation = _activation(activation)
+    f, df = ACTIVATION_FUNCS[activation]
+    var = gaussian_expectation(lambda x: f(x) ** 2, 1.0) - gaussian_expectation(f, 1.0) ** 2
+    return gaussian_expectation(lambda x: df(x) ** 2, 1.0) / var
+
+
+def bn_log_gradient_growth(activation):
+    r"""The predicted growth of :math:`\ln\|\partial L/\partial W_l\|` per batch-normalised layer,
+    towards the input: :math:`\tfrac12 \ln \lambda_{BN}(f)` (:func:`bn_gradient_factor`)."""
+    return 0.5 * math.log(bn_gradient_factor(activation))
+
+
+def random_mlp_telemetry(activation, X, y, width, depth, sigma_w2=1.0, sigma_b2=0.0,
+                         batchnorm=False, seeds=16, seed=0, bn_eps=1e-5, first_sigma_w2=None):
+    r"""Monte Carlo of the mean-field recursions at finite width and batch: ``seeds`` random MLPs
+    (weights :math:`N(0, \sigma_w^2/\text{fan\_in})`, biases :math:`N(0, \sigma_b^2)`; ``depth``
+    dense layers, hidden ones of ``width`` units, optionally batch-normalised before the
+    activation with :math:`\gamma = 1, \beta = 0`; identity output, MSE loss
+    :math:`\frac1{nk}\sum (\hat y - y)^2`) on the data (X, y), in plain NumPy, independent of
+    simcore. It is the finite-size counterpart of the wide-limit formulas: the same network at the
+    grid's width and batch, with Gaussian weights.
+    ``first_sigma_w2`` (default ``sigma_w2``) is that of the first layer, whose fan-in is the data's.
+
+    Returns
+    -------
+    dict of (seeds, depth) arrays: ``grad_norm`` (:math:`\|\partial L/\partial W_l\|_F`) and
+    ``preact_std`` (std over samples and units of each layer's activation input: the
+    batch-normalised value with batch norm; the output itself for the last layer).
+    """
+    activation = _activation(activation)
+    f, df = ACTIVATION_FUNCS[activation]
+    X = _validate.array("X", X, ndim=2, dtype=np.float64)
+    Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+    width = _validate.integer("width", width, minimum=1)
+    depth = _validate.integer("depth", depth, minimum=1)
+    seeds = _validate.integer("seeds", seeds, minimum=1)
+    n, k = Y.shape
+    sizes = [X.shape[1]] + [width] * (depth - 1) + [k]
+    sigma_w2 = _nonneg("sigma_w2", sigma_w2)
+    sw2s = [sigma_w2 if first_sigma_w2 is None else _nonneg("first_sigma_w2", first_sigma_w2)]
+    sw2s += [sigma_w2] * (depth - 1)
+    rng = np.random.default_rng(seed)
+    grad = np.empty((seeds, depth))
+    pstd = np.empty((seeds, depth))
+    for s in range(seeds):
+        Ws = [rng.normal(0.0, math.sqrt((sw2s[l]) / sizes[l]), (sizes[l], sizes[l + 1])) for l in range(depth)]
+        bs = [rng.normal(0.0, math.sqrt(sigma_b2), sizes[l + 1]) for l in range(depth)]
+        acts, posts, cache = [X], [], []
+        for l in range(depth):
+            z = acts[-1] @ Ws[l] + bs[l]
+            if batchnorm and l < depth - 1:
+                mu = z.mean(axis=0)
+                inv = 1.0 / np.sqrt(z.var(axis=0) + bn_eps)
+                xhat = (z - mu) * inv
+                cache.append((xhat, inv))
+                z = xhat
+            else:
+                cache.append(None)
+            posts.append(z)
+            pstd[s, l] = z.std()
+            if l < depth - 1:
+                acts.append(f(z))
+        d = 2.0 * (posts[-1] - Y) / (n * k)
+        for l in range(depth - 1, -1, -1):
+            grad[s, l] = np.linalg.norm(acts[l].T @ d)
+            if l == 0:
+                break
+            d = (d @ Ws[l].T) * df(posts[l - 1])
+            if cache[l - 1] is not None:
+                xhat, inv = cache[l - 1]
+                d = inv * (d - d.mean(axis=0) - xhat * (d * xhat).mean(axis=0))
+    return {"grad_norm": grad, "preact_std": pstd}
+
+
+# ============================================================================================
 # Least squares: a linear model with MSE, full-batch gradient descent
 # ============================================================================================
 
@@ -719,6 +937,168 @@ def ls_solution(X, Y):
     theta, *_ = np.linalg.lstsq(Xa, Y2, rcond=None)
     loss = float(np.mean((Xa @ theta - Y2) ** 2))
     return LSSolution(theta[:-1].copy(), theta[-1].copy(), loss)
+
+
+# ============================================================================================
+# convergence: heavy-ball momentum on least squares, and the escape of a saturated sigmoid unit
+# ============================================================================================
+
+def _hb_args(eta, beta):
+    eta = _nonneg("eta", eta)
+    beta = _nonneg("beta", beta)
+    if beta >= 1.0:
+        raise ValueError(f"beta must be < 1, got {beta}")
+    return eta, beta
+
+
+def heavy_ball_factor(eta, beta, lam):
+    r"""Spectral radius of heavy-ball momentum along one eigen-direction of curvature
+    :math:`\lambda`.
+
+    Polyak's heavy ball, :math:`\theta_{t+1} = \theta_t - \eta\nabla L(\theta_t) + \beta(\theta_t -
+    \theta_{t-1})` (simcore's ``momentum``: :math:`v \leftarrow \beta v + g,\ \theta \leftarrow
+    \theta - \eta v`, the same iteration), moves the error :math:`d` along an eigenvector of a
+    quadratic by :math:`d_{t+1} = (1 + \beta - \eta\lambda) d_t - \beta d_{t-1}`; its factor per
+    step is the largest modulus of the roots of
+
+    .. math:: x^2 - (1 + \beta - \eta\lambda)\,x + \beta = 0,
+
+    :math:`\sqrt\beta` when the roots are complex, else :math:`(|a| + \sqrt{a^2 - 4\beta})/2`
+    with :math:`a = 1 + \beta - \eta\lambda`.
+
+    Parameters
+    ----------
+    eta : float >= 0
+    beta : float in [0, 1)
+    lam : float or array_like of curvatures >= 0
+
+    Returns
+    -------
+    float, or an array shaped like ``lam``.
+    """
+    eta, beta = _hb_args(eta, beta)
+    lam_arr = np.asarray(lam, dtype=np.float64)
+    if (lam_arr < 0).any() or not np.all(np.isfinite(lam_arr)):
+        raise ValueError("lam must hold finite curvatures >= 0")
+    a = 1.0 + beta - eta * lam_arr
+    disc = a * a - 4.0 * beta
+    real = (np.abs(a) + np.sqrt(np.maximum(disc, 0.0))) / 2.0
+    out = np.where(disc >= 0, real, math.sqrt(beta))
+    return float(out) if np.ndim(lam) == 0 else out
+
+
+def heavy_ball_contraction(eta, beta, lambdas):
+    r"""The worst factor per step of heavy-ball momentum on a quadratic with curvatures
+    ``lambdas``: :math:`\rho(\eta, \beta) = \max_i` :func:`heavy_ball_factor` :math:`(\eta, \beta,
+    \lambda_i)`; the error shrinks iff :math:`\rho < 1`."""
+    lam = _validate.array("lambdas", lambdas, ndim=1, dtype=np.float64)
+    return float(np.max(heavy_ball_factor(eta, beta, lam)))
+
+
+def heavy_ball_threshold(beta, lambda_max):
+    r"""The stability threshold of heavy-ball momentum: :math:`\eta_c = 2(1 + \beta)/\lambda_{max}`.
+
+    At :math:`\eta\lambda = 2(1 + \beta)` a root of :math:`x^2 - (1 + \beta - \eta\lambda)x + \beta`
+    reaches -1 (for :math:`\beta = 0` it is gradient descent's :math:`2/\lambda_{max}`).
+    """
+    _, beta = _hb_args(0.0, beta)
+    return 2.0 * (1.0 + beta) / _positive("lambda_max", lambda_max)
+
+
+def heavy_ball_optimal(lambda_min, lambda_max):
+    r"""Polyak's best (eta, beta) on a quadratic with curvatures in
+    :math:`[\lambda_{min}, \lambda_{max}]` and the factor per step it gives:
+
+    .. math::
+        \eta^* = \frac{4}{(\sqrt{\lambda_{max}} + \sqrt{\lambda_{min}})^2}, \qquad
+        \beta^* = \Big(\frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}\Big)^2, \qquad
+        \rho^* = \sqrt{\beta^*} = \frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}.
+
+    Returns
+    -------
+    (eta, beta, rho) floats
+    """
+    lambda_min, lambda_max = _ls_lambdas(lambda_min, lambda_max)
+    a, b = math.sqrt(lambda_max), math.sqrt(lambda_min)
+    rho = (a - b) / (a + b)
+    return 4.0 / (a + b) ** 2, rho * rho, rho
+
+
+def heavy_ball_excess(lambdas, c0, eta, beta, steps):
+    r"""Exact excess loss :math:`L_t - L^* = \sum_i \frac{\lambda_i}{2} d_{i,t}^2` of heavy-ball
+    momentum on a quadratic, from the error :math:`c_0` along each eigenvector and zero velocity
+    (simcore starts with :math:`v = 0`): :math:`v_{t+1} = \beta v_t + \lambda d_t`,
+    :math:`d_{t+1} = d_t - \eta v_{t+1}`. With ``beta = 0`` it is gradient descent's
+    :math:`\sum_i \frac{\lambda_i}{2} c_i^2 (1 - \eta\lambda_i)^{2t}`.
+
+    Parameters
+    ----------
+    lambdas, c0 : (n,) array_like, the curvatures (>= 0) and the initial error along each
+    eta, beta : floats, ``eta >= 0``, ``0 <= beta < 1``
+    steps : int >= 0
+
+    Returns
+    -------
+    (steps + 1,) float64 array, the excess at steps 0..steps (inf once it overflows)
+    """
+    eta, beta = _hb_args(eta, beta)
+    lam = _validate.array("lambdas", lambdas, ndim=1, dtype=np.float64)
+    d = _validate.array("c0", c0, ndim=1, dtype=np.float64).copy()
+    if d.shape != lam.shape:
+        raise ValueError(f"c0 must have shape {lam.shape} to match lambdas, got {d.shape}")
+    steps = _validate.integer("steps", steps, minimum=0)
+    v = np.zeros_like(d)
+    out = np.empty(steps + 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(steps + 1):
+            out[t] = float(np.sum(lam / 2.0 * d * d))
+            v = beta * v + lam * d
+            d = d - eta * v
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def _escape_primitive(loss, z):
+    # antiderivatives of 1/delta(z) for y = 0: mse_sigmoid's delta = 2 s^2 (1 - s) with
+    # 1/(s^2 (1 - s)) = e^z + 3 + 3 e^-z + e^-2z; bce's delta = s with 1/s = 1 + e^-z
+    if loss == "mse_sigmoid":
+        return (np.exp(z) + 3.0 * z - 3.0 * np.exp(-z) - 0.5 * np.exp(-2.0 * z)) / 2.0
+    return z - np.exp(-z)
+
+
+def sigmoid_escape_time(loss, z0, eta_eff, z_target=0.0):
+    r"""Steps a sigmoid unit needs, in the gradient-flow limit, to bring its logit from a start
+    :math:`z_0` on the wrong side (label 0, :math:`z_0 > 0`) down to ``z_target``.
+
+    One sample, a linear unit, logit :math:`z = w^T x + b`: gradient descent moves it by
+    :math:`z \leftarrow z - \eta_{eff}\,\delta(z)`, :math:`\eta_{eff} = \eta(\|x\|^2 + 1)`, with
+    :math:`\delta = 2\sigma^2(1 - \sigma)` for MSE on the sigmoid and :math:`\delta = \sigma` for
+    cross-entropy (Nielsen, ch. 3). The flow :math:`\dot z = -\eta_{eff}\delta(z)` integrates to
+
+    .. math::
+        t_{mse} = \frac{F(z_0) - F(z_T)}{2\eta_{eff}}, \quad F(z) = e^z + 3z - 3e^{-z} - \tfrac12 e^{-2z};
+        \qquad t_{bce} = \frac{G(z_0) - G(z_T)}{\eta_{eff}}, \quad G(z) = z - e^{-z},
+
+    so MSE's time grows like :math:`e^{z_0}/(2\eta_{eff})` and cross-entropy's like
+    :math:`z_0/\eta_{eff}`. A start with label 1 at :math:`-z_0` is the mirror image.
+
+    Parameters
+    ----------
+    loss : {"mse_sigmoid", "bce"}
+    z0 : float or array_like, initial logits >= z_target
+    eta_eff : float > 0
+    z_target : float
+
+    Returns
+    -------
+    float, or an array shaped like ``z0``.
+    """
+    loss = _validate.choice("loss", loss, ("mse_sigmoid", "bce"))
+    eta_eff = _positive("eta_eff", eta_eff)
+    z = np.asarray(z0, dtype=np.float64)
+    if not np.all(np.isfinite(z)) or (z < z_target).any():
+        raise ValueError(f"z0 must hold finite logits >= z_target={z_target}")
+    t = (_escape_primitive(loss, z) - _escape_primitive(loss, float(z_target))) / eta_eff
+    return float(t) if np.ndim(z0) == 0 else t
 
 
 # ============================================================================================
