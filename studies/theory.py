@@ -1102,6 +1102,168 @@ def sigmoid_escape_time(loss, z0, eta_eff, z_target=0.0):
 
 
 # ============================================================================================
+# convergence: heavy-ball momentum on least squares, and the escape of a saturated sigmoid unit
+# ============================================================================================
+
+def _hb_args(eta, beta):
+    eta = _nonneg("eta", eta)
+    beta = _nonneg("beta", beta)
+    if beta >= 1.0:
+        raise ValueError(f"beta must be < 1, got {beta}")
+    return eta, beta
+
+
+def heavy_ball_factor(eta, beta, lam):
+    r"""Spectral radius of heavy-ball momentum along one eigen-direction of curvature
+    :math:`\lambda`.
+
+    Polyak's heavy ball, :math:`\theta_{t+1} = \theta_t - \eta\nabla L(\theta_t) + \beta(\theta_t -
+    \theta_{t-1})` (simcore's ``momentum``: :math:`v \leftarrow \beta v + g,\ \theta \leftarrow
+    \theta - \eta v`, the same iteration), moves the error :math:`d` along an eigenvector of a
+    quadratic by :math:`d_{t+1} = (1 + \beta - \eta\lambda) d_t - \beta d_{t-1}`; its factor per
+    step is the largest modulus of the roots of
+
+    .. math:: x^2 - (1 + \beta - \eta\lambda)\,x + \beta = 0,
+
+    :math:`\sqrt\beta` when the roots are complex, else :math:`(|a| + \sqrt{a^2 - 4\beta})/2`
+    with :math:`a = 1 + \beta - \eta\lambda`.
+
+    Parameters
+    ----------
+    eta : float >= 0
+    beta : float in [0, 1)
+    lam : float or array_like of curvatures >= 0
+
+    Returns
+    -------
+    float, or an array shaped like ``lam``.
+    """
+    eta, beta = _hb_args(eta, beta)
+    lam_arr = np.asarray(lam, dtype=np.float64)
+    if (lam_arr < 0).any() or not np.all(np.isfinite(lam_arr)):
+        raise ValueError("lam must hold finite curvatures >= 0")
+    a = 1.0 + beta - eta * lam_arr
+    disc = a * a - 4.0 * beta
+    real = (np.abs(a) + np.sqrt(np.maximum(disc, 0.0))) / 2.0
+    out = np.where(disc >= 0, real, math.sqrt(beta))
+    return float(out) if np.ndim(lam) == 0 else out
+
+
+def heavy_ball_contraction(eta, beta, lambdas):
+    r"""The worst factor per step of heavy-ball momentum on a quadratic with curvatures
+    ``lambdas``: :math:`\rho(\eta, \beta) = \max_i` :func:`heavy_ball_factor` :math:`(\eta, \beta,
+    \lambda_i)`; the error shrinks iff :math:`\rho < 1`."""
+    lam = _validate.array("lambdas", lambdas, ndim=1, dtype=np.float64)
+    return float(np.max(heavy_ball_factor(eta, beta, lam)))
+
+
+def heavy_ball_threshold(beta, lambda_max):
+    r"""The stability threshold of heavy-ball momentum: :math:`\eta_c = 2(1 + \beta)/\lambda_{max}`.
+
+    At :math:`\eta\lambda = 2(1 + \beta)` a root of :math:`x^2 - (1 + \beta - \eta\lambda)x + \beta`
+    reaches -1 (for :math:`\beta = 0` it is gradient descent's :math:`2/\lambda_{max}`).
+    """
+    _, beta = _hb_args(0.0, beta)
+    return 2.0 * (1.0 + beta) / _positive("lambda_max", lambda_max)
+
+
+def heavy_ball_optimal(lambda_min, lambda_max):
+    r"""Polyak's best (eta, beta) on a quadratic with curvatures in
+    :math:`[\lambda_{min}, \lambda_{max}]` and the factor per step it gives:
+
+    .. math::
+        \eta^* = \frac{4}{(\sqrt{\lambda_{max}} + \sqrt{\lambda_{min}})^2}, \qquad
+        \beta^* = \Big(\frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}\Big)^2, \qquad
+        \rho^* = \sqrt{\beta^*} = \frac{\sqrt\kappa - 1}{\sqrt\kappa + 1}.
+
+    Returns
+    -------
+    (eta, beta, rho) floats
+    """
+    lambda_min, lambda_max = _ls_lambdas(lambda_min, lambda_max)
+    a, b = math.sqrt(lambda_max), math.sqrt(lambda_min)
+    rho = (a - b) / (a + b)
+    return 4.0 / (a + b) ** 2, rho * rho, rho
+
+
+def heavy_ball_excess(lambdas, c0, eta, beta, steps):
+    r"""Exact excess loss :math:`L_t - L^* = \sum_i \frac{\lambda_i}{2} d_{i,t}^2` of heavy-ball
+    momentum on a quadratic, from the error :math:`c_0` along each eigenvector and zero velocity
+    (simcore starts with :math:`v = 0`): :math:`v_{t+1} = \beta v_t + \lambda d_t`,
+    :math:`d_{t+1} = d_t - \eta v_{t+1}`. With ``beta = 0`` it is gradient descent's
+    :math:`\sum_i \frac{\lambda_i}{2} c_i^2 (1 - \eta\lambda_i)^{2t}`.
+
+    Parameters
+    ----------
+    lambdas, c0 : (n,) array_like, the curvatures (>= 0) and the initial error along each
+    eta, beta : floats, ``eta >= 0``, ``0 <= beta < 1``
+    steps : int >= 0
+
+    Returns
+    -------
+    (steps + 1,) float64 array, the excess at steps 0..steps (inf once it overflows)
+    """
+    eta, beta = _hb_args(eta, beta)
+    lam = _validate.array("lambdas", lambdas, ndim=1, dtype=np.float64)
+    d = _validate.array("c0", c0, ndim=1, dtype=np.float64).copy()
+    if d.shape != lam.shape:
+        raise ValueError(f"c0 must have shape {lam.shape} to match lambdas, got {d.shape}")
+    steps = _validate.integer("steps", steps, minimum=0)
+    v = np.zeros_like(d)
+    out = np.empty(steps + 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(steps + 1):
+            out[t] = float(np.sum(lam / 2.0 * d * d))
+            v = beta * v + lam * d
+            d = d - eta * v
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def _escape_primitive(loss, z):
+    # antiderivatives of 1/delta(z) for y = 0: mse_sigmoid's delta = 2 s^2 (1 - s) with
+    # 1/(s^2 (1 - s)) = e^z + 3 + 3 e^-z + e^-2z; bce's delta = s with 1/s = 1 + e^-z
+    if loss == "mse_sigmoid":
+        return (np.exp(z) + 3.0 * z - 3.0 * np.exp(-z) - 0.5 * np.exp(-2.0 * z)) / 2.0
+    return z - np.exp(-z)
+
+
+def sigmoid_escape_time(loss, z0, eta_eff, z_target=0.0):
+    r"""Steps a sigmoid unit needs, in the gradient-flow limit, to bring its logit from a start
+    :math:`z_0` on the wrong side (label 0, :math:`z_0 > 0`) down to ``z_target``.
+
+    One sample, a linear unit, logit :math:`z = w^T x + b`: gradient descent moves it by
+    :math:`z \leftarrow z - \eta_{eff}\,\delta(z)`, :math:`\eta_{eff} = \eta(\|x\|^2 + 1)`, with
+    :math:`\delta = 2\sigma^2(1 - \sigma)` for MSE on the sigmoid and :math:`\delta = \sigma` for
+    cross-entropy (Nielsen, ch. 3). The flow :math:`\dot z = -\eta_{eff}\delta(z)` integrates to
+
+    .. math::
+        t_{mse} = \frac{F(z_0) - F(z_T)}{2\eta_{eff}}, \quad F(z) = e^z + 3z - 3e^{-z} - \tfrac12 e^{-2z};
+        \qquad t_{bce} = \frac{G(z_0) - G(z_T)}{\eta_{eff}}, \quad G(z) = z - e^{-z},
+
+    so MSE's time grows like :math:`e^{z_0}/(2\eta_{eff})` and cross-entropy's like
+    :math:`z_0/\eta_{eff}`. A start with label 1 at :math:`-z_0` is the mirror image.
+
+    Parameters
+    ----------
+    loss : {"mse_sigmoid", "bce"}
+    z0 : float or array_like, initial logits >= z_target
+    eta_eff : float > 0
+    z_target : float
+
+    Returns
+    -------
+    float, or an array shaped like ``z0``.
+    """
+    loss = _validate.choice("loss", loss, ("mse_sigmoid", "bce"))
+    eta_eff = _positive("eta_eff", eta_eff)
+    z = np.asarray(z0, dtype=np.float64)
+    if not np.all(np.isfinite(z)) or (z < z_target).any():
+        raise ValueError(f"z0 must hold finite logits >= z_target={z_target}")
+    t = (_escape_primitive(loss, z) - _escape_primitive(loss, float(z_target))) / eta_eff
+    return float(t) if np.ndim(z0) == 0 else t
+
+
+# ============================================================================================
 # Sharpness: Hessian-vector products by central differences of a gradient
 # ============================================================================================
 
