@@ -85,7 +85,8 @@ def group_key(p):
 # Keys added after the store's first version: left out of a chunk's hash while at their default,
 # so that parts stored before they existed still match.
 _HASH_OMIT_AT_DEFAULT = {"probe_every": 0, "track_sharpness": False, "track_preact": False,
-                         "holdout": 0.0, "track_prenorm": False, "track_accuracy": False}
+                         "holdout": 0.0, "track_prenorm": False, "track_accuracy": False,
+                         "track_dead": False}
 
 
 def _hashed(p):
@@ -414,6 +415,8 @@ PROBE_COLUMNS = ("sharpness", "preact_p15", "preact_p50", "preact_p85")
 # probe columns present only when their flag is on (so other grids' rows keep their columns)
 PRENORM_COLUMNS = ("prenorm_p15", "prenorm_p50", "prenorm_p85")
 ACCURACY_COLUMNS = ("train_accuracy", "holdout_accuracy")
+# vanishing-gradients: the share of hidden relu units never active over the data (track_dead)
+DEAD_COLUMNS = ("dead_share",)
 # the held-out split's permutation is drawn from this seed, the same for every network
 HOLDOUT_SEED = 0
 
@@ -507,6 +510,13 @@ def _probe(net, params, X, y, p0, seed, held=None):
                     out["train_accuracy"][g] = float(np.mean(_labels(o) == np.asarray(y)))
                 if held is not None:
                     out["holdout_accuracy"][g] = holdout_accuracy(net, one, X, *held)
+    if p0.get("track_dead"):
+        # a relu unit is dead on the data when its activation input is <= 0 for every sample
+        out.update({c: np.full(G, np.nan) for c in DEAD_COLUMNS})
+        for g in range(G):
+            ys = net.activation_inputs([{k: v[g] for k, v in layer.items()} for layer in params], X)
+            if all(np.isfinite(u).all() for u in ys):
+                out["dead_share"][g] = float(np.mean(np.concatenate([(u <= 0).all(axis=0) for u in ys])))
     return out
 
 

@@ -128,12 +128,15 @@ MLP_KEYS = {
     "holdout": _real(0.0, below=1.0),
     "track_prenorm": _bool,
     "track_accuracy": _bool,
+    # vanishing-gradients: the share of dead relu units, probed
+    "track_dead": _bool,
 }
 MLP_DEFAULTS = {"activation": "tanh", "loss": "bce", "init": "glorot", "init_scale": 1.0,
                 "bias_scale": 0.0, "batchnorm": False, "optimizer": "gd", "momentum": 0.0,  # see make_point
                 "batch_size": "full", "steps": 200, "record_every": 10, "seed": 0, "dtype": "float64",
                 "probe_every": 0, "track_sharpness": False, "track_preact": False,
-                "holdout": 0.0, "track_prenorm": False, "track_accuracy": False}
+                "holdout": 0.0, "track_prenorm": False, "track_accuracy": False,
+                "track_dead": False}
 # per-network values: points that differ only in these share one train_grid call
 MLP_PER_NETWORK = ("lr", "seed", "init_scale", "bias_scale", "momentum")
 
@@ -271,11 +274,12 @@ def _check_data(where, name, args):
 def _check_probes(where, p):
     """Probes split training into segments of ``probe_every`` steps; that is exact only for
     full-batch gradient descent (no optimizer state, no minibatch order to carry over)."""
-    tracking = p["track_sharpness"] or p["track_preact"] or p["track_prenorm"] or p["track_accuracy"]
+    tracking = (p["track_sharpness"] or p["track_preact"] or p["track_prenorm"] or p["track_accuracy"]
+                or p["track_dead"])
     if not tracking and p["probe_every"] == 0:
         return
     if tracking and p["probe_every"] == 0:
-        raise StudyError(f"{where}: track_sharpness/track_preact/track_prenorm/track_accuracy need "
+        raise StudyError(f"{where}: track_sharpness/track_preact/track_prenorm/track_accuracy/track_dead need "
                          f"probe_every >= 1 (steps between probes)")
     if not tracking:
         raise StudyError(f"{where}: probe_every is set but nothing is tracked "
@@ -290,6 +294,9 @@ def _check_probes(where, p):
         raise StudyError(f"{where}: track_preact needs a hidden layer")
     if p["track_prenorm"] and p["depth"] < 2:
         raise StudyError(f"{where}: track_prenorm needs a hidden layer")
+    if p["track_dead"] and (p["activation"] != "relu" or p["depth"] < 2):
+        raise StudyError(f"{where}: track_dead needs relu hidden layers (activation = \"relu\", depth >= 2), "
+                         f"got activation {p['activation']!r}, depth {p['depth']}")
     if p["track_accuracy"] and p["loss"] not in ("bce", "mse_sigmoid", "ce"):
         raise StudyError(f"{where}: track_accuracy needs a classification loss (bce, mse_sigmoid or "
                          f"ce), got loss {p['loss']!r}")
@@ -416,7 +423,7 @@ _SAMPLE_POINTS = 4096
 # axes whose values decide the checks a point goes through (the rest are numbers in range)
 _RULE_AXES = {"batchnorm", "widths", "depth", "width", "probe_every", "track_sharpness",
               "track_preact", "optimizer", "batch_size", "record_every", "track_prenorm",
-              "track_accuracy", "loss"}
+              "track_accuracy", "loss", "track_dead", "activation"}
 
 
 def _check_sample(spec, gname):
