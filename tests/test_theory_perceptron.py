@@ -129,3 +129,46 @@ def test_xor_labels_match_simcore_layout():
 def test_richardson_limit_exact_for_one_over_t():
     L = lambda t: 0.3 + 2.5 / t
     assert study.richardson_limit(1000, L(1000), 2000, L(2000)) == pytest.approx(0.3, rel=1e-12)
+
+
+def test_partitions_and_plateau_levels():
+    parts = list(study._partitions([0, 1, 2, 3]))
+    assert len(parts) == 15                                   # Bell number B_4
+    assert len({tuple(sorted(tuple(sorted(g)) for g in p)) for p in parts}) == 15
+    assert all(sorted(sum(p, [])) == [0, 1, 2, 3] for p in parts)
+    H = lambda p: -p * np.log(p) - (1 - p) * np.log(1 - p)
+    levels = study.xor_plateau_levels(200)
+    assert sorted({round(v, 12) for v in levels.values()}) == pytest.approx(
+        sorted([np.log(2) / 2, 0.75 * H(1 / 3), np.log(2)]))
+    assert {study.level_kind(k) for k in levels} == {"2 merged", "3 merged", "2+2 merged",
+                                                     "4 merged"}
+    # unequal clusters (n = 202: corners 0 and 1 have 51 samples): the merged pair {0, 1}
+    # costs the entropy of its 51 + 51 samples, {0, 2} that of 51 + 50
+    lv = study.xor_plateau_levels(202)
+    assert lv["{0,1}"] == pytest.approx(102 * np.log(2) / 202)
+    assert lv["{0,2}"] == pytest.approx(101 * H(51 / 101) / 202)
+
+
+def test_a_stalled_network_has_merged_clusters():
+    """The mechanism behind the plateau levels, seen directly: a 2-2-1 network that stalls on
+    XOR gives two opposite-label clusters the same output near 1/2 and the others near 0 or 1,
+    and its loss is just above (1/2) ln 2."""
+    from simcore import MLP, train_grid
+    X, y = datasets.xor(200, 0.2, 0)
+    net = MLP([2, 2, 1], activation="sigmoid", loss="bce", init="glorot")
+    res = train_grid(net, X, y, lr=1.0, steps=3000, seeds=np.arange(16, dtype=np.uint64),
+                     record_every=3000)
+    stalled = np.flatnonzero(res.final_loss > 0.2)
+    assert len(stalled) >= 1
+    corner = np.arange(200) % 4
+    for g in stalled:
+        params = [{k: v[g] for k, v in layer.items()} for layer in res.params]
+        out = net.predict(params, X).ravel()
+        means = np.array([out[corner == c].mean() for c in range(4)])
+        near_half = np.flatnonzero(np.abs(means - 0.5) < 0.1)
+        assert len(near_half) == 2
+        a, b = near_half
+        assert study.XOR_LABELS[a] != study.XOR_LABELS[b]
+        rest = np.setdiff1d(np.arange(4), near_half)
+        assert (np.abs(means[rest] - np.array(study.XOR_LABELS)[rest]) < 0.05).all()
+        assert 0 < res.final_loss[g] - np.log(2) / 2 < 0.01
