@@ -75,7 +75,7 @@ import pandas as pd
 from simcore import MLP
 
 from . import theory
-from .runner import make_data
+from .runner import make_data as _make_data
 from .spec import expand
 
 NAME = "convergence"
@@ -237,6 +237,15 @@ def _data_cols(df):
 
 
 _POINT_ARGS = {}   # point -> the generator's arguments, exactly as in the grid (set by analyse)
+_DATA = {}         # (name, arguments) -> the data set, built once per analysis (set by analyse)
+
+
+def make_data(name, args):
+    """:func:`studies.runner.make_data`, built once per analysis for each (name, arguments)."""
+    key = (name, repr(sorted(args.items())))
+    if key not in _DATA:
+        _DATA[key] = _make_data(name, args)
+    return _DATA[key]
 
 
 def _data_args(row, cols=None):
@@ -609,7 +618,7 @@ def _ls_oscillation(report, label, th, X, gd, rows):
     of the output layer) is a linear functional of the parameters, :math:`m_t - \bar y = c^T d_t =
     \sum_i w_i (1 - \eta\lambda_i)^t` (:func:`_mean_output_modes`), so its sign and rate are
     those of the directions that dominate it. Where the top direction's term is larger than
-    all the others together (computed from the run's initial weights), the sign of
+    the sum of all the others (computed from the run's initial weights), the sign of
     :math:`m_t - \bar y` is the sign of :math:`(1 - \eta\lambda_{max})^t`: it alternates every
     step iff :math:`\eta > 1/\lambda_{max}`; where it carries ``DOMINANT_SHARE`` of the total, a
     fit of :math:`\ln|m_t - \bar y|` gives :math:`|1 - \eta\lambda_{max}|`, below 1 up to
@@ -627,8 +636,10 @@ def _ls_oscillation(report, label, th, X, gd, rows):
         total = np.abs(modes).sum(1)
         share = np.abs(modes[:, top]) / np.where(total > 0, total, np.nan)
         ok = np.isfinite(s) & (np.abs(s) > floor) & np.isfinite(total)
-        # sign test on consecutive steps where the top term decides the sign of the sum
-        dec = ok & (share > 0.5)
+        # sign test on consecutive steps where the top term decides the sign of the sum: it is
+        # larger than the sum of all the others
+        rest = np.abs(modes.sum(1) - modes[:, top])
+        dec = ok & (np.abs(modes[:, top]) > rest)
         pair = dec[:-1] & dec[1:] & (np.diff(steps) == 1)
         flips = (np.sign(s[1:]) != np.sign(s[:-1]))[pair]
         # rate: a straight line through ln|s| where the top term carries DOMINANT_SHARE
@@ -659,7 +670,7 @@ def _ls_oscillation(report, label, th, X, gd, rows):
         "where the top direction decides its sign",
         predicted={"eta > 1/lambda_max": 1.0, "eta < 1/lambda_max": 0.0},
         measured={"eta > 1/lambda_max": flip_above, "eta < 1/lambda_max": flip_below},
-        tolerance="exact on every tested pair (the sign is the top term's when it exceeds all others together)",
+        tolerance="exact on every tested pair (the sign is the top term's where it exceeds the sum of the others)",
         passed=bool(len(above)) and flip_above == 1.0 and (not len(below) or flip_below == 0.0),
         assumes=ASSUMES_LS + "; the mean output over samples as the signed linear read-out of the parameters",
         figure=fig,
@@ -786,7 +797,7 @@ def _hb_claims(report, label, th, X, hb, traj):
         fe, fr = by["lr"].to_numpy()[fin], lr_rho[fin]
         cross, i = _crossing(fe, fr)
         if i >= 0:
-            lt = np.log([theory.heavy_ball_contraction(e, beta, th["lam"]) for e in fe])
+            lt = np.log(theory.heavy_ball_contraction(fe, beta, th["lam"]))
             tol = _crossing_tolerance(fe, lt, eta_c, i)
             report.prediction(
                 f"hb_threshold_interpolated[{label}, beta={beta:g}]",
@@ -832,7 +843,7 @@ def _hb_figure(report, label, th, m, cells, name):
         mb = m[m["beta"] == b]
         if mb["lr"].nunique() < 4:
             continue
-        ax.plot(grid_eta, [theory.heavy_ball_contraction(e, b, th["lam"]) for e in grid_eta], "-",
+        ax.plot(grid_eta, theory.heavy_ball_contraction(grid_eta, b, th["lam"]), "-",
                 color=c, lw=1.2, label=rf"theory, $\beta$ = {b:g}")
         u = mb["used"]
         ax.scatter(mb.loc[u, "lr"], mb.loc[u, "rho_measured"], s=12, color=c, zorder=3)
@@ -850,7 +861,7 @@ def _hb_figure(report, label, th, m, cells, name):
     eta_o, beta_o, rho_o = theory.heavy_ball_optimal(th["lmin"], th["lmax"])
     bb = np.linspace(0.0, max(0.6, cells["beta"].max()), 121)
     dense = np.linspace(0.05, 2 * (1 + bb.max()) / th["lmax"], 800)
-    ax.plot(bb, [min(theory.heavy_ball_contraction(e, b, th["lam"]) for e in dense) for b in bb], "k-", lw=1.3,
+    ax.plot(bb, [theory.heavy_ball_contraction(dense, b, th["lam"]).min() for b in bb], "k-", lw=1.3,
             label=r"theory: $\min_\eta \rho(\eta, \beta)$")
     best = cells.groupby("beta")["rho_measured"].min()
     ax.scatter(best.index, best.to_numpy(), s=18, color="tab:green", zorder=3, label=r"measured: best grid $\eta$")
@@ -1396,6 +1407,7 @@ def _zero_centring(report, df):
 def analyse(data, spec, report):
     """The convergence study's claims, figures and tables (see the module docstring)."""
     _POINT_ARGS.clear()
+    _DATA.clear()
     _POINT_ARGS.update({p["point"]: p["data_args"] for p in expand(spec)})
     data = data[data["kind"] == "mlp"] if "kind" in data.columns else data
     analyse_least_squares(data, report)

@@ -968,31 +968,38 @@ def heavy_ball_factor(eta, beta, lam):
 
     Parameters
     ----------
-    eta : float >= 0
+    eta : float >= 0, or array_like of them broadcastable against ``lam``
     beta : float in [0, 1)
     lam : float or array_like of curvatures >= 0
 
     Returns
     -------
-    float, or an array shaped like ``lam``.
+    float, or an array shaped like ``eta * lam``.
     """
-    eta, beta = _hb_args(eta, beta)
+    eta_arr = np.asarray(eta, dtype=np.float64)
+    if not np.all(np.isfinite(eta_arr)) or (eta_arr < 0).any():
+        raise ValueError(f"eta must hold finite values >= 0, got {eta!r}")
+    _, beta = _hb_args(0.0, beta)
     lam_arr = np.asarray(lam, dtype=np.float64)
     if (lam_arr < 0).any() or not np.all(np.isfinite(lam_arr)):
         raise ValueError("lam must hold finite curvatures >= 0")
-    a = 1.0 + beta - eta * lam_arr
+    a = 1.0 + beta - eta_arr * lam_arr
     disc = a * a - 4.0 * beta
     real = (np.abs(a) + np.sqrt(np.maximum(disc, 0.0))) / 2.0
     out = np.where(disc >= 0, real, math.sqrt(beta))
-    return float(out) if np.ndim(lam) == 0 else out
+    return float(out) if out.ndim == 0 else out
 
 
 def heavy_ball_contraction(eta, beta, lambdas):
     r"""The worst factor per step of heavy-ball momentum on a quadratic with curvatures
     ``lambdas``: :math:`\rho(\eta, \beta) = \max_i` :func:`heavy_ball_factor` :math:`(\eta, \beta,
-    \lambda_i)`; the error shrinks iff :math:`\rho < 1`."""
+    \lambda_i)`; the error shrinks iff :math:`\rho < 1`. A float for a scalar ``eta``, an array
+    shaped like ``eta`` otherwise."""
     lam = _validate.array("lambdas", lambdas, ndim=1, dtype=np.float64)
-    return float(np.max(heavy_ball_factor(eta, beta, lam)))
+    if np.ndim(eta) == 0:
+        return float(np.max(heavy_ball_factor(eta, beta, lam)))
+    eta = np.asarray(eta, dtype=np.float64)
+    return np.max(heavy_ball_factor(eta[..., None], beta, lam), axis=-1)
 
 
 def heavy_ball_threshold(beta, lambda_max):
