@@ -479,16 +479,8 @@ def analyse_least_squares(data, report):
             _ls_monotone_check(report, label, th, m, traj)
             _ls_figures(report, label, th, X, m, by_eta, gd, traj)
             _ls_oscillation(report, label, th, X, gd, rows)
-        else:
-            report.missing(f"ls_threshold_interpolated[{label}]",
-                           "Gradient descent's threshold is 2/lambda_max", "full-batch gd runs",
-                           assumes=ASSUMES_LS)
         if len(hb):
             _hb_claims(report, label, th, X, hb, traj)
-        else:
-            report.missing(f"hb_threshold_bracket[{label}]",
-                           "Heavy-ball momentum's threshold is 2(1 + beta)/lambda_max",
-                           "runs with optimizer = \"momentum\" on this data set", assumes=ASSUMES_HB)
 
 
 ASSUMES_LS = ("linear model, MSE, full-batch gradient descent (a quadratic with constant Hessian "

@@ -436,3 +436,24 @@ def test_slowdown_predictions_fail_on_manipulated_data(run):
     assert not claims["slowdown_law_mse"].passed
     assert not claims["slowdown_law_bce"].passed
     assert not claims["slowdown_neuron_exact"].passed
+
+
+@pytest.mark.parametrize("preset", ["quick", "full"])
+def test_presets_hold_every_analysis(preset):
+    """Each analysis emits its predictions only where the grid has the runs: the presets must
+    have them all (gd and heavy-ball least squares with a one-beta threshold scan and an (eta,
+    beta) grid, a zero-weight z0 axis for the slowdown law, sigmoid runs with centred twins)."""
+    from pathlib import Path
+    spec = specmod.load(Path(convergence.__file__).parent / "specs" / f"convergence.{preset}.toml")
+    pts = specmod.expand(spec)
+    lin = [p for p in pts if not p["widths"] and p["loss"] == "mse"]
+    assert any(p["optimizer"] == "gd" for p in lin)
+    hb = [p for p in lin if p["optimizer"] == "momentum"]
+    by_grid = {}
+    for p in hb:
+        by_grid.setdefault(p["grid"], set()).add(p["momentum"])
+    assert any(len(b) == 1 for b in by_grid.values()) and any(len(b) > 1 for b in by_grid.values())
+    assert any(p["loss"] == "mse_sigmoid" and p["init_scale"] == 0 for p in pts)
+    sig = {(p["data"], p["lr"], p["init_scale"]) for p in pts if p["activation"] == "sigmoid" and p["loss"] == "bce"}
+    tanh = {(p["data"], p["lr"], p["init_scale"]) for p in pts if p["activation"] == "tanh" and p["loss"] == "bce"}
+    assert any((d, lr / 4, s / 2) in tanh for d, lr, s in sig)
