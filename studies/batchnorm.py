@@ -761,7 +761,8 @@ def _fig_percentiles(tab, rows, report):
             ax.set_title(f"{title}, eta = {lr:g}", fontsize=9)
             ax.set_xlabel("gradient-descent step (full batch)")
             ax.set_ylabel("last-layer unit 0 input")
-            ax.legend(fontsize=7, loc="best")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     report.figure("preact_percentiles", fig,
                   "The 15th, 50th and 85th percentiles over the training samples of the input of "
@@ -798,7 +799,8 @@ def _fig_digits_accuracy(tab, rows, report):
         ax.set_title(t, fontsize=10)
     for ax in axes:
         ax.set_xlabel("gradient-descent step (full batch)")
-        ax.legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     report.figure("digits_accuracy", fig,
                   "Digits, three hidden sigmoid layers, with and without batch norm: training loss, "

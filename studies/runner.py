@@ -436,11 +436,12 @@ def split_holdout(X, y, fraction, grid="?"):
     return X[train], y[train], X[held], y[held]
 
 
-def bn_forward(net, params, X, stats=None):
-    """One network's hidden layers in NumPy: per layer z = a W + b (before batch norm), the
-    activation's input y (gamma (z - mu) / sqrt(var + eps) + beta with batch norm, z without) and
-    (mu, var), the biased statistics of z over ``X`` (``stats`` given: those instead, as batch
-    norm's eval mode). Returns (zs, ys, stats)."""
+def forward_logits(net, params, X, stats=None):
+    """One network's forward pass in NumPy: per hidden layer z = a W + b (before batch norm),
+    the activation's input y (gamma (z - mu) / sqrt(var + eps) + beta with batch norm, z
+    without) and (mu, var), the biased statistics of z over ``X`` (``stats`` given: those
+    instead, as batch norm's eval mode); and the output layer's logits. Returns
+    (zs, ys, stats, logits)."""
     from simcore import activations
     from simcore.layers import BN_EPS
 
@@ -457,27 +458,32 @@ def bn_forward(net, params, X, stats=None):
         zs.append(z)
         ys.append(y)
         a = activations.apply(net.activation, y)
-    return zs, ys, out
+    return zs, ys, out, a @ params[-1]["W"] + params[-1]["b"]
+
+
+def bn_forward(net, params, X, stats=None):
+    """(zs, ys, stats) of :func:`forward_logits`."""
+    return forward_logits(net, params, X, stats)[:3]
 
 
 def _labels(out):
     return out.argmax(axis=1) if out.ndim == 2 else (out > 0.5).astype(int)
 
 
+def _logit_accuracy(logits, y):
+    """Accuracy of the class the logits pick: argmax for several outputs, logit > 0 (probability
+    > 1/2) for one; NaN if a logit is not finite."""
+    if not np.isfinite(logits).all():
+        return np.nan
+    pred = logits.argmax(axis=1) if logits.shape[1] > 1 else (logits[:, 0] > 0).astype(int)
+    return float(np.mean(pred == np.asarray(y)))
+
+
 def holdout_accuracy(net, params, X, Xh, yh):
     """Accuracy of one network on held-out (Xh, yh); with batch norm, normalised by the
     training set's statistics (full-batch training: those are the population statistics)."""
-    state = None
-    if net.batchnorm:
-        _, _, stats = bn_forward(net, params, X)
-        state = net.init_state()
-        for l, (mu, var) in enumerate(stats):
-            state[l]["running_mean"][...] = mu
-            state[l]["running_var"][...] = var
-    out = net.predict(params, Xh, state=state)
-    if not np.isfinite(out).all():
-        return np.nan
-    return float(np.mean(_labels(out) == np.asarray(yh)))
+    stats = forward_logits(net, params, X)[2]
+    return _logit_accuracy(forward_logits(net, params, Xh, stats or None)[3], yh)
 
 
 def _probe(net, params, X, y, p0, seed, held=None):
@@ -497,19 +503,23 @@ def _probe(net, params, X, y, p0, seed, held=None):
         extra = ((PRENORM_COLUMNS if p0["track_prenorm"] else ())
                  + (ACCURACY_COLUMNS if p0["track_accuracy"] else ()))
         out.update({c: np.full(G, np.nan) for c in extra})
-        for g in range(G):
-            one = [{k: v[g] for k, v in layer.items()} for layer in params]
-            if p0["track_prenorm"]:
-                u = bn_forward(net, one, X)[0][-1][:, 0]
-                if np.isfinite(u).all():
-                    out["prenorm_p15"][g], out["prenorm_p50"][g], out["prenorm_p85"][g] = \
-                        np.percentile(u, [15, 50, 85])
-            if p0["track_accuracy"]:
-                o = net.predict(one, X)
-                if np.isfinite(o).all():
-                    out["train_accuracy"][g] = float(np.mean(_labels(o) == np.asarray(y)))
-                if held is not None:
-                    out["holdout_accuracy"][g] = holdout_accuracy(net, one, X, *held)
+        from threadpoolctl import threadpool_limits
+        # one network's small matrix products: BLAS threads cost more than they save here
+        with threadpool_limits(1, user_api="blas"):
+            for g in range(G):
+                # one forward pass gives z, the training accuracy and the held-out statistics
+                one = [{k: v[g] for k, v in layer.items()} for layer in params]
+                zs, _, stats, logits = forward_logits(net, one, X)
+                if p0["track_prenorm"]:
+                    u = zs[-1][:, 0]
+                    if np.isfinite(u).all():
+                        out["prenorm_p15"][g], out["prenorm_p50"][g], out["prenorm_p85"][g] = \
+                            np.percentile(u, [15, 50, 85])
+                if p0["track_accuracy"]:
+                    out["train_accuracy"][g] = _logit_accuracy(logits, y)
+                    if held is not None:
+                        out["holdout_accuracy"][g] = _logit_accuracy(
+                            forward_logits(net, one, held[0], stats or None)[3], held[1])
     if p0.get("track_dead"):
         # a relu unit is dead on the data when its activation input is <= 0 for every sample
         out.update({c: np.full(G, np.nan) for c in DEAD_COLUMNS})
