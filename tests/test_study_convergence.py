@@ -457,3 +457,35 @@ def test_presets_hold_every_analysis(preset):
     sig = {(p["data"], p["lr"], p["init_scale"]) for p in pts if p["activation"] == "sigmoid" and p["loss"] == "bce"}
     tanh = {(p["data"], p["lr"], p["init_scale"]) for p in pts if p["activation"] == "tanh" and p["loss"] == "bce"}
     assert any((d, lr / 4, s / 2) in tanh for d, lr, s in sig)
+
+
+def test_centred_sigmoid_twin_is_tanh_at_a_quarter_step():
+    """The identity behind the zero-centring observation: sigma(x) - 1/2 = tanh(x/2)/2, so a
+    centred-sigmoid net (W1, b1, W2, b2) is the tanh net (W1/2, b1/2, W2/2, b2), and a gradient
+    step eta on the first moves the second by eta/4 in W1, b1, W2 (and eta in b2)."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 2)), (rng.random(16) > 0.5).astype(float)
+    net = MLP([2, 4, 1], activation="tanh", loss="bce", dtype="float64")
+    pt = net.init(3, 1.0, 0.5)
+
+    def centred(theta):               # the centred-sigmoid net's BCE, in NumPy
+        W1, b1, W2, b2 = theta
+        z = (1 / (1 + np.exp(-(X @ W1 + b1))) - 0.5) @ W2 + b2
+        return float(np.mean(np.maximum(z, 0) - y[:, None] * z + np.log1p(np.exp(-np.abs(z)))))
+
+    pc = [2 * pt[0]["W"], 2 * pt[0]["b"], 2 * pt[1]["W"], pt[1]["b"].copy()]
+    assert centred(pc) == pytest.approx(net.loss_and_grad(pt, X, y)[0], rel=1e-12)
+    # the centred net's gradient by central differences, against the tanh net's from simcore
+    _, gt = net.loss_and_grad(pt, X, y)
+    gtan = [gt[0]["W"], gt[0]["b"], gt[1]["W"], gt[1]["b"]]
+    for k, scale in enumerate((0.5, 0.5, 0.5, 1.0)):
+        g = np.zeros_like(pc[k])
+        for i in np.ndindex(g.shape):
+            up = [a.copy() for a in pc]
+            dn = [a.copy() for a in pc]
+            up[k][i] += 1e-6
+            dn[k][i] -= 1e-6
+            g[i] = (centred(up) - centred(dn)) / 2e-6
+        # d/d(2 W) = (1/2) d/dW: a step eta * g on the centred weights is (eta/4) * gtan on W
+        # after halving; on b2 the two coincide
+        assert np.allclose(g, scale * gtan[k], rtol=1e-6, atol=1e-9)
