@@ -448,9 +448,11 @@ def init_forward_table(slopes):
         q1 = first * float(np.mean(np.sum(X ** 2, axis=1))) / X.shape[1] + sb2
         if act == "relu":
             wide = 0.5 * math.log(sw2 / 2.0)
+            curve = 0.5 * math.log(q1) + wide * np.arange(D - 1)
         else:
             qs = theory.variance_trajectory(act, sw2, sb2, q1, D - 2)
             wide = 0.5 * math.log(qs[-1] / qs[0])
+            curve = 0.5 * np.log(qs)            # ln std of layers 1..D-1
         _, lp = _mc(*mck, sigma_w2=sw2, sigma_b2=sb2, first_sigma_w2=first)
         hid = np.arange(2, D)
         mc_vals = ([-_fit_slope(hid, row[hid - 1]) for row in lp] if act == "relu"
@@ -459,7 +461,7 @@ def init_forward_table(slopes):
         rows.append({"activation": act, "pairing": pairing, "depth": D, "width": width, "sigma_w2": sw2,
                      "measure": "slope of ln preact_std per layer" if act == "relu"
                      else f"ln(preact_std_{D - 1}/preact_std_1)", "measured": m, "se": e, "seeds": len(g),
-                     "predicted": wide, "finite_size": mcm, "finite_size_se": mce})
+                     "predicted": wide, "finite_size": mcm, "finite_size_se": mce, "curve": list(curve)})
     t = pd.DataFrame(rows)
     if t.empty:
         return t
@@ -737,7 +739,7 @@ def _predict_trainable(report, t, b):
 
 
 def _observe(report, table, dead):
-    if not table.empty:
+    if not table.empty and table["depth"].nunique() > 1:
         D = int(table["depth"].max())
         t = table[(table["depth"] == D) & ~table["batchnorm"]]
         report.observation(
@@ -1046,13 +1048,8 @@ def _fig_init_forward(report, data, tf):
             if prof.empty:
                 continue
             ax.plot(prof.index, prof.to_numpy(), "o", ms=3, color=f"C{k}", label=f"measured, {pairing}")
-            l = np.arange(1, D)
-            pred = float(gp["predicted"].iloc[0])
-            if act == "relu":
-                line = prof.iloc[0] + pred * (l - 1)
-            else:
-                line = prof.iloc[0] + pred * (l - 1) / max(D - 2, 1)
-            ax.plot(l, line, "-", color=f"C{k}", lw=1)
+            curve = gp["curve"].iloc[0]
+            ax.plot(np.arange(1, len(curve) + 1), curve, "-", color=f"C{k}", lw=1)
         ax.set_title(f"{act}, no batch norm, depth {D} (lines: mean field)")
         ax.set_xlabel("layer l")
         ax.set_ylabel("ln preact_std (log std of the activation's input)")
@@ -1061,8 +1058,8 @@ def _fig_init_forward(report, data, tf):
     fig.tight_layout()
     report.figure("init_forward", fig,
                   "Initialisations judged by the forward pass: ln of the pre-activation std by layer (geometric "
-                  "mean over seeds) with the mean-field prediction (relu: slope 1/2 ln(sigma_w^2/2); tanh: the "
-                  "endpoint of the variance trajectory, joined by a straight line).")
+                  "mean over seeds) with the mean-field prediction from the first layer's q^1 (relu: "
+                  "q^l = (sigma_w^2/2)^(l-1) q^1; tanh: the variance trajectory q^l).")
 
 
 def _fig_trainable(report, t, b):
@@ -1099,7 +1096,11 @@ def _fig_dead(report, dead):
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2), squeeze=False)
     for ax, when in zip(axes[0], ("init", "trained")):
         g = dead[dead["when"] == when]
-        for (lr, w), gw in g.groupby(["lr", "width"]):
+        if when == "init":          # the same networks for every eta
+            for w, gw in g.groupby("width"):
+                m = gw.groupby("depth")["dead_share"].mean()
+                ax.plot(m.index, m.to_numpy(), "o-", ms=4, label=f"width {w}")
+        for (lr, w), gw in (g.groupby(["lr", "width"]) if when == "trained" else ()):
             ax.plot(gw["depth"], gw["dead_share"], "o-", ms=4, label=f"width {w}, eta {lr:g}")
         ax.set_xlabel("depth L")
         ax.set_ylabel("share of hidden units dead on all samples")
@@ -1159,7 +1160,8 @@ def analyse(data, spec, report):
     report.heading("Initialisations judged by the forward pass")
     _fig_init_forward(report, data, tf)
     if len(tf):
-        report.table(tf, "Pre-activation std across depth: measured, mean field, random Gaussian networks")
+        report.table(tf.drop(columns=["curve"]), "Pre-activation std across depth: measured, mean field, random "
+                     "Gaussian networks")
     report.heading("Trainable depth")
     _fig_trainable(report, tt, tbound)
     if len(tbound):
