@@ -20,36 +20,53 @@ Runs are recognised by their configuration, not by sub-grid names:
   (appendix; their real tests are in ``tests/test_study_lr_sensitivity.py``).
 * **MLPs** -- every other ``mse`` run; :math:`\lambda_0` is the sharpness (top Hessian
   eigenvalue) at initialisation, from the compiled probe at step 0, and :math:`x = \eta\lambda_0/2`.
-  Three phases (Lewkowycz et al. 2020): for :math:`x < 1` training is *lazy* (the loss decreases
-  from the first step and no run diverges: prediction ``lazy_phase``); for :math:`1 < x` up to a
-  maximum the loss first spikes above :math:`L_0`, then the sharpness falls below
-  :math:`2/\eta` and training converges (the *catapult*: prediction ``catapult_signature``, per
-  run); above it, divergence. The constants of the maximum (:math:`4/\lambda_0` in their
-  two-layer linear model, about :math:`12/\lambda_0` for wide ReLU nets) are wide-network
-  results; the grid's networks have 16 units, so the measured ratio
-  :math:`\eta_{max}/(2/\lambda_0)` is an observation (``catapult_ratio``), not a prediction.
-  The spike can last only a few steps, so the signature is measured on runs that record every
-  step (``record_every = 1``, the short ``mlp_early`` sub-grids); their stability is taken from
-  the long run of the same configuration when the grid has one.
+  Three phases (Lewkowycz et al. 2020): for :math:`x < 1` training is *lazy*: no run diverges
+  (prediction ``lazy_phase_stable``, per model and seed on the long runs) and the loss decreases
+  at every step (``lazy_no_spike``, run by run: the linearised loss is quadratic with every
+  :math:`|1 - \eta\lambda_i| < 1`, the least-squares identity); for :math:`1 < x` up to a maximum
+  the loss first spikes, then the sharpness falls below :math:`2/\eta` and training converges
+  (the *catapult*: ``catapult_signature``, run by run); above it, divergence. The constants of the
+  maximum (:math:`4/\lambda_0` in their two-layer linear model, about :math:`12/\lambda_0` for wide
+  ReLU nets) are wide-network results; the measured ratio :math:`\eta_{max}/(2/\lambda_0)` is an
+  observation (``catapult_ratio``). The spike can last only a few steps, so the signature is
+  measured on runs that record every step (``record_every = 1``: the short ``mlp_early`` and
+  ``mlp_wide_early`` windows, same seeds and so the same initial weights as the long runs); their
+  stability is taken from the long run of the same configuration when the grid has one.
 * **Edge of stability** (Cohen et al. 2021; Damian et al. 2022): once the sharpness reaches
   :math:`2/\eta` it hovers at or just above it, self-stabilising its overshoots. The statistic is
   the mean of :math:`\lambda\eta/2` over the last probes (step >= ``LAST_PROBES_FROM`` of the
-  run) of every stable run that reached the edge (a probe after step 0 with
-  :math:`\lambda\eta/2 \ge 1`), with its standard error and its spread over runs. The
-  prediction is made for smooth activations without batch norm; ReLU networks (the probe sees
-  the almost-everywhere Hessian, not the curvature on the kinks) and batch-norm networks
-  (scale-invariant in the weights feeding a batch norm: the weight norm grows and the effective
-  step shrinks, Lyu et al. 2022) are analysed apart, as observations.
+  run, at least ``EDGE_MIN_PROBES`` of them) of every stable run that reached the edge (a probe
+  after step 0 with :math:`\lambda\eta/2 \ge 1`), with its standard error and its spread over
+  runs. The prediction is made for smooth activations without batch norm; ReLU networks (the
+  probe sees the almost-everywhere Hessian, not the curvature on the kinks) and batch-norm
+  networks (scale-invariant in the weights feeding a batch norm: the weight norm grows and the
+  effective step shrinks, Lyu et al. 2022) are analysed apart, as observations.
 
-Why some statements differ from SCIENCE.md, as the code shows them better:
+Why some statements differ from SCIENCE.md, as the code and the data show them better:
 
-* the catapult signature's "final sharpness < 2/eta" is read at the end of the catapult window
-  (the last probe of the every-step run), within the edge's hover band: a 16-unit network that
-  has left the sharp region sharpens again (progressive sharpening) and ends at the edge, so the
-  sharpness after a long run measures the edge of stability, not the catapult;
-* "at or just above 1" (Cohen et al.'s words) is tested as a lower bound of two standard errors
-  below 1 and an upper bound of the spread over runs (the hover band: no theory gives the size
-  of the overshoot).
+* **The spike** is a rise of the loss over its running minimum, not "max_t L_t > L_0": in the
+  first steps the rest of the residual converges (at rate :math:`|1 - \eta\lambda_i| < 1`), so the
+  growing top mode is caught by the catapult at a loss that may lie below :math:`L_0`; the rise
+  is what the lazy phase forbids at any width (the share above :math:`L_0` is reported beside).
+* **The catapult is predicted for wide networks** (every hidden layer at least ``WIDE_FACTOR``
+  times the number of samples) and counted beyond the boundary's blur: Lewkowycz et al.'s
+  :math:`\lambda_0` is the top eigenvalue of the tangent kernel (the Gauss-Newton part of the
+  Hessian); the probe measures the Hessian, which adds the residual term
+  :math:`\sum_i r_i \nabla^2 f_i`, of order :math:`1/\sqrt{width}`, that decays with the
+  residual in the first steps. The sharpness therefore moves before the top mode has grown (in
+  their model by :math:`\eta f_t^2 (\eta\lambda_t - 4)/n` per step), and a run just above
+  :math:`x = 1` can leave the sharp region without a spike. The move is measured, not assumed:
+  the largest fall d of the sharpness over the window among the lazy runs of the same model above
+  x = 1/2; runs with :math:`1 < x < 1/(1 - d)` are at the boundary, reported and not counted.
+  Narrow (16-unit) networks, where d reaches about 0.3, are an observation (``catapult_narrow``).
+* **"The final sharpness < 2/eta"** is read at the end of the catapult window (the last probe of
+  the every-step run), within the hover band of one probe at the edge (the pooled spread of the
+  single last probes of the edge statistic): a network that has left the sharp region sharpens
+  again (progressive sharpening) and ends at the edge, so the sharpness after a long run
+  measures the edge of stability, not the catapult.
+* **"At or just above 1"** (Cohen et al.'s words) is tested as a lower bound of two standard
+  errors below 1 and an upper bound of the spread over runs (the hover band: no theory gives the
+  size of the overshoot).
 
 Outcome of a run (:func:`classify`): *diverged* when the engine flagged it (loss non-finite or
 above 1e6 times the initial loss) or its final loss is not below its initial loss;
@@ -783,10 +800,12 @@ def _catapult_claims(w, hover, report):
 
 # why the signature can fail on narrow networks: the finding, as the literature explains it
 _CATAPULT_FINDING = (
-    "Near the phase boundary a narrow network can leave the sharp region without a spike: in "
-    "Lewkowycz et al.'s two-layer model the curvature moves per step by eta f_t^2 (eta lambda_t - "
-    "4) / n, so at width n = 16 it falls below 2/eta within a few steps, before the top mode has "
-    "grown above the rest of the loss; the boundary is sharp only as n grows.")
+    "Near the phase boundary a narrow network can leave the sharp region without a spike: the "
+    "probe's Hessian adds to the tangent kernel's curvature a residual term of order "
+    "1/sqrt(width) that decays with the residual in the first steps (in Lewkowycz et al.'s "
+    "two-layer model the curvature moves per step by eta f_t^2 (eta lambda_t - 4) / n), so at 16 "
+    "units the sharpness falls below 2/eta before the top mode has grown; the boundary is sharp "
+    "only as the width grows.")
 
 
 # --------------------------------------------------------------------------------------------
