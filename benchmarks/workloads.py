@@ -127,12 +127,15 @@ def run_jax(w, G, S, dtype, repeat):
     return np.asarray(r, np.float64), float(np.median(ts)), compile_s
 
 
-def run_simcore(w, G, S, dtype, repeat, strategy="auto"):
+def run_simcore(w, G, S, dtype, repeat, strategy="auto", nudge=False):
     """Train with simcore.train_grid; returns (final losses, seconds per call (median), first-call s,
-    the strategy it ran)."""
+    the strategy it ran). ``nudge``: every input moved by one ulp (towards +inf), to measure how
+    much a network's trajectory amplifies a rounding difference."""
     import time
     import simcore
     X, y = data(w)
+    if nudge:
+        X = np.nextafter(X, np.inf)
     net = simcore.MLP(w["sizes"], activation=w["activation"], loss=w["loss"], dtype=np.dtype(dtype).name,
                       batchnorm=w["batchnorm"])
     P = init_params(w, G, dtype)

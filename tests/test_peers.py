@@ -19,6 +19,7 @@ def test_simcore_child_reports_a_training_rate():
     assert row["impl"] == "simcore" and row["workload"] == "H16" and row["G"] == 128
     assert row["trainings_per_s"] > 0 and row["gflops"] > 0
     assert row["strategy"] in ("lanes", "gemm") and len(row["check_losses"]) == 128
+    assert len(row["sensitivity"]) == 128 and all(s >= 0 for s in row["sensitivity"])
 
 
 def test_suite_runs_one_workload_and_prints_its_row(tmp_path):
