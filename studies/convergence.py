@@ -61,7 +61,8 @@ sub-grid, not its name:
   which the training loss reaches the loss of a ``DIST_EPS``-confident correct output, over
   seeds (observations). Zero-centring is judged without the step-size confound: since
   :math:`\sigma(x) - \frac12 = \frac12\tanh(x/2)`, the centred twin of a sigmoid run at
-  :math:`(\eta, s)` is the tanh run at :math:`(\eta/4, s/2)` (see :func:`_zero_centring`); the
+  :math:`(\eta, s)` with one hidden layer is the tanh run at :math:`(\eta/4, s/2)` (see
+  :func:`_zero_centring`); the
   old claim "tanh reaches the target faster than sigmoid at equal eta" compared tanh's 4-times
   larger effective step and is kept only as the observation ``tanh_vs_sigmoid_equal_eta``.
 """
@@ -1358,9 +1359,12 @@ def _zero_centring(report, df):
     depend on the activation) is the tanh run at :math:`(\eta/4, s/2)` from the same seed; it
     differs from the sigmoid run only by the centring, and by an output bias that learns 4 times
     more slowly. Comparing tanh and sigmoid at equal :math:`(\eta, s)` instead gives tanh a
-    4-times larger effective step and 2-times larger initial weights."""
+    4-times larger effective step and 2-times larger initial weights. With two or more hidden
+    layers the inner weights of the twin scale by 1/4 and move at :math:`\eta/16`, so no single
+    (eta, s) makes a twin: only one-hidden-layer cells are compared."""
     key = ["data", "loss_fn", "widths", "seed"]
-    zero = df[(df["bias_scale"] == 0)]
+    zero = df[(df["bias_scale"] == 0) & ~df["widths"].astype(str).str.contains("-")
+              & (df["widths"].astype(str) != "linear")]
     sig = zero[zero["activation"] == "sigmoid"]
     tan = zero[zero["activation"] == "tanh"]
     med = lambda s: float(np.quantile(s, 0.5, method="inverted_cdf"))  # noqa: E731
@@ -1378,8 +1382,8 @@ def _zero_centring(report, df):
         report.observation(
             "zero_centring",
             "Zero-centring alone: median steps to the target, sigmoid at (eta, s) over its centred "
-            "twin sigma(x) - 1/2 (= tanh at (eta/4, s/2) from the same seeds), per cell; > 1: "
-            "centring helps",
+            "twin sigma(x) - 1/2 (= tanh at (eta/4, s/2) from the same seeds), per one-hidden-layer "
+            "cell; > 1: centring helps",
             measured={k: (a / b if np.isfinite(b) and b > 0 else np.nan) for k, (a, b, n) in matched.items()},
             figure="steps_to_target",
             note="; ".join(f"{k}: sigmoid {a:.4g}, centred {b:.4g} ({n} seeds)" for k, (a, b, n) in matched.items())[:600]
