@@ -139,7 +139,8 @@ LEVELS = {"2 merged": 0.5 * np.log(2), "3 merged": 0.75 * H(1 / 3), "4 merged": 
 
 
 def _stalled(parts):
-    """(kind of the level nearest L(T), L_inf, approaching, leaving) per stalled run."""
+    """(kind of the level nearest L(T), L_inf, approaching, leaving or moving) per stalled
+    run."""
     m = parts[(parts["kind"] == "mlp") & (parts["layer"] == 1)]
     out = []
     for point, r in m.groupby("point"):
@@ -152,8 +153,10 @@ def _stalled(parts):
         LT, L1, L2 = r[T], r[t1], r[t2]
         lim = (T * LT - t1 * L1) / (T - t1)
         kind = min(LEVELS, key=lambda k: abs(LEVELS[k] - LT))
-        appr = L1 > LT and abs(lim - LEVELS[kind]) <= L1 - LT
-        out.append((kind, lim, appr, not appr and 0 < L1 - L2 < L2 - LT))
+        same = kind == min(LEVELS, key=lambda k: abs(LEVELS[k] - L1))
+        moving = not same and L2 > LT > LEVELS[kind]
+        appr = same and L1 > LT and abs(lim - LEVELS[kind]) <= L1 - LT
+        out.append((kind, lim, appr, (not appr and 0 < L1 - L2 < L2 - LT) or moving))
     return out
 
 
@@ -257,6 +260,22 @@ def test_plateau_fails_at_another_level(stored, tmp_path):
     by_id = _analyse(data, spec, tmp_path / "plateau")
     assert not by_id["xor_stalled_plateau_limit"].passed
     assert by_id["novikoff_tight_construction"].passed
+
+
+def test_plateau_fails_for_a_minimum_reached_after_a_transit(stored, tmp_path):
+    """A stalled run that leaves the ln 2 plateau and settles, flat, at 0.40 (no plateau level)
+    is not a transit still arriving: it must fail the prediction."""
+    data, spec = stored
+    data = data.copy()
+    mlp = data["kind"] == "mlp"
+    stalled = mlp & (data["final_accuracy"] < study.SOLVED_ACCURACY)
+    victim = (data["point"] == data.loc[stalled, "point"].iloc[0])
+    T = data.loc[mlp, "step"].max()
+    data.loc[victim & (data["step"] <= T / 2), "loss"] = np.log(2)
+    data.loc[victim & (data["step"] > T / 2), "loss"] = 0.40
+    by_id = _analyse(data, spec, tmp_path / "transit")
+    assert not by_id["xor_stalled_plateau_limit"].passed
+    assert "1 neither" in by_id["xor_stalled_plateau_limit"].note
 
 
 def test_checks_fail_on_manipulated_runs(stored, tmp_path):
