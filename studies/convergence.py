@@ -291,10 +291,7 @@ def _ls_modes(th, X, point, steps):
     """Per-direction excess loss predicted at ``steps`` from the point's initial weights,
     :math:`\\frac{\\lambda_i}{2} (u_i^T d_0)^2 (1 - \\eta\\lambda_i)^{2t}`, shape (len(steps), d + 1),
     and the factors :math:`|1 - \\eta\\lambda_i|`."""
-    net = MLP([X.shape[1], 1], activation="identity", loss="mse", init=point["init"])
-    p0 = net.init(int(point["seed"]), float(point["init_scale"]), float(point["bias_scale"]))
-    d0 = np.r_[p0[0]["W"][:, 0], p0[0]["b"]] - th["theta_star"]
-    c2 = (th["U"].T @ d0) ** 2
+    c2 = (th["U"].T @ _initial_error(th, X, point)) ** 2
     r = np.abs(1.0 - float(point["lr"]) * th["lam"])
     with np.errstate(over="ignore", under="ignore"):
         return (th["lam"] / 2 * c2)[None, :] * r[None, :] ** (2.0 * np.atleast_1d(steps)[:, None]), r
