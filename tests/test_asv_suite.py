@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ("bench_kernels", "bench_network", "bench_grid", "bench_suite", "bench_cuda")
+MODULES = ("bench_kernels", "bench_network", "bench_grid", "bench_suite", "bench_cuda", "bench_science")
 
 
 def _asv(args, env, timeout):
