@@ -913,6 +913,13 @@ def figure_catapult(t, band, report):
             axes[0].scatter(s["edge0"], ratio, **kw)
             if phase != "divergent":
                 axes[1].scatter(s["edge0"], s["edge_end"], **kw)
+    # the runs of the prediction (wide, smooth, no batch norm) ringed
+    pred = t[t["wide"] & t["activation"].isin(SMOOTH) & ~t["batchnorm"] & (t["phase"] != "divergent")]
+    if len(pred):
+        axes[0].scatter(pred["edge0"], np.clip(pred["rise_max"], 1.0, 1e6), s=60, facecolors="none",
+                        edgecolors="k", lw=0.8, label="wide (the prediction's runs)", zorder=4)
+        axes[1].scatter(pred["edge0"], pred["edge_end"], s=60, facecolors="none", edgecolors="k",
+                        lw=0.8, label="wide (the prediction's runs)", zorder=4)
     for ax in axes:
         ax.axvline(1.0, color="k", ls="--", lw=1, label=r"theory: $\eta = 2/\lambda_0$")
         ax.set_xscale("log")
@@ -935,7 +942,8 @@ def figure_catapult(t, band, report):
         ax.legend(fontsize=6.5, loc="upper left")
     report.figure("catapult_signature", fig,
                   "The catapult run by run (runs recording every step; filled: no batch norm, open: "
-                  "batch norm). Left: the largest rise of the loss over its running minimum against x = "
+                  "batch norm; ringed: the wide networks the prediction is made for; grey diamonds: "
+                  "within the boundary's measured blur, not counted). Left: the largest rise of the loss over its running minimum against x = "
                   "eta lambda_0 / 2; theory: none in the lazy phase (x < 1, the loss decreases at every "
                   "step), a spike in the catapult phase (x > 1, shaded; predicted for wide networks). Right: sharpness * eta / 2 at the window's end; theory: unchanged in the "
                   "lazy phase (diagonal), below 1 (the edge) after a catapult (shaded).")
