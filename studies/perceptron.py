@@ -101,6 +101,7 @@ approaches it can.
 import json
 
 import matplotlib.patheffects as pe
+from matplotlib.collections import LineCollection
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -572,12 +573,12 @@ def stalled_runs(xm):
     last = xm[xm["step"] == xm.groupby("point")["step"].transform("max")]
     top = last[last["layer"] == last["layer"].max()].set_index("point")
     df["out_saturated"] = top.loc[df["point"], "saturated"].to_numpy()
-    W = xm.groupby(["point", "step"])["weight_norm"].apply(lambda w: np.sqrt((w ** 2).sum()))
+    W = np.sqrt((xm["weight_norm"] ** 2).groupby([xm["point"], xm["step"]]).sum())
     df["weight_norm_T"] = [W.loc[(p, T)] for p, T in zip(df["point"], df["T"])]
     df["weight_growth"] = [W.loc[(p, T)] - W.loc[(p, t1)] if np.isfinite(t1) else np.nan
                            for p, T, t1 in zip(df["point"], df["T"], df["t1"])]
-    df["grad_norm_T"] = last.groupby("point")["grad_norm"].apply(
-        lambda v: np.sqrt((v ** 2).sum())).loc[df["point"]].to_numpy()
+    df["grad_norm_T"] = np.sqrt((last["grad_norm"] ** 2).groupby(last["point"]).sum()) \
+        .loc[df["point"]].to_numpy()
     # a run whose loss at T/2 was nearer the lowest plateau than 0, that ends solved
     lowest = np.array([min(xor_plateau_levels(int(n)).values())
                        for n in runs.loc[df["point"], "data_n"]])
@@ -879,12 +880,15 @@ def _fig_plateau(xm, s, report):
     rows = xm[(xm["layer"] == 1) & xm["point"].isin(st["point"]) & (xm["step"] > 0)]
     info = st.set_index("point")
     T = float(st["T"].max())
-    for point, r in rows.groupby("point"):
-        colour = "black" if info.loc[point, "leaving"] else (
+    segs, colours = [], []
+    for point, r in rows[rows["step"] >= T / 4].groupby("point"):
+        colours.append("black" if info.loc[point, "leaving"] else (
             "darkorange" if info.loc[point, "approaching"] else (
-                "steelblue" if info.loc[point, "moving"] else "magenta"))
-        late = r[r["step"] >= T / 4]
-        a1.plot(late["step"], late["loss"], color=colour, lw=0.7, alpha=0.5)
+                "steelblue" if info.loc[point, "moving"] else "magenta")))
+        segs.append(np.column_stack([r["step"].to_numpy(), r["loss"].to_numpy()]))
+    # one collection for all runs: hundreds of separate lines are slow to draw
+    a1.add_collection(LineCollection(segs, colors=colours, linewidths=0.7, alpha=0.5))
+    a1.autoscale_view()
     n = int(xm["data_n"].median())
     levels = {}
     for k, v in xor_plateau_levels(n).items():
@@ -894,7 +898,8 @@ def _fig_plateau(xm, s, report):
         if v <= top + 0.02:
             a1.axhline(v, color="crimson", lw=1.2)
             a1.text(T / 4, v, f" theory: {k} {v:.4f}", va="bottom", fontsize=8, color="crimson")
-    a1.scatter(st["T"] * 1.03, st["limit"], marker="<", color="black", s=20, zorder=3,
+    on = st[~st["moving"]]       # a run in transit has no 1/t limit to draw
+    a1.scatter(on["T"] * 1.03, on["limit"], marker="<", color="black", s=20, zorder=3,
                label="limits extrapolated from L(T/2), L(T)")
     a1.plot([], [], color="darkorange", label="approaching a plateau")
     if st["leaving"].any():
@@ -911,8 +916,9 @@ def _fig_plateau(xm, s, report):
     excess = rows["loss"].to_numpy() - info.loc[rows["point"], "plateau"].to_numpy()
     rows = rows.assign(excess=excess)
     pos = rows[rows["point"].isin(ap.index) & (rows["excess"] > 0)]
-    for _, r in pos.groupby("point"):
-        a2.plot(r["step"], r["excess"], color="darkorange", lw=0.7, alpha=0.5)
+    a2.add_collection(LineCollection(
+        [np.column_stack([r["step"].to_numpy(), r["excess"].to_numpy()])
+         for _, r in pos.groupby("point")], colors="darkorange", linewidths=0.7, alpha=0.5))
     if len(pos):
         t = np.geomspace(pos["step"].min(), pos["step"].max(), 50)
         anchor = pos[pos["step"] == pos["step"].max()]["excess"].median()
