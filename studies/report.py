@@ -100,7 +100,7 @@ def fmt(v):
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(fmt(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "; ".join(f"{k} {fmt(x)}" for k, x in v.items())
+        return "; ".join(f"{k}: {fmt(x)}" for k, x in v.items())
     return str(v)
 
 
@@ -135,12 +135,6 @@ class Report:
             raise ValueError(f"prediction {id!r}: name the theory's assumptions (assumes=...)")
         return self._add(Claim(id, "prediction", statement, _num(predicted), _num(measured),
                                tolerance, bool(passed), note, assumes, figure))
-
-    def claim(self, id, statement, predicted, measured, tolerance, passed, note=""):
-        """TRANSITIONAL (removed once every study states its kinds): an unclassified claim,
-        recorded as a prediction whose assumptions are not stated."""
-        return self._add(Claim(id, "prediction", statement, _num(predicted), _num(measured),
-                               tolerance, bool(passed), note, "(not stated)", ""))
 
     def check(self, id, statement, expected, measured, passed, note=""):
         """An engine check (a theorem or identity): listed in the appendix, not counted."""
@@ -221,7 +215,7 @@ class Report:
         for c in self.predictions:
             mark = "HOLDS" if c.passed else "FAILS"
             out.append((c, f"{mark}: {c.statement} -- predicted {fmt(c.predicted)}, measured "
-                           f"{fmt(c.measured)} ({c.tolerance})"))
+                           f"{fmt(c.measured)}"))
         return out
 
     def _headline_figures(self):
@@ -234,13 +228,12 @@ class Report:
     def _frame(self, kind):
         rows = []
         for c in self.of_kind(kind):
-            r = {"id": c.id, "statement": c.statement}
+            r = {"id": c.id} if kind == "prediction" else {"id": c.id, "statement": c.statement}
             if kind != "observation":
                 r["predicted" if kind == "prediction" else "expected"] = fmt(c.predicted)
             r["measured"] = fmt(c.measured)
             if kind == "prediction":
                 r["tolerance"] = c.tolerance
-                r["assumes"] = c.assumes
             if kind != "observation":
                 r["verdict"] = c.verdict.upper()
             r["note"] = c.note
@@ -260,18 +253,14 @@ class Report:
         if tp:
             for c, line in self._summary_lines():
                 lines += [f"- **{line.split(':', 1)[0]}**:{line.split(':', 1)[1]}",
-                          f"  *assumes: {c.assumes}*"]
+                          f"  *tolerance: {c.tolerance}; assumes: {c.assumes}*"]
             lines += [""]
         else:
             lines += ["This grid states no predictions.", ""]
         heads = self._headline_figures()
         caps = self._captions()
         for name in heads:
-            lines += [f"![{caps[name]}](figures/{name}.png)", "", f"*{caps[name]}*", ""]
-        if tp:
-            lines += ["## Predictions", "", self._frame("prediction").to_markdown(index=False), ""]
-        if self.of_kind("observation"):
-            lines += ["## Observations", "", self._frame("observation").to_markdown(index=False), ""]
+            lines += [f"![{name}](figures/{name}.png)", "", f"*{caps[name]}*", ""]
         for b in self.blocks:
             if b[0] == "h":
                 lines += [f"## {b[1]}", ""]
@@ -279,9 +268,13 @@ class Report:
                 lines += [b[1], ""]
             elif b[0] == "fig":
                 if b[1] not in heads:
-                    lines += [f"![{b[2]}](figures/{b[1]}.png)", "", f"*{b[2]}*", ""]
+                    lines += [f"![{b[1]}](figures/{b[1]}.png)", "", f"*{b[2]}*", ""]
             else:
                 lines += [f"**{b[2]}**", "", b[1].to_markdown(index=False, floatfmt=".4g"), ""]
+        if tp:
+            lines += ["## Predictions: the full record", "", self._frame("prediction").to_markdown(index=False), ""]
+        if self.of_kind("observation"):
+            lines += ["## Observations", "", self._frame("observation").to_markdown(index=False), ""]
         if self.of_kind("check"):
             hc, tc = self.counts()["checks"]
             lines += [f"## Appendix: engine checks ({hc} of {tc} ok; theorems and identities, "
@@ -298,11 +291,12 @@ class Report:
     def _html_table(self, kind):
         e = html.escape
         df = self._frame(kind)
-        head = "".join(f"<th>{e(c)}</th>" for c in df.columns if c != "id")
+        shown = [c for c in df.columns if c != "id" or kind == "prediction"]
+        head = "".join(f"<th>{e(c)}</th>" for c in shown)
         rows = []
         for c, (_, r) in zip(self.of_kind(kind), df.iterrows()):
             cells = "".join(f"<td class='v'>{e(str(r[k]))}</td>" if k == "verdict"
-                            else f"<td>{e(str(r[k]))}</td>" for k in df.columns if k != "id")
+                            else f"<td>{e(str(r[k]))}</td>" for k in shown)
             cls = "" if c.passed is None else ("pass" if c.passed else "fail")
             rows.append(f"<tr class='{cls}' id='{e(c.id)}'>{cells}</tr>")
         return f"<table class='claims'><tr>{head}</tr>{''.join(rows)}</table>"
@@ -322,17 +316,14 @@ class Report:
             for c, line in self._summary_lines():
                 mark, rest = line.split(":", 1)
                 items.append(f"<li class='{'pass' if c.passed else 'fail'}'><b class='v'>{e(mark)}</b>:"
-                             f"{e(rest)}<br><span class='assumes'>assumes: {e(c.assumes)}</span></li>")
+                             f"{e(rest)}<br><span class='assumes'>tolerance: {e(c.tolerance)}; "
+                             f"assumes: {e(c.assumes)}</span></li>")
             parts.append(f"<ul class='summary'>{''.join(items)}</ul>")
         else:
             parts.append("<p>This grid states no predictions.</p>")
         heads = self._headline_figures()
         caps = self._captions()
         parts += [self._img(name, caps[name]) for name in heads]
-        if tp:
-            parts += ["<h2>Predictions</h2>", self._html_table("prediction")]
-        if self.of_kind("observation"):
-            parts += ["<h2>Observations</h2>", self._html_table("observation")]
         for b in self.blocks:
             if b[0] == "h":
                 parts.append(f"<h2>{e(b[1])}</h2>")
@@ -344,6 +335,10 @@ class Report:
             else:
                 parts.append(f"<p><b>{e(b[2])}</b></p>"
                              + b[1].to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0))
+        if tp:
+            parts += ["<h2>Predictions: the full record</h2>", self._html_table("prediction")]
+        if self.of_kind("observation"):
+            parts += ["<h2>Observations</h2>", self._html_table("observation")]
         if self.of_kind("check"):
             hc, tc = self.counts()["checks"]
             parts += [f"<h2>Appendix: engine checks ({hc} of {tc} ok)</h2>",

@@ -59,14 +59,14 @@ def test_summary_comes_first_with_numbers_side_by_side(report):
     report.write()
     md = (report.out / "report.md").read_text()
     summary = md.index("## Summary: 1 of 2 predictions hold")
-    assert summary < md.index("## Predictions") < md.index("## Details") < md.index("## Appendix")
+    assert summary < md.index("## Details") < md.index("## Predictions: the full record") < md.index("## Appendix")
     assert ("**HOLDS**: The growth rate per layer is 1/2 ln lambda_BN -- predicted 0.1916, "
             "measured 0.198") in md
-    assert "**FAILS**: GD diverges above 2/lambda_max -- predicted relu 1; tanh 2, measured relu 1.01; tanh 2.5" in md
-    assert "*assumes: wide layers, large batches*" in md
+    assert "**FAILS**: GD diverges above 2/lambda_max -- predicted relu: 1; tanh: 2, measured relu: 1.01; tanh: 2.5" in md
+    assert "*tolerance: 2 standard errors (0.01); assumes: wide layers, large batches*" in md
     # the headline figure sits under the summary, once; other figures stay in the body
     assert md.count("figures/rate_fig.png") == 1
-    assert md.index("figures/rate_fig.png") < md.index("## Predictions")
+    assert md.index("figures/rate_fig.png") < md.index("## Details")
     assert md.index("figures/other.png") > md.index("## Details")
     appendix = md[md.index("## Appendix"):]
     assert "Batch norm's backward sums vanish" in appendix and "2 engine checks" not in md[:summary]
@@ -86,7 +86,7 @@ def test_no_python_reprs_in_the_rendered_report(report):
 
 
 def test_fmt_reads_as_text():
-    assert fmt({"relu": 0.19161, "tanh": 0.0818}) == "relu 0.1916; tanh 0.0818"
+    assert fmt({"relu": 0.19161, "tanh": 0.0818}) == "relu: 0.1916; tanh: 0.0818"
     assert fmt([1.0, float("nan")]) == "[1, n/a]"
     assert fmt(12345) == "12,345" and fmt(True) == "True"
 
