@@ -7,7 +7,12 @@ short slices, where KeyboardInterrupt does arrive; it then sets a one-element ``
 that the kernels poll with :func:`stop_requested` once per step, waits for them to return,
 and raises KeyboardInterrupt in the caller. Polling only ends a run early: an uninterrupted
 run computes exactly what it computed without the flag.
+
+A GPU kernel is asynchronous already: :func:`wait_device` polls for its end in the same short
+slices, and on Ctrl-C writes the flag into host memory the device reads (a mapped array), then
+waits for the device to leave.
 """
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 import numba
@@ -16,7 +21,7 @@ from llvmlite import ir
 from numba import types
 from numba.core.extending import intrinsic
 
-__all__ = ["stop_requested", "new_flag", "run_threads", "run_ranges"]
+__all__ = ["stop_requested", "new_flag", "run_threads", "run_ranges", "wait_device"]
 
 POLL_SECONDS = 0.05  # how often the waiting thread wakes to look for Ctrl-C
 
@@ -79,6 +84,26 @@ def run_ranges(kernel, args, n, extra=()):
     stop = new_flag()
     run_threads(kernel, [(*args, int(a), int(b), *extra, stop) for a, b in zip(bounds[:-1], bounds[1:])],
                 stop)
+
+
+def wait_device(done, flag, synchronize):
+    """Wait for asynchronous device work: poll ``done()`` every ``POLL_SECONDS``.
+
+    Ctrl-C while waiting sets ``flag[0] = 1`` (memory the device kernel reads once in a while),
+    then ``synchronize()`` waits for the device to return, through further Ctrl-C presses too,
+    and KeyboardInterrupt is raised here, so no kernel outlives the call."""
+    try:
+        while not done():
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        flag[0] = 1
+        while True:
+            try:
+                synchronize()
+                break
+            except KeyboardInterrupt:
+                continue
+        raise
 
 
 def _join(pool):

@@ -302,6 +302,32 @@ def test_engine_float32():
     assert rel_err(gpu.final_loss, cpu.final_loss) <= 1e-5
 
 
+@needs_gpu
+@pytest.mark.parametrize("shared", [True, False])
+def test_engine_polls_the_stop_flag(gc, monkeypatch, shared):
+    """Ctrl-C raises a flag in host memory the kernel reads (simcore.interrupt.wait_device): a
+    raised flag stops every network before its first step (parameters untouched), in both
+    kernels; a lowered one is today's training. The SIGINT test on a real GPU is in
+    tests/test_interrupt.py."""
+    if not shared:
+        monkeypatch.setattr(gc, "_SHARED_BYTES", 0)
+    X, y = _data("bce")
+    net = LOSS_NETS["bce"]()
+    # 17 steps: the flag is read at steps 0 and 16 (gc.STOP_POLL_STEPS)
+    kw = dict(lr=[0.3, 0.1, 0.6], seeds=[3, 7, 11], steps=gc.STOP_POLL_STEPS + 1, record_every=8)
+    start = simcore.grid.initial_params(net, kw["seeds"])
+    new_flag = gc.new_stop_flag
+    raised = new_flag()
+    raised[0] = 1
+    monkeypatch.setattr(gc, "new_stop_flag", lambda: raised)
+    stopped = train_grid(net, X, y, backend="cuda", **kw)
+    assert np.array_equal(flat(stopped.params), flat(start))
+    monkeypatch.setattr(gc, "new_stop_flag", new_flag)
+    gpu, cpu = both(net, X, y, **kw)
+    assert not np.array_equal(flat(gpu.params), flat(start))
+    assert_backends_agree(gpu, cpu)
+
+
 # --- every kernel compiles for a real GPU (PTX for sm_90, no GPU needed) --------------------------
 
 PTX_SCRIPT = textwrap.dedent("""
@@ -353,7 +379,7 @@ PTX_SCRIPT = textwrap.dedent("""
                 np.zeros(G), 0, 5, 4, 2, np.zeros((R, G)), np.zeros((R, net.n_layers, 7, G)),
                 np.zeros(G, np.int64), np.zeros(G), lofs, d1, d2, np.zeros((2, fsize), dtype),
                 np.zeros((2, 2 * max_w)), np.zeros((2, 2 * n), np.int64),
-                np.zeros((2, 4 * P), dtype))
+                np.zeros((2, 4 * P), dtype), np.zeros(1, np.int32))
         assert ".visible .entry" in ptx(gc._train_kernel(dtype, 128, shared).py_func, args)
         compiled.append(f"train_{np.dtype(dtype).name}_{'shared' if shared else 'global'}")
     print("compiled:", " ".join(sorted(set(compiled))))

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import cpu_kernel_args
 from simcore import MLP, datasets
-from simcore.interrupt import new_flag, run_threads
+from simcore.interrupt import new_flag, run_threads, wait_device
 
 CHILD = textwrap.dedent("""
     import sys, threading, numba
@@ -31,6 +31,9 @@ CHILD = textwrap.dedent("""
         elif "{what}" == "sharpness":
             params = simcore.grid.initial_params(net, np.arange(G))
             sharpness(net, params, X, y, iters=steps, tol=1e-300)
+        elif "{what}" == "cuda":
+            train_grid(net, X, y, lr=np.full(G, 1e-3), steps=steps, record_every=steps,
+                       backend="cuda")
         else:
             train_grid(net, X, y, lr=np.full(G, 1e-3), steps=steps, record_every=steps,
                        strategy="{what}")
@@ -45,14 +48,32 @@ CHILD = textwrap.dedent("""
 
 CASES = [("lanes", 1, [2, 8, 8, 1], 40), ("lanes", 2, [2, 8, 8, 1], 40),
          ("gemm", 1, [2, 32, 32, 1], 4), ("gemm", 2, [2, 32, 32, 1], 4),
-         ("sharpness", 2, [2, 8, 8, 1], 4), ("perceptron", 1, [2, 1], 1)]
+         ("sharpness", 2, [2, 8, 8, 1], 4), ("perceptron", 1, [2, 1], 1),
+         ("cuda", 1, [2, 8, 8, 1], 40)]
+
+
+def _real_gpu():
+    """Whether a child process (without the CUDA simulator) finds a CUDA GPU."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    code = "from numba import cuda; print(cuda.is_available())"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return False
+    return proc.stdout.strip().endswith("True")
 
 
 @pytest.mark.parametrize("what,threads,sizes,G", CASES, ids=[f"{c[0]}-{c[1]}threads" for c in CASES])
 def test_sigint_stops_a_long_compiled_call(what, threads, sizes, G):
+    env = None
+    if what == "cuda":  # the kernel reads a flag in mapped host memory: needs a real GPU
+        if not _real_gpu():
+            pytest.skip("no CUDA GPU: the simulator runs a launch to its end in Python")
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     code = CHILD.format(what=what, threads=threads, sizes=sizes, G=G)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert child.stdout.readline().strip() == "ready", child.stderr.read()
         time.sleep(1.0)  # well inside the 10^9-step call
@@ -101,3 +122,29 @@ def test_run_threads_reraises_a_threads_error_after_stopping_the_others():
     with pytest.raises(RuntimeError, match="boom"):
         run_threads(work, [(0,), (1,)], flag)
     assert flag[0] == 1
+
+
+def test_wait_device_polls_until_done_and_leaves_the_flag_alone():
+    flag = new_flag()
+    answers = iter([False, False, True])
+    wait_device(lambda: next(answers), flag, synchronize=lambda: pytest.fail("not interrupted"))
+    assert flag[0] == 0 and next(answers, "spent") == "spent"
+
+
+def test_wait_device_on_ctrl_c_raises_the_flag_and_waits_for_the_device():
+    """Ctrl-C while waiting: the flag goes up, the device is waited for through a second
+    Ctrl-C, and KeyboardInterrupt reaches the caller only then."""
+    flag = new_flag()
+    calls = []
+
+    def done():
+        raise KeyboardInterrupt
+
+    def synchronize():
+        calls.append(int(flag[0]))
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # the user presses Ctrl-C again while the device finishes
+
+    with pytest.raises(KeyboardInterrupt):
+        wait_device(done, flag, synchronize)
+    assert calls == [1, 1]

@@ -253,7 +253,8 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         (:func:`telemetry_bytes`).
 
     KeyboardInterrupt
-        Ctrl-C stops every thread within one training step (:mod:`simcore.interrupt`).
+        Ctrl-C stops every thread within one training step (:mod:`simcore.interrupt`); on
+        the CUDA backend every block within ``simcore.grid.cuda.STOP_POLL_STEPS`` steps.
 
     Examples
     --------

@@ -17,6 +17,9 @@ end, divergence freezing); only the layout of the work differs (architecture dec
   engine, so both give the same sums. Batch-norm statistics: threads split the units, each sums
   over the samples in order. Scalar reductions (the loss, telemetry sums, norms) are a fixed
   tree over the threads. Nothing depends on timing: results are deterministic.
+* **Ctrl-C**: the launch is asynchronous and the caller waits in short slices
+  (:func:`simcore.interrupt.wait_device`); Ctrl-C sets a flag in mapped host memory that
+  thread 0 of each block reads every ``STOP_POLL_STEPS`` steps, and the block leaves together.
 
 The math is written once (decision 1): activations, their derivatives, the stable exp/log
 helpers and the counter-based generator are the functions of :mod:`simcore.scalar` compiled for
@@ -37,10 +40,11 @@ numba is imported) runs everything in numba's CUDA simulator.
 import math
 
 import numpy as np
-from numba import cuda, float64 as nb_float64, float32 as nb_float32
+from numba import config as numba_config, cuda, float64 as nb_float64, float32 as nb_float32, int32 as nb_int32
 
 from .. import config
 from .. import fastmath
+from .. import interrupt
 from .._jit import _for_gpu, gpu_device, gpu_kernel, scalar
 from ..layers import BN_EPS
 from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
@@ -51,6 +55,12 @@ from .cpu import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, DIVERGE_FACTOR, NQ, SATURATED
 
 _SHARED_BYTES = 48 * 1024       # the dynamic shared memory every CUDA GPU grants a block
 _SCRATCH_BYTES = 2 * 1024 ** 3  # global scratch memory the engine allows itself
+# steps between two reads of the host's stop flag: the read crosses the PCIe bus, and Ctrl-C
+# needs no faster answer than a few steps
+STOP_POLL_STEPS = 16
+# the flag is read with an uncached load (ld.global.cv), so a value the host writes while the
+# kernel runs is seen; the simulator runs the kernel as Python and has no such instruction
+_load_uncached = (lambda ary, i: ary[i]) if numba_config.ENABLE_CUDASIM else cuda.ldcv
 
 
 def available():
@@ -389,10 +399,11 @@ def _update(opt, th, gr, v, m, P, lr, mu, c1, c2, alive):
 @gpu_device
 def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, theta, layout, act,
                    loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch, record_every,
-                   rec_loss, rec_layer, diverged_all, final_all):
+                   rec_loss, rec_layer, diverged_all, final_all, stop, halt):
     """Train network g with the whole block (see the module docstring); th, gr are its
     parameters and gradients (shared or global), v, m the optimizer's state, fb the per-sample
-    float scratch, st float64 scratch, order/sidx int64 scratch of n, red shared float64."""
+    float scratch, st float64 scratch, order/sidx int64 scratch of n, red shared float64;
+    ``stop`` the host's Ctrl-C flag (mapped memory), ``halt`` one shared int32."""
     tid = cuda.threadIdx.x
     T = cuda.blockDim.x
     P = theta.shape[0]
@@ -419,6 +430,15 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
     c2 = 1.0
     cuda.syncthreads()
     for t in range(steps + 1):
+        # Ctrl-C (simcore.interrupt): thread 0 reads the host's flag and the whole block leaves
+        # together (a barrier is never skipped by part of a block); the next write of halt comes
+        # after the barriers of a whole step
+        if t % STOP_POLL_STEPS == 0:
+            if tid == 0:
+                halt[0] = _load_uncached(stop, 0)
+            cuda.syncthreads()
+            if halt[0] != 0:
+                break
         final = t == steps
         record = t % record_every == 0 or final
         use_mini = minibatch and not final
@@ -545,8 +565,9 @@ def _train_kernel(dtype, tpb, shared):
     if shared:
         def kernel(theta, layout, act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
                    record_every, rec_loss, rec_layer, diverged_all, final_all, lofs, d1, d2,
-                   fbuf, sbuf, ibuf, wbuf):
+                   fbuf, sbuf, ibuf, wbuf, stop):
             red = cuda.shared.array(red_size, nb_float64)
+            halt = cuda.shared.array(1, nb_int32)
             sh = cuda.shared.array(0, dt)
             b = cuda.blockIdx.x
             P = theta.shape[0]
@@ -560,13 +581,15 @@ def _train_kernel(dtype, tpb, shared):
                 _train_network(g, th, gr, w[0:P], w[P:2 * P], fbuf[b], sbuf[b], ib[0:n],
                                ib[n:2 * n], red, lofs, d1, d2, theta, layout, act, loss_code, X,
                                Y, seeds, lrs, moms, refs, opt, steps, batch, record_every,
-                               rec_loss, rec_layer, diverged_all, final_all)
+                               rec_loss, rec_layer, diverged_all, final_all, stop,
+                               halt)
                 g += cuda.gridDim.x
     else:
         def kernel(theta, layout, act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
                    record_every, rec_loss, rec_layer, diverged_all, final_all, lofs, d1, d2,
-                   fbuf, sbuf, ibuf, wbuf):
+                   fbuf, sbuf, ibuf, wbuf, stop):
             red = cuda.shared.array(red_size, nb_float64)
+            halt = cuda.shared.array(1, nb_int32)
             b = cuda.blockIdx.x
             P = theta.shape[0]
             n = X.shape[0]
@@ -577,7 +600,8 @@ def _train_kernel(dtype, tpb, shared):
                 _train_network(g, w[0:P], w[P:2 * P], w[2 * P:3 * P], w[3 * P:4 * P], fbuf[b],
                                sbuf[b], ib[0:n], ib[n:2 * n], red, lofs, d1, d2, theta, layout,
                                act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
-                               record_every, rec_loss, rec_layer, diverged_all, final_all)
+                               record_every, rec_loss, rec_layer, diverged_all, final_all, stop,
+                               halt)
                 g += cuda.gridDim.x
 
     kernel.__name__ = f"train_{np.dtype(dtype).name}_{'shared' if shared else 'global'}"
@@ -591,6 +615,23 @@ def threads_per_block():
     if tpb < 1 or tpb > 1024 or tpb & (tpb - 1):
         raise ValueError(f"SIMCORE_CUDA_THREADS must be a power of two in [1, 1024], got {tpb}")
     return tpb
+
+
+def new_stop_flag():
+    """The kernel's stop flag: host memory the device reads (mapped), zero."""
+    stop = cuda.mapped_array(1, np.int32)
+    stop[0] = 0
+    return stop
+
+
+def _wait(stop):
+    """Wait for the launched kernel (launches are asynchronous), Ctrl-C stopping it; the
+    simulator runs a launch to its end before returning, so there is nothing to wait for."""
+    if numba_config.ENABLE_CUDASIM:
+        return
+    done = cuda.event()
+    done.record()
+    interrupt.wait_device(done.query, stop, cuda.synchronize)
 
 
 def _scratch_layout(layout, n):
@@ -621,12 +662,16 @@ def _scratch_layout(layout, n):
 
 def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all,
                       opt, steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
-                      final_all):
+                      final_all, stop=None):
     """Train the G networks of one architecture on the GPU; the contract of the CPU's
     ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`; without the block range): theta
     (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
     (R, L, NQ, G), the step of divergence (-1: none) to diverged_all (G,) and the full-data
-    loss at the end to final_all."""
+    loss at the end to final_all.
+
+    The call waits for the kernel in short slices, so Ctrl-C stops it within a few steps
+    (:func:`simcore.interrupt.wait_device`) and raises KeyboardInterrupt; ``stop`` (a mapped
+    int32 array of one element) lets a test raise the flag beforehand."""
     require_gpu()
     P, G = theta.shape
     n = X.shape[0]
@@ -637,6 +682,8 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
     per_block = (fsize + (2 if shared else 4) * P) * dtype.itemsize + 2 * max_w * 8 + 2 * n * 8
     nblk = max(1, min(G, int(config.CUDA_MAX_BLOCKS), _SCRATCH_BYTES // per_block))
     kernel = _train_kernel(dtype, tpb, shared)
+    if stop is None:
+        stop = new_stop_flag()
     dev = cuda.to_device
     d_theta = dev(theta)
     d_rec_loss = dev(rec_loss_all)
@@ -652,7 +699,8 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
         d_theta, dev(np.ascontiguousarray(layout)), int(act), int(loss_code), dev(X), dev(Y),
         dev(seeds_all), dev(lr_all), dev(mom_all), dev(ref_all), int(opt), int(steps), int(batch),
         int(record_every), d_rec_loss, d_rec_layer, d_div, d_final, dev(lofs), d1, d2, fbuf, sbuf,
-        ibuf, wbuf)
+        ibuf, wbuf, stop)
+    _wait(stop)
     d_theta.copy_to_host(theta)
     d_rec_loss.copy_to_host(rec_loss_all)
     d_rec_layer.copy_to_host(rec_layer_all)
