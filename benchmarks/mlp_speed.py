@@ -268,12 +268,12 @@ def breakdown(name, dtype, args):
 
     net, params, X, y = make_case(name, dtype, args.seed)
     theta = net.pack(params)
-    Xc = net._check_X(X)
+    Xc = net.check_X(X)
     Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
     running = np.empty(net.n_running, net.dtype)
     grad = np.empty_like(theta)
     mode = M.TRAIN_NO_UPDATE
-    kargs = (theta, net.layout, net._act, net._loss, Xc, Y, grad, running, mode)
+    kargs = (theta, net.layout, net.act_code, net.loss_code, Xc, Y, grad, running, mode)
 
     @njit(cache=False)
     def noop(theta, layout, act, loss_code, X, Y, grad, running, mode):
@@ -284,11 +284,11 @@ def breakdown(name, dtype, args):
         "kernel (direct)": lambda: M.loss_and_grad_kernel(*kargs),
         "dispatch of a no-op njit, same args": lambda: noop(*kargs),
         "pack(params)": lambda: net.pack(params),
-        "_check_X(X)": lambda: net._check_X(X),
+        "check_X(X)": lambda: net.check_X(X),
         "encode_targets(y)": lambda: encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype),
         "allocs (running, grad)": lambda: (np.empty(net.n_running, net.dtype), np.empty_like(theta)),
         "unpack(grad)": lambda: net.unpack(grad),
-        "forward_kernel (direct)": lambda: M.forward_kernel(theta, net.layout, net._act, Xc, running, mode),
+        "forward_kernel (direct)": lambda: M.forward_kernel(theta, net.layout, net.act_code, Xc, running, mode),
     }
     # building blocks on the shapes of this workload, with the kernel's own arrays
     Ws = [p["W"] for p in net.unpack(theta)]
@@ -302,7 +302,7 @@ def breakdown(name, dtype, args):
         zs.append(z)
         if l < len(Ws) - 1:
             nxt = np.empty_like(z)
-            act_fwd(net._act, z.reshape(-1), nxt.reshape(-1))
+            act_fwd(net.act_code, z.reshape(-1), nxt.reshape(-1))
             a.append(nxt)
     delta = np.empty_like(zs[-1])
     blocks = {}
@@ -317,11 +317,11 @@ def breakdown(name, dtype, args):
         if l < len(Ws) - 1:
             out = np.empty_like(zs[l])
             blocks[f"L{l} tanh forward ({n}x{fo})"] = (
-                lambda l=l, out=out: act_fwd(net._act, zs[l].reshape(-1), out.reshape(-1)),
+                lambda l=l, out=out: act_fwd(net.act_code, zs[l].reshape(-1), out.reshape(-1)),
                 lambda l=l: np.tanh(zs[l]))
             g = np.ones_like(zs[l])
             blocks[f"L{l} tanh backward ({n}x{fo})"] = (
-                lambda l=l, g=g, out=out: act_bwd(net._act, zs[l].reshape(-1), a[l + 1].reshape(-1),
+                lambda l=l, g=g, out=out: act_bwd(net.act_code, zs[l].reshape(-1), a[l + 1].reshape(-1),
                                                  g.reshape(-1), out.reshape(-1)),
                 lambda l=l, g=g: g * (1.0 - a[l + 1] * a[l + 1]))
         dd = np.ones((n, fo), net.dtype) * 1e-3
@@ -331,7 +331,7 @@ def breakdown(name, dtype, args):
             (lambda l=l, W=W, dd=dd: (a[l].T @ dd, dd.sum(0), dd @ W.T)) if l else
             (lambda l=l, W=W, dd=dd: (a[l].T @ dd, dd.sum(0))))
     blocks[f"loss_grad {net.loss} ({n}x{net.sizes[-1]})"] = (
-        lambda: loss_grad(net._loss, zs[-1], Y, delta), None)
+        lambda: loss_grad(net.loss_code, zs[-1], Y, delta), None)
 
     for k in list(parts) + list(blocks):
         fn = parts[k] if k in parts else blocks[k][0]
@@ -469,7 +469,7 @@ def main(argv=None):
                       "into preallocated outputs, numpy blocks allocate their results)")
                 for k, v in res.items():
                     print(f"  {k:<58} {v:10.2f}")
-                py = sum(res[k] for k in ("pack(params)", "_check_X(X)", "encode_targets(y)",
+                py = sum(res[k] for k in ("pack(params)", "check_X(X)", "encode_targets(y)",
                                           "allocs (running, grad)", "unpack(grad)"))
                 api, ker = res["api loss_and_grad"], res["kernel (direct)"]
                 print(f"  => kernel {ker:.1f} us = {100 * ker / api:.0f}% of the API call {api:.1f} us; "

@@ -48,7 +48,7 @@ def cpu_kernel(func=None, *, parallel=False, ordered=False):
 # --- the GPU (numba-cuda), imported lazily: importing simcore never needs CUDA ---------------
 #
 # ``gpu_device(f)`` compiles a scalar formula for the GPU from the *same* Python source as the
-# CPU build (architecture decision 1). Given a CPU-compiled function (``@scalar`` or
+# CPU build (docs/architecture.md, *Write the math once*). Given a CPU-compiled function (``@scalar`` or
 # ``@cpu_kernel``) it takes its ``py_func`` and rebinds the names it calls, so that inside the
 # GPU build every call of another CPU-compiled formula calls that formula's GPU build, and every
 # call of one of :mod:`simcore.fastmath`'s CPU-only primitives (vectorisable exp/log/tanh written

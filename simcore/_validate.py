@@ -1,4 +1,4 @@
-"""Input checks at the public boundary (architecture decision 8).
+"""Input checks at the public boundary (docs/architecture.md, *Checked at the boundary*).
 
 Every public function calls these before compiled code runs; each raises ``ValueError`` that
 names the argument and says what was expected. Compiled kernels assume valid input.

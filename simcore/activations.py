@@ -4,8 +4,8 @@ The formulas live once in :mod:`simcore.scalar`; this module lays them over arra
 and ``backward`` hold one loop per activation and pick one by integer code outside the loop, so
 every loop stays branch-free and vectorises. The loops are written out in one function rather
 than generated as one compiled function each: every separately compiled function is optimised
-on its own and again inside each caller, and the six pairs cost the grid engine's first call
-about 1.3 s of compile that way.
+on its own and again inside each caller, so six pairs of separate functions would lengthen the
+grid engine's first call (README, "Measurements behind the code's choices").
 
 Examples
 --------

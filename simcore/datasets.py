@@ -26,7 +26,7 @@ import numpy as np
 from ._validate import choice, integer, labels, real
 
 __all__ = ["NAMES", "MarginInfo", "blobs_margin", "breast_cancer", "circles", "digits", "iris",
-           "load", "moons", "spirals", "teacher_student", "to_pm1", "wine", "xor"]
+           "generator", "load", "moons", "spirals", "teacher_student", "to_pm1", "wine", "xor"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,6 +467,12 @@ _REGISTRY = {
 NAMES = tuple(_REGISTRY)
 
 
+def generator(name):
+    """The function that builds data set ``name`` (one of :data:`NAMES`): its signature lists
+    the arguments :func:`load` accepts for it."""
+    return _REGISTRY[choice("name", name, NAMES)]
+
+
 def load(name, **kwargs):
     """Build the data set called ``name`` with the generator's keyword arguments.
 
@@ -489,7 +495,7 @@ def load(name, **kwargs):
         If ``name`` is unknown or an argument is invalid.
         A keyword the generator does not take is also a ``ValueError`` naming it.
     """
-    func = _REGISTRY[choice("name", name, NAMES)]
+    func = generator(name)
     allowed = inspect.signature(func).parameters
     for key in kwargs:
         if key not in allowed:

@@ -291,7 +291,7 @@ def sharpness(net, params, X, y, iters=100, tol=1e-6, seed=0, return_info=False)
     if seeds.dtype.kind not in "iu" or (seeds < 0).any():
         raise ValueError(f"seed must hold integers >= 0, got {seed!r}")
     seeds = np.broadcast_to(seeds.reshape(-1), (G,)).astype(np.uint64)
-    X = net._check_X(X)
+    X = net.check_X(X)
     Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
     # float32 nets: the float32 data, promoted; the Hessian is computed in float64
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -300,7 +300,7 @@ def sharpness(net, params, X, y, iters=100, tol=1e-6, seed=0, return_info=False)
     lam = np.empty(G)
     n_hvp = np.empty(G, np.int64)
     converged = np.empty(G, np.bool_)
-    args = (theta, net.layout, net._act, net._loss, X, Y, running, iters, tol, seeds, lam, n_hvp,
+    args = (theta, net.layout, net.act_code, net.loss_code, X, Y, running, iters, tol, seeds, lam, n_hvp,
             converged)
     run_ranges(sharpness_kernel, args, G)  # one range of networks per thread; Ctrl-C stops them
     if not stacked:

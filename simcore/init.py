@@ -2,7 +2,7 @@ r"""Weight initialisation, drawn from the counter-based generator of :mod:`simco
 
 Layer :math:`l` (0-based) draws its weights from stream :math:`2l` and its biases from stream
 :math:`2l + 1` of the network's seed, so the same seed gives the same numbers here, in the grid
-engine, on any thread count and in any chunking of a grid (architecture decision 7). Numbers are
+engine, on any thread count and in any chunking of a grid (docs/architecture.md, *Reproducible by construction*). Numbers are
 drawn in float64 and rounded to the network's dtype.
 
 ==========  ==============================================  =========================
@@ -58,16 +58,34 @@ def weight_std(init, fan_in, fan_out):
     raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
 
 
-def draw_layer(init, fan_in, fan_out, layer, seed, scale, bias_scale):
-    """Float64 (W, b) of layer ``layer`` for one network; see the module docstring."""
-    W = np.empty(fan_in * fan_out)
-    b = np.empty(fan_out)
+def unit_spread(init, fan_in, fan_out):
+    """The spread of a (fan_in, fan_out) layer's weights at scale 1: the half-width
+    1/sqrt(fan_in) of ``uniform``'s interval, else the normal's standard deviation."""
     if init == "uniform":
-        fill_uniform(seed, 2 * layer, scale / math.sqrt(fan_in), W)
+        return 1.0 / math.sqrt(fan_in)
+    return weight_std(init, fan_in, fan_out)
+
+
+@cpu_kernel
+def fill_layer(seed, layer, uniform_init, spread, bias_scale, W, b):
+    """One layer's draws, written into the flat W and b: W from stream 2 layer
+    (U[-spread, spread] when ``uniform_init``, else spread * N(0, 1)), b from stream 2 layer + 1
+    (bias_scale * N(0, 1); zero when bias_scale is 0). :func:`draw_layer` and the grid engine
+    both draw through this."""
+    if uniform_init:
+        fill_uniform(seed, 2 * layer, spread, W)
     else:
-        fill_normal(seed, 2 * layer, scale * weight_std(init, fan_in, fan_out), W)
+        fill_normal(seed, 2 * layer, spread, W)
     if bias_scale == 0.0:
         b[:] = 0.0
     else:
         fill_normal(seed, 2 * layer + 1, bias_scale, b)
+
+
+def draw_layer(init, fan_in, fan_out, layer, seed, scale, bias_scale):
+    """Float64 (W, b) of layer ``layer`` for one network; see the module docstring."""
+    W = np.empty(fan_in * fan_out)
+    b = np.empty(fan_out)
+    fill_layer(seed, layer, init == "uniform", scale * unit_spread(init, fan_in, fan_out),
+               bias_scale, W, b)
     return W.reshape(fan_in, fan_out), b

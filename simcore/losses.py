@@ -23,11 +23,54 @@ import math
 import numpy as np
 
 from . import _validate
-from ._jit import cpu_kernel
-from .scalar import exp, log1p, sigmoid
+from ._jit import cpu_kernel, scalar
+from .scalar import exp, sigmoid, sigmoid_grad, softplus
 
-LOSS_CODE = {"mse": 0, "mse_sigmoid": 1, "bce": 2, "ce": 3}
+
+# --- per-unit formulas: (value, d value / dz) of one output unit, before the mean's 1/(n k).
+# Every kernel (the single network's, the CPU grid's lanes and per-network strategies, the GPU
+# engine) calls these; the softmax cross-entropy couples a row's units and is written per row.
+
+@scalar
+def mse_unit(z, y):
+    r""":math:`(z - y)^2` and :math:`2 (z - y)`."""
+    r = z - y
+    return r * r, 2.0 * r
+
+
+@scalar
+def mse_sigmoid_unit(z, y):
+    r""":math:`(\sigma(z) - y)^2` and :math:`2 (\sigma(z) - y) \sigma'(z)`: the gradient carries
+    :math:`\sigma'`, the learning slowdown of a saturated output."""
+    a = sigmoid(z)
+    r = a - y
+    return r * r, 2.0 * r * sigmoid_grad(z, a)
+
+
+@scalar
+def bce_unit(z, y):
+    r""":math:`\mathrm{softplus}(z) - y z = -y \log\sigma(z) - (1 - y) \log(1 - \sigma(z))` and
+    :math:`\sigma(z) - y`, from the logit (no overflow for any finite z)."""
+    return softplus(z) - y * z, sigmoid(z) - y
+
+
+@scalar
+def unit_loss(code, z, y):
+    """(value, d value / dz) of one output unit for loss ``code`` 0, 1 or 2 (see LOSSES)."""
+    if code == 0:
+        return mse_unit(z, y)
+    if code == 1:
+        return mse_sigmoid_unit(z, y)
+    return bce_unit(z, y)
+
+
+# name -> (code, per-unit formula; None for ce, whose softmax couples a row). The code is what
+# compiled kernels switch on.
+LOSSES = {"mse": (0, mse_unit), "mse_sigmoid": (1, mse_sigmoid_unit), "bce": (2, bce_unit),
+          "ce": (3, None)}
+LOSS_CODE = {name: entry[0] for name, entry in LOSSES.items()}
 NAMES = tuple(LOSS_CODE)
+assert list(LOSS_CODE.values()) == list(range(len(LOSSES))), "codes must be 0, 1, ... in order"
 
 
 @cpu_kernel
@@ -60,20 +103,9 @@ def loss_grad(code, z, y, dz):
     inv_m = 1.0 / (n * k)
     for i in range(n):
         for j in range(k):
-            zij = z[i, j]
-            yij = y[i, j]
-            if code == 0:
-                r = zij - yij
-                total += r * r
-                dz[i, j] = 2.0 * r * inv_m
-            elif code == 1:
-                a = sigmoid(zij)
-                r = a - yij
-                total += r * r
-                dz[i, j] = 2.0 * r * a * (1.0 - a) * inv_m
-            else:
-                total += max(zij, 0.0) - yij * zij + log1p(exp(-abs(zij)))
-                dz[i, j] = (sigmoid(zij) - yij) * inv_m
+            value, d = unit_loss(code, z[i, j], y[i, j])
+            total += value
+            dz[i, j] = d * inv_m
     return total * inv_m
 
 

@@ -24,10 +24,8 @@ from .activations import backward as act_backward, forward as act_forward
 from .layers import (BN_EPS, BN_MOMENTUM, batchnorm_backward_kernel, batchnorm_eval_kernel,
                      batchnorm_forward_kernel, dense_backward_kernel, dense_forward_kernel)
 from .losses import LOSS_CODE, encode_targets, loss_grad, output as loss_output
+from .layout import FAN_IN, FAN_OUT, N_COLUMNS, OFF_B, OFF_BETA, OFF_GAMMA, OFF_RUN, OFF_W  # noqa: F401
 from .scalar import ACT_CODE
-
-# layout columns: fan_in, fan_out, offset of W, b, gamma, beta (-1: no batch norm), running stats
-FAN_IN, FAN_OUT, OFF_W, OFF_B, OFF_GAMMA, OFF_BETA, OFF_RUN = range(7)
 TRAIN, TRAIN_NO_UPDATE, EVAL = 0, 1, 2  # batch-norm modes of the forward pass
 
 
@@ -137,6 +135,16 @@ class MLP:
         Weight initialisation, see :mod:`simcore.init`.
     dtype : {"float64", "float32"}
 
+    Attributes
+    ----------
+    layout : (n_layers, N_COLUMNS) int64 array
+        Each layer's widths and tensor offsets in the flat parameter array (:mod:`simcore.layout`).
+    n_params : int
+        Length of the flat parameter array ``theta``.
+    act_code, loss_code : int
+        The activation's code (:data:`simcore.scalar.ACT_CODE`) and the loss's
+        (:data:`simcore.losses.LOSS_CODE`): what the compiled kernels take instead of names.
+
     Examples
     --------
     >>> import simcore
@@ -166,8 +174,8 @@ class MLP:
         self.dtype = _validate.dtype_of("dtype", dtype)
         if self.loss == "ce" and self.sizes[-1] < 2:
             raise ValueError(f"loss 'ce' needs an output width >= 2, got sizes[-1]={self.sizes[-1]}")
-        self._act = ACT_CODE[self.activation]
-        self._loss = LOSS_CODE[self.loss]
+        self.act_code = ACT_CODE[self.activation]
+        self.loss_code = LOSS_CODE[self.loss]
         self.layout, self.n_params, self.n_running = self._make_layout()
         # per layer: {name: (offset, size, shape)} in plain Python ints, so packing and
         # unpacking cost no numpy scalar arithmetic on the per-call path
@@ -212,7 +220,7 @@ class MLP:
                 off += 2 * fo
                 run += 2 * fo
             rows.append((fi, fo, ow, ob, og, obeta, orun))
-        return np.array(rows, dtype=np.int64).reshape(-1, 7), off, run
+        return np.array(rows, dtype=np.int64).reshape(-1, N_COLUMNS), off, run
 
     def param_shapes(self):
         """[{name: shape}] per layer, in the order the flat vector stores them."""
@@ -349,7 +357,9 @@ class MLP:
             return self._no_running
         return np.empty(self.n_running, self.dtype)
 
-    def _check_X(self, X):
+    def check_X(self, X):
+        """``X`` as a C-contiguous (n, sizes[0]) array of the network's dtype, or a ValueError
+        naming X (and, with batch norm, asking for at least 2 rows)."""
         X = _validate.array("X", X, ndim=2, dtype=self.dtype)
         if X.shape[1] != self.sizes[0]:
             raise ValueError(f"X must have shape (n, {self.sizes[0]}), got {X.shape}")
@@ -376,13 +386,13 @@ class MLP:
         grads : list of dict, shaped like ``params``.
         """
         theta = self.pack(params)
-        X = self._check_X(X)
+        X = self.check_X(X)
         Y = encode_targets(self.loss, y, X.shape[0], self.sizes[-1], self.dtype)
         running = (self._pack_state(state, update=True) if state is not None
                    else self._scratch_running())
         mode = TRAIN if state is not None else TRAIN_NO_UPDATE
         grad = np.empty_like(theta)
-        loss = loss_and_grad_kernel(theta, self.layout, self._act, self._loss, X, Y, grad, running, mode)
+        loss = loss_and_grad_kernel(theta, self.layout, self.act_code, self.loss_code, X, Y, grad, running, mode)
         if state is not None:
             self._unpack_state(running, state)
         return float(loss), self.unpack(grad)
@@ -412,7 +422,7 @@ class MLP:
         (n,) array when the output width is 1, else (n, sizes[-1]).
         """
         theta, X, running, mode = self._inference_args(params, X, state)
-        out = predict_kernel(theta, self.layout, self._act, self._loss, X, running, mode)
+        out = predict_kernel(theta, self.layout, self.act_code, self.loss_code, X, running, mode)
         return out[:, 0] if out.shape[1] == 1 else out
 
     def activation_inputs(self, params, X, state=None):
@@ -421,7 +431,7 @@ class MLP:
         layer. Batch-norm modes as in :meth:`predict`. Ioffe and Szegedy track these (their
         Figure 1: a last-hidden-layer sigmoid input over training)."""
         theta, X, running, mode = self._inference_args(params, X, state)
-        acts, pre, post, xhats, inv_stds = forward_kernel(theta, self.layout, self._act, X, running, mode)
+        acts, pre, post, xhats, inv_stds = forward_kernel(theta, self.layout, self.act_code, X, running, mode)
         return [np.asarray(post[l]) for l in range(self.n_layers - 1)]
 
     def __repr__(self):

@@ -20,6 +20,10 @@ from . import _validate
 from ._jit import cpu_kernel
 
 NAMES = ("gd", "sgd", "momentum", "nesterov", "adam")
+# the code each rule has in the compiled kernels (sgd is gd on minibatches: the same rule)
+OPT_CODE = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
+assert tuple(OPT_CODE) == NAMES
+_MOMENTUM, _NESTEROV = OPT_CODE["momentum"], OPT_CODE["nesterov"]  # as compile-time constants
 # Each hyperparameter, the optimizers that use it and its default. The one rule, for Optimizer,
 # train_grid and the studies' TOML grids alike: left out (None) it takes its default; given to
 # an optimizer that does not use it, it is an error (it would silently change nothing).
@@ -39,32 +43,55 @@ def check_used(optimizer, **given):
                              f"would ignore {key}={shown} (leave it out)")
 
 
+@cpu_kernel(ordered=True)  # its sums and divisions must not be reassociated
+def parameter_step(opt, g, v, m, mu, c1, c2, beta1, beta2, eps):
+    """The rule of every optimizer for one parameter with gradient ``g``: returns
+    (step, new v, new m), and the parameter moves by theta <- theta - eta * step. ``opt`` from
+    ``OPT_CODE``: gradient descent (step = g); momentum (v <- mu v + g, step = v); Nesterov
+    (step = g + mu v); Adam (m, v the moving averages of g and g^2, step = m_hat / (sqrt(v_hat)
+    + eps), with c1, c2 the bias corrections 1 - beta^t of :func:`adam_corrections`). The
+    single-network kernels below and both grid engines call this one function."""
+    if opt == 0:
+        return g, v, m
+    if opt == 1 or opt == 2:
+        vk = mu * v + g
+        return (g + mu * vk if opt == 2 else vk), vk, m
+    mk = beta1 * m + (1.0 - beta1) * g
+    vk = beta2 * v + (1.0 - beta2) * g * g
+    return (mk / c1) / (math.sqrt(vk / c2) + eps), vk, mk
+
+
+@cpu_kernel(ordered=True)
+def adam_corrections(t, beta1, beta2):
+    """Adam's bias corrections after t steps (t counts from 1): 1 - beta1^t, 1 - beta2^t."""
+    return 1.0 - beta1 ** t, 1.0 - beta2 ** t
+
+
 @cpu_kernel
 def gd_step(theta, grad, eta):
-    """theta -= eta * grad."""
+    """theta -= eta * grad (:func:`parameter_step`, code 0)."""
     for i in range(theta.size):
-        theta[i] -= eta * grad[i]
+        step, _, _ = parameter_step(0, grad[i], 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0)
+        theta[i] -= eta * step
 
 
 @cpu_kernel
 def momentum_step(theta, grad, v, eta, mu, nesterov):
-    """Heavy-ball (or Nesterov) momentum, velocity ``v`` updated in place."""
+    """Heavy-ball (or Nesterov) momentum, velocity ``v`` updated in place (:func:`parameter_step`)."""
+    opt = _NESTEROV if nesterov else _MOMENTUM
     for i in range(theta.size):
-        v[i] = mu * v[i] + grad[i]
-        step = grad[i] + mu * v[i] if nesterov else v[i]
+        step, v[i], _ = parameter_step(opt, grad[i], v[i], 0.0, mu, 1.0, 1.0, 0.0, 0.0, 0.0)
         theta[i] -= eta * step
 
 
 @cpu_kernel
 def adam_step(theta, grad, m, v, t, eta, beta1, beta2, eps):
-    """One Adam step (t counts from 1), moments ``m`` and ``v`` updated in place."""
-    c1 = 1.0 - beta1 ** t
-    c2 = 1.0 - beta2 ** t
+    """One Adam step (t counts from 1), moments ``m`` and ``v`` updated in place
+    (:func:`parameter_step`)."""
+    c1, c2 = adam_corrections(t, beta1, beta2)
     for i in range(theta.size):
-        g = grad[i]
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g * g
-        theta[i] -= eta * (m[i] / c1) / (math.sqrt(v[i] / c2) + eps)
+        step, v[i], m[i] = parameter_step(3, grad[i], v[i], m[i], 0.0, c1, c2, beta1, beta2, eps)
+        theta[i] -= eta * step
 
 
 class Optimizer:

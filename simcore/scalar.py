@@ -28,7 +28,7 @@ LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default negative slope
 # 0 and 1 as int8, so that they take the float type of the other operand: numba (CPU and CUDA)
 # and NumPy promote int8 with float32 to float32 and with float64 or a Python float to float64,
 # exactly.  A literal 1.0 is a float64 and would widen float32 work to float64 (for sigmoid,
-# half the SIMD width: float32 sigmoid ran 1.8x slower).  np.float32 constants would do for
+# half the SIMD width; README, "Measurements behind the code's choices").  np.float32 constants would do for
 # numba but not in the CUDA simulator, where NumPy makes np.float32 + (Python float) a float32
 # and would round float64 results.
 _ZERO = np.int8(0)
@@ -126,7 +126,7 @@ ACT_CODE = {name: entry[0] for name, entry in ACTIVATIONS.items()}
 # --- counter-based random numbers ---------------------------------------------------------
 # SplitMix64 (Steele, Lea & Flood 2014): the k-th number of stream `key` is a pure function
 # mix64(key + k * golden), so any (seed, stream, index) can be drawn independently, in any
-# order, on any thread, on the CPU or the GPU, and gives the same bits (decision 7).
+# order, on any thread, on the CPU or the GPU, and gives the same bits (docs/architecture.md, *Reproducible by construction*).
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -264,7 +264,7 @@ def _data_axes(where, value):
 def _check_data(where, name, args):
     """Build nothing; check that the generator takes these arguments (values are checked when
     the data is made, before any training)."""
-    allowed = inspect.signature(STUDY_DATASETS.get(name) or datasets._REGISTRY[name]).parameters
+    allowed = inspect.signature(STUDY_DATASETS.get(name) or datasets.generator(name)).parameters
     for key in args:
         if key not in allowed or key == "return_info":
             raise StudyError(f"{where}: {key!r} is not an argument of data set {name!r}; it takes "

@@ -115,12 +115,13 @@ def assert_same_result(a, b, ga=None, gb=None):
 def cpu_kernel_args(net, X, y, steps, record_every):
     """The arguments of the CPU grid kernel for one network (G = 1) as train_grid passes them,
     all but the last one (the stop flag): gd at lr 0.1 from ``net.init(seed=0)``."""
-    from simcore.grid.cpu import LANES, NQ, OPT_CODE
+    from simcore.grid.core import NQ, OPT_CODE
+    from simcore.grid.cpu import LANES
     from simcore.losses import encode_targets
     theta = np.ascontiguousarray(net.pack(net.init(seed=0))[:, None])
     Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
     R = -(-steps // record_every) + 1   # records at 0, record_every, ... and the last step
-    return (theta, net.layout, net._act, net._loss, X, Y, np.zeros(1, np.uint64), np.full(1, 0.1),
+    return (theta, net.layout, net.act_code, net.loss_code, X, Y, np.zeros(1, np.uint64), np.full(1, 0.1),
             np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"], steps, X.shape[0], record_every,
             np.empty((R, 1)), np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64),
             np.empty(1), 0, 1, LANES)
@@ -191,3 +192,13 @@ def gc():
         pytest.skip("no CUDA")
     from simcore.grid import cuda as module
     return module
+
+
+@pytest.fixture(scope="module")
+def cb():
+    """tests/cuda_blocks.py: the CUDA engine's device functions one at a time, from NumPy;
+    skips where numba.cuda cannot run kernels."""
+    if not cuda_status()[0]:
+        pytest.skip("no CUDA")
+    import cuda_blocks
+    return cuda_blocks

@@ -69,47 +69,47 @@ ACTS = list(simcore.scalar.ACT_CODE)
 
 @needs_gpu
 @pytest.mark.parametrize("name", ACTS)
-def test_activation_kernels(gc, name):
+def test_activation_kernels(cb, name):
     code = simcore.scalar.ACT_CODE[name]
     z = np.r_[np.linspace(-6.0, 6.0, 9), [-750.0, -30.0, -1e-12, 0.0, 1e-12, 30.0, 750.0]]
     a_cpu = simcore.activations.apply(name, z)
-    a_gpu = gc.activation_forward(code, z)
+    a_gpu = cb.activation_forward(code, z)
     assert rel_err(a_gpu, a_cpu) <= TOL
     assert np.array_equal(a_gpu == 0, a_cpu == 0)
     da = np.linspace(-2.0, 3.0, z.size)
     dz_cpu = np.empty_like(z)
     simcore.activations.backward(code, z, a_cpu, da, dz_cpu)
-    assert rel_err(gc.activation_backward(code, z, a_cpu, da), dz_cpu) <= TOL
+    assert rel_err(cb.activation_backward(code, z, a_cpu, da), dz_cpu) <= TOL
 
 
 @needs_gpu
-def test_dense_kernels(gc):
+def test_dense_kernels(cb):
     rng = np.random.default_rng(0)
     a, W, b, delta = rng.normal(size=(6, 3)), rng.normal(size=(3, 4)), rng.normal(size=4), \
         rng.normal(size=(6, 4))
-    assert rel_err(gc.dense_forward(a, W, b), simcore.layers.dense_forward(a, W, b)) <= TOL
-    for got, want in zip(gc.dense_backward(a, W, delta), simcore.layers.dense_backward(a, W, delta)):
+    assert rel_err(cb.dense_forward(a, W, b), simcore.layers.dense_forward(a, W, b)) <= TOL
+    for got, want in zip(cb.dense_backward(a, W, delta), simcore.layers.dense_backward(a, W, delta)):
         assert got.shape == want.shape
         assert rel_err(got, want) <= TOL
 
 
 @needs_gpu
-def test_batchnorm_kernels(gc):
+def test_batchnorm_kernels(cb):
     rng = np.random.default_rng(1)
     z = rng.normal(2.0, 3.0, size=(7, 3))
     gamma, beta, dy = rng.normal(size=3), rng.normal(size=3), rng.normal(size=(7, 3))
     y_cpu, (xhat_cpu, istd_cpu) = simcore.layers.batchnorm_forward(z, gamma, beta)
-    y, xhat, istd = gc.batchnorm_forward(z, gamma, beta)
+    y, xhat, istd = cb.batchnorm_forward(z, gamma, beta)
     assert rel_err(y, y_cpu) <= TOL and rel_err(xhat, xhat_cpu) <= TOL
     assert rel_err(istd, istd_cpu) <= TOL
     want = simcore.layers.batchnorm_backward(dy, (xhat_cpu, istd_cpu), gamma)
-    for got, w in zip(gc.batchnorm_backward(dy, xhat_cpu, istd_cpu, gamma), want):
+    for got, w in zip(cb.batchnorm_backward(dy, xhat_cpu, istd_cpu, gamma), want):
         assert rel_err(got, w) <= TOL
 
 
 @needs_gpu
 @pytest.mark.parametrize("loss", list(simcore.losses.LOSS_CODE))
-def test_loss_kernels(gc, loss):
+def test_loss_kernels(cb, loss):
     rng = np.random.default_rng(2)
     n, K = 6, (3 if loss == "ce" else 2)
     z = rng.normal(scale=4.0, size=(n, K))
@@ -122,20 +122,20 @@ def test_loss_kernels(gc, loss):
         y = rng.normal(size=(n, K))
     want_loss, want_dz = getattr(simcore.losses, loss)(z, y)
     Y = simcore.losses.encode_targets(loss, y, n, K, np.float64)
-    got_loss, got_dz = gc.loss_grad(simcore.losses.LOSS_CODE[loss], z, Y)
+    got_loss, got_dz = cb.loss_grad(simcore.losses.LOSS_CODE[loss], z, Y)
     assert abs(got_loss - want_loss) <= TOL * abs(want_loss)
     assert rel_err(got_dz, want_dz) <= TOL
 
 
 @needs_gpu
 @pytest.mark.parametrize("opt", ["gd", "momentum", "nesterov", "adam"])
-def test_optimizer_kernels(gc, opt):
+def test_optimizer_kernels(cb, opt):
     rng = np.random.default_rng(3)
     th_cpu = rng.normal(size=9)
     th_gpu = th_cpu.copy()
     v_cpu, m_cpu = np.zeros(9), np.zeros(9)
     v_gpu, m_gpu = np.zeros(9), np.zeros(9)
-    code = simcore.grid.cpu.OPT_CODE[opt]
+    code = simcore.grid.core.OPT_CODE[opt]
     for t in range(1, 4):
         g = rng.normal(size=9)
         if opt == "gd":
@@ -144,13 +144,13 @@ def test_optimizer_kernels(gc, opt):
             simcore.optim.adam_step(th_cpu, g, m_cpu, v_cpu, t, 0.1, 0.9, 0.999, 1e-8)
         else:
             simcore.optim.momentum_step(th_cpu, g, v_cpu, 0.1, 0.7, opt == "nesterov")
-        gc.optimizer_step(code, th_gpu, g, v_gpu, m_gpu, t, 0.1, 0.7)
+        cb.optimizer_step(code, th_gpu, g, v_gpu, m_gpu, t, 0.1, 0.7)
     assert rel_err(th_gpu, th_cpu) <= TOL
     assert rel_err(v_gpu, v_cpu) <= TOL and rel_err(m_gpu, m_cpu) <= TOL
 
 
 @needs_gpu
-def test_counter_based_rng_same_numbers(gc):
+def test_counter_based_rng_same_numbers(cb):
     """Decision 7: the GPU draws the CPU's numbers, and the same minibatch orders.
 
     Not bit for bit: ``uniform`` rounds ``(bits >> 11) + 0.5`` (54 significant bits) to
@@ -160,16 +160,16 @@ def test_counter_based_rng_same_numbers(gc):
     for seed, stream in ((0, 0), (12345, 3), (2**63 - 1, 2**32 + 1)):
         cpu_u, gpu_u = np.empty(9), np.empty(9)
         simcore.init.fill_uniform(seed, stream, 0.5, cpu_u)
-        gc.fill_uniform(seed, stream, 0.5, gpu_u)
+        cb.fill_uniform(seed, stream, 0.5, gpu_u)
         assert np.abs(cpu_u - gpu_u).max() <= 0.5 * 2.0 ** -52
         cpu_n, gpu_n = np.empty(9), np.empty(9)
         simcore.init.fill_normal(seed, stream, 2.0, cpu_n)
-        gc.fill_normal(seed, stream, 2.0, gpu_n)
+        cb.fill_normal(seed, stream, 2.0, gpu_n)
         assert np.abs(cpu_n - gpu_n).max() <= 2.0 * 1e-13
     for seed, epoch, n in ((0, 0, 7), (99, 3, 12)):
         want = np.empty(n, np.int64)
         simcore.grid.batch_order(np.uint64(seed), epoch, n, want)
-        assert np.array_equal(gc.batch_order_gpu(seed, epoch, n), want)
+        assert np.array_equal(cb.batch_order_gpu(seed, epoch, n), want)
 
 
 # --- the grid engine against the CPU engine -----------------------------------------------------
@@ -353,22 +353,24 @@ PTX_SCRIPT = textwrap.dedent("""
 
     import simcore
     from simcore.grid import cuda as gc
+    sys.path.insert(0, {tests!r})
+    import cuda_blocks as cb
     gc.available = lambda: True
     compiled = []
     def compile_instead(name, body, blocks, *args):
         assert ".visible .entry" in ptx(body, args)
         compiled.append(name)
-    gc._launch = compile_instead
+    cb._launch = compile_instead
     rng = np.random.default_rng(0)
     z = rng.normal(size=(4, 3))
     for code in range(6):
-        gc.activation_forward(code, z[0]); gc.activation_backward(code, z[0], z[1], z[2])
-    gc.dense_forward(z, z[:3], z[0]); gc.dense_backward(z, z[:3], z)
-    gc.batchnorm_forward(z, z[0], z[1]); gc.batchnorm_backward(z, z, z[0], z[1])
-    gc.loss_grad(0, z, z)
-    gc.optimizer_step(3, z[0].copy(), z[1], z[2].copy(), z[3].copy(), 1, 0.1)
-    gc.fill_normal(1, 2, 1.0, np.empty(3)); gc.fill_uniform(1, 2, 1.0, np.empty(3))
-    gc.batch_order_gpu(1, 0, 5)
+        cb.activation_forward(code, z[0]); cb.activation_backward(code, z[0], z[1], z[2])
+    cb.dense_forward(z, z[:3], z[0]); cb.dense_backward(z, z[:3], z)
+    cb.batchnorm_forward(z, z[0], z[1]); cb.batchnorm_backward(z, z, z[0], z[1])
+    cb.loss_grad(0, z, z)
+    cb.optimizer_step(3, z[0].copy(), z[1], z[2].copy(), z[3].copy(), 1, 0.1)
+    cb.fill_normal(1, 2, 1.0, np.empty(3)); cb.fill_uniform(1, 2, 1.0, np.empty(3))
+    cb.batch_order_gpu(1, 0, 5)
 
     net = simcore.MLP([2, 6, 5, 1], activation="tanh", loss="bce", batchnorm=True)
     P, G, n, R = net.n_params, 3, 10, 3
@@ -392,7 +394,8 @@ def test_every_kernel_compiles_to_ptx():
     kernels as Python and checks neither. Needs numba-cuda with NVVM and NVRTC (e.g.
     ``pip install "cuda-toolkit[nvvm,nvrtc]==13.*"``), no GPU; skipped where they are missing."""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    proc = subprocess.run([sys.executable, "-c", PTX_SCRIPT], env=env, capture_output=True,
+    script = PTX_SCRIPT.replace("{tests!r}", repr(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=900)
     if proc.returncode == 77:
         pytest.skip("cannot compile PTX here: " + proc.stdout.strip()[-300:])

@@ -626,7 +626,7 @@ def _plain_loss_and_grad(net, params, X, y):
     X = np.asarray(X, dtype=net.dtype, order="C")
     Y = np.ascontiguousarray(np.asarray(y).reshape(X.shape[0], net.sizes[-1]), dtype=net.dtype)
     grad = np.empty_like(theta)
-    loss = loss_and_grad_kernel(theta, net.layout, net._act, net._loss, X, Y, grad,
+    loss = loss_and_grad_kernel(theta, net.layout, net.act_code, net.loss_code, X, Y, grad,
                                 np.empty(net.n_running, net.dtype), TRAIN_NO_UPDATE)
     return float(loss), [{key: grad[o:o + size].reshape(shape)
                           for key, (o, size, shape) in slots.items()} for slots in net.slots]

@@ -1,6 +1,8 @@
 """The grid engine: train many networks in one compiled call. CPU strategies: networks in lanes
 (:mod:`simcore.grid.cpu`) and one network per thread (:mod:`simcore.grid.cpu_gemm`); the GPU:
 :mod:`simcore.grid.cuda`."""
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 import pandas as pd
@@ -8,13 +10,14 @@ import pandas as pd
 from .. import _validate, config
 from .._jit import cpu_kernel
 from ..interrupt import run_ranges
-from ..init import fill_normal, fill_uniform, weight_std
+from ..init import fill_layer, unit_spread
 from ..losses import encode_targets
 from ..optim import DEFAULT_MOMENTUM, USED_BY, check_used
-from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, MLP
+from ..mlp import MLP
 from ..simd import VBYTES
 from . import cpu, cpu_gemm
-from .cpu import LANES, OPT_CODE, QUANTITIES, batch_order
+from .core import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, OPT_CODE, QUANTITIES, batch_order
+from .cpu import LANES
 from .result import GridResult
 
 BACKENDS = ("cpu", "cuda")
@@ -25,9 +28,9 @@ __all__ = ["train_grid", "initial_params", "choose_strategy", "telemetry_bytes",
 
 
 @cpu_kernel
-def _init_columns(theta, layout, uniform_init, stds, seeds, scales, bias_scales):
+def _init_columns(theta, layout, uniform_init, spreads, seeds, scales, bias_scales):
     """Column g of theta (P, G) = MLP.init(seeds[g], scales[g], bias_scales[g]) for every g:
-    the same calls of the counter-based generator as :func:`simcore.init.draw_layer`."""
+    each layer drawn by :func:`simcore.init.fill_layer`, as :func:`simcore.init.draw_layer` does."""
     P, G = theta.shape
     n_layers = layout.shape[0]
     w = np.empty(P)
@@ -35,15 +38,8 @@ def _init_columns(theta, layout, uniform_init, stds, seeds, scales, bias_scales)
         for l in range(n_layers):
             fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
             ow, ob = layout[l, OFF_W], layout[l, OFF_B]
-            W = w[ow:ow + fi * fo]
-            if uniform_init:
-                fill_uniform(seeds[g], 2 * l, scales[g] / np.sqrt(fi), W)
-            else:
-                fill_normal(seeds[g], 2 * l, scales[g] * stds[l], W)
-            if bias_scales[g] == 0.0:
-                w[ob:ob + fo] = 0.0
-            else:
-                fill_normal(seeds[g], 2 * l + 1, bias_scales[g], w[ob:ob + fo])
+            fill_layer(seeds[g], l, uniform_init, scales[g] * spreads[l], bias_scales[g],
+                       w[ow:ow + fi * fo], w[ob:ob + fo])
             if layout[l, OFF_GAMMA] >= 0:
                 w[layout[l, OFF_GAMMA]:layout[l, OFF_GAMMA] + fo] = 1.0
                 w[layout[l, OFF_BETA]:layout[l, OFF_BETA] + fo] = 0.0
@@ -54,8 +50,8 @@ def _init_columns(theta, layout, uniform_init, stds, seeds, scales, bias_scales)
 def _draw_theta(m, seeds, init_scale, bias_scale):
     """theta (P, G) of G networks of architecture ``m`` drawn as ``m.init(seed, scale, bias_scale)``."""
     theta = np.empty((m.n_params, seeds.size), m.dtype)
-    stds = np.array([weight_std(m.init_name, fi, fo) for fi, fo in zip(m.sizes[:-1], m.sizes[1:])])
-    _init_columns(theta, m.layout, m.init_name == "uniform", stds, seeds, init_scale, bias_scale)
+    spreads = np.array([unit_spread(m.init_name, fi, fo) for fi, fo in zip(m.sizes[:-1], m.sizes[1:])])
+    _init_columns(theta, m.layout, m.init_name == "uniform", spreads, seeds, init_scale, bias_scale)
     return theta
 
 
@@ -265,25 +261,55 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     >>> res.final_loss.shape
     (64,)
     """
+    job = _check(net, X, y, lr, steps, seeds, params0, init_scale, bias_scale, optimizer,
+                 momentum, batch_size, record_every, divergence_ref, backend, strategy)
+    runs = [_run_group(job, idx) for idx in _plan(job)]
+    return _assemble(job, runs)
+
+
+# --- train_grid in four steps: check -> plan -> run a backend -> assemble ----------------------
+
+@dataclass
+class _Job:
+    """A checked train_grid call: every network's architecture and per-network values (length
+    G), the encoded data, and the settings shared by all networks."""
+    nets: list
+    net_is_list: bool
+    X: np.ndarray
+    Y: np.ndarray
+    per: dict
+    params0: object
+    optimizer: str
+    steps: int
+    batch: int
+    record_every: int
+    backend: str
+    strategy: str
+
+    @property
+    def G(self):
+        return len(self.nets)
+
+
+def _check(net, X, y, lr, steps, seeds, params0, init_scale, bias_scale, optimizer, momentum,
+           batch_size, record_every, divergence_ref, backend, strategy):
+    """Every argument checked before compiled code runs (ValueError naming it); the per-network
+    values broadcast to G; the telemetry's size checked against ``config.MAX_GIB``."""
     _validate.choice("backend", backend, BACKENDS)
     _validate.choice("strategy", strategy, STRATEGIES)
     if backend == "cuda" and strategy != "auto":
         raise ValueError(f"strategy must be 'auto' with backend='cuda' (one thread block per network), "
                          f"got {strategy!r}")
-    if backend == "cuda":  # imported here: simcore never needs CUDA unless asked for it
-        try:
-            from .cuda import require_gpu, train_blocks_cuda
-        except ImportError as exc:
-            raise ValueError(f"backend='cuda' needs numba-cuda (pip install 'simcore[cuda]'): {exc}; "
-                             "use backend='cpu'") from None
-        require_gpu()  # ValueError naming backend='cpu' and the simulator when there is no GPU
+    if backend == "cuda":
+        _cuda().require_gpu()  # ValueError naming backend='cpu' and the simulator when there is no GPU
     _validate.choice("optimizer", optimizer, OPT_CODE)
     check_used(optimizer, momentum=momentum)
     if momentum is None:
         momentum = DEFAULT_MOMENTUM if optimizer in USED_BY["momentum"] else 0.0
     steps = _validate.integer("steps", steps, minimum=1)
     record_every = _validate.integer("record_every", record_every, minimum=1)
-    nets = list(net) if isinstance(net, (list, tuple)) else [net]
+    net_is_list = isinstance(net, (list, tuple))
+    nets = list(net) if net_is_list else [net]
     if not nets or not all(isinstance(m, MLP) for m in nets):
         raise ValueError("net must be an MLP or a non-empty list of MLPs")
     first = nets[0]
@@ -292,7 +318,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
             raise ValueError(f"net[{i}] must have the input width, output width, loss and dtype of "
                              f"net[0] ({first.sizes[0]}, {first.sizes[-1]}, {first.loss!r}, "
                              f"{np.dtype(first.dtype).name}), got {m!r}")
-    X = first._check_X(X)
+    X = first.check_X(X)
     n = X.shape[0]
     Y = encode_targets(first.loss, y, n, first.sizes[-1], first.dtype)
     per = {"lr": _per_network("lr", lr), "init_scale": _per_network("init_scale", init_scale),
@@ -311,10 +337,10 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     if seeds is not None:
         per["seeds"] = _per_network("seeds", seeds, kind=int)
         lengths["seeds"] = per["seeds"].size
-    if isinstance(net, (list, tuple)):
+    if net_is_list:
         lengths["net"] = len(nets)
     if params0 is not None:
-        if isinstance(net, (list, tuple)):
+        if net_is_list:
             if not isinstance(params0, (list, tuple)):
                 raise ValueError("params0 must be a list of per-network parameter lists when net is a list")
             lengths["params0"] = len(params0)
@@ -334,7 +360,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         per["seeds"] = np.arange(G, dtype=np.uint64)
     if len(nets) == 1:
         nets = nets * G
-    if params0 is not None and isinstance(net, (list, tuple)) and len(params0) == 1:
+    if params0 is not None and net_is_list and len(params0) == 1:
         params0 = list(params0) * G
     if batch_size is None:
         batch = n
@@ -344,55 +370,91 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
             raise ValueError("batch_size must be >= 2 with batch norm (batch statistics)")
     if any(m.batchnorm for m in nets) and batch < 2:
         raise ValueError("X must have at least 2 rows with batch norm")
-
     check_size(nets, G, steps, record_every, strategy if backend == "cpu" else "gemm")  # GPU: no block copies
+    return _Job(nets, net_is_list, X, Y, per, params0, optimizer, steps, batch, record_every,
+                backend, strategy)
 
-    # group networks by architecture: one compiled call per group
+
+def _cuda():
+    """The CUDA backend's module, imported only when asked for: simcore never needs CUDA."""
+    try:
+        from . import cuda
+    except ImportError as exc:
+        raise ValueError(f"backend='cuda' needs numba-cuda (pip install 'simcore[cuda]'): {exc}; "
+                         "use backend='cpu'") from None
+    return cuda
+
+
+def _plan(job):
+    """The networks grouped by architecture (indices into the grid): one compiled call each."""
     groups = {}
-    for g, m in enumerate(nets):
+    for g, m in enumerate(job.nets):
         groups.setdefault(_arch_key(m), []).append(g)
+    return [np.asarray(idx) for idx in groups.values()]
+
+
+def _initial_theta(job, idx):
+    """theta (P, len(idx)) of the group's networks: drawn from their seeds, or from params0."""
+    m = job.nets[idx[0]]
+    per = job.per
+    if job.params0 is None:
+        return _draw_theta(m, per["seeds"][idx], per["init_scale"][idx], per["bias_scale"][idx])
+    if job.net_is_list:
+        theta = np.empty((m.n_params, idx.size), m.dtype)
+        for c, g in enumerate(idx):
+            theta[:, c] = m.pack(job.params0[g], name=f"params0[{g}]")
+        return theta
+    return _stack_params(m, job.params0, job.G, "params0")
+
+
+def _run_group(job, idx):
+    """Train the networks ``idx`` (one architecture) on the job's backend; returns
+    (idx, trained theta, telemetry of losses and of layers, final loss, step of divergence,
+    strategy)."""
+    m = job.nets[idx[0]]
+    theta = _initial_theta(job, idx)
+    R = n_records(job.steps, job.record_every)
+    rec_loss = np.empty((R, idx.size))
+    rec_layer = np.empty((R, m.n_layers, len(QUANTITIES), idx.size))
+    fl = np.empty(idx.size)
+    dv = np.empty(idx.size, np.int64)
+    per = {k: np.ascontiguousarray(v[idx]) for k, v in job.per.items()}
+    args = (theta, m.layout, m.act_code, m.loss_code, job.X, job.Y, per["seeds"], per["lr"],
+            per["momentum"], per["divergence_ref"], OPT_CODE[job.optimizer], job.steps, job.batch,
+            job.record_every, rec_loss, rec_layer, dv, fl)
+    if job.backend == "cuda":
+        _cuda().train_blocks_cuda(*args)  # one thread block per network (simcore.grid.cuda)
+        how = "cuda"
+    else:
+        how = choose_strategy(m, idx.size) if job.strategy == "auto" else job.strategy
+        if how == "lanes":
+            run_blocks(cpu.train_kernel(m.batchnorm), args, idx.size)
+        else:
+            run_blocks(cpu_gemm.train_kernel(m.batchnorm), args, idx.size, size=1)
+    return idx, theta, rec_loss, rec_layer, fl, dv, how
+
+
+def _assemble(job, runs):
+    """The GridResult of the groups' runs, in the grid's order of networks."""
+    G, nets, per = job.G, job.nets, job.per
     final_loss = np.empty(G)
     diverged_at = np.empty(G, np.int64)
-    R = n_records(steps, record_every)
-    record_steps = np.r_[np.arange(0, steps + 1, record_every), [steps] if steps % record_every else []].astype(np.int64)
-    out_groups, params_out = [], [None] * G
-    strategies = np.full(G, "cuda" if backend == "cuda" else "", dtype=object)
-    for key, idx in groups.items():
-        idx = np.asarray(idx)
-        m = nets[idx[0]]
-        if params0 is None:
-            theta = _draw_theta(m, per["seeds"][idx], per["init_scale"][idx], per["bias_scale"][idx])
-        elif isinstance(net, (list, tuple)):
-            theta = np.empty((m.n_params, idx.size), m.dtype)
-            for c, g in enumerate(idx):
-                theta[:, c] = m.pack(params0[g], name=f"params0[{g}]")
-        else:
-            theta = _stack_params(m, params0, G, "params0")
-        rec_loss = np.empty((R, idx.size))
-        rec_layer = np.empty((R, m.n_layers, len(QUANTITIES), idx.size))
-        fl = np.empty(idx.size)
-        dv = np.empty(idx.size, np.int64)
-        args = (theta, m.layout, m._act, m._loss, X, Y, np.ascontiguousarray(per["seeds"][idx]),
-                np.ascontiguousarray(per["lr"][idx]), np.ascontiguousarray(per["momentum"][idx]),
-                np.ascontiguousarray(per["divergence_ref"][idx]), OPT_CODE[optimizer], steps, batch,
-                record_every, rec_loss, rec_layer, dv, fl)
-        if backend == "cuda":
-            train_blocks_cuda(*args)  # one thread block per network (simcore.grid.cuda)
-        else:
-            how = choose_strategy(m, idx.size) if strategy == "auto" else strategy
-            strategies[idx] = how
-            if how == "lanes":
-                run_blocks(cpu.train_kernel(m.batchnorm), args, idx.size)
-            else:
-                run_blocks(cpu_gemm.train_kernel(m.batchnorm), args, idx.size, size=1)
+    strategies = np.full(G, "", dtype=object)
+    params_out = [None] * G
+    out_groups = []
+    for idx, theta, rec_loss, rec_layer, fl, dv, how in runs:
         final_loss[idx] = fl
         diverged_at[idx] = dv
+        strategies[idx] = how
         out_groups.append((idx, rec_loss, rec_layer))
-        if len(groups) == 1 and not isinstance(net, (list, tuple)):
+        m = nets[idx[0]]
+        if len(runs) == 1 and not job.net_is_list:
             params_out = _unstack(m, theta)
         else:
             for c, g in enumerate(idx):
                 params_out[g] = m.unpack(theta[:, c].copy())
+    steps, every = job.steps, job.record_every
+    record_steps = np.r_[np.arange(0, steps + 1, every), [steps] if steps % every else []].astype(np.int64)
     config = pd.DataFrame({
         "network": np.arange(G), "arch": ["-".join(map(str, m.sizes)) for m in nets],
         "activation": [m.activation for m in nets], "batchnorm": [m.batchnorm for m in nets],

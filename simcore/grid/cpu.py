@@ -1,6 +1,6 @@
 r"""The grid engine on the CPU: many networks of one architecture trained in one compiled call.
 
-Networks sit in *lanes* (architecture decision 2): every per-network array carries the network
+Networks sit in *lanes* (docs/architecture.md, *A strategy per size*): every per-network array carries the network
 index as its innermost, contiguous axis of length ``LANES``, so each arithmetic instruction
 advances ``LANES`` networks at once with SIMD and nothing needs a horizontal reduction. Threads
 (:func:`simcore.grid.run_blocks`) own disjoint blocks of ``LANES`` networks: no shared
@@ -16,22 +16,21 @@ One step of full-batch (or minibatch) training of the block, for layers :math:`l
     \delta_{l-1} = (\delta_l W_l^T) \odot f'(y_{l-1})
 
 then the optimizer's update, masked per lane: a network whose loss is non-finite or exceeds
-``DIVERGE_FACTOR`` times its initial loss is frozen and flagged (decision 6). Telemetry is
-accumulated here every ``record_every`` steps (decision 5).
+``DIVERGE_FACTOR`` times its initial loss is frozen and flagged (*Divergence is data*). Telemetry is
+accumulated here every ``record_every`` steps (*Telemetry inside the kernel*).
 
 Why the lane loops run to a run-time count ``nl`` rather than the constant ``LANES``: with a
 constant trip count LLVM unrolls ``for k in range(LANES)`` into scalar code and, knowing
 nothing about aliasing between numba's arrays, cannot pack it again (SLP); with a run-time
-count its loop vectoriser emits packed AVX-512 code behind a cheap run-time overlap check.
-Measured on the dense forward of a 16x16 layer: 3.8 GFLOP/s against 9.2 GFLOP/s. The dense
-layers themselves go further: they are register-blocked with the explicit vectors of
+count its loop vectoriser emits packed AVX-512 code behind a cheap run-time overlap check,
+more than twice as fast (README, "Measurements behind the code's choices"). The dense layers themselves go further: they are register-blocked with the explicit vectors of
 :mod:`simcore.simd` (see ``JB`` below).
 
 Compile time: the kernel is compiled twice, with and without batch norm (:func:`train_kernel`),
 so that a network without batch norm does not compile the batch-norm layers. Nothing else is
-worth a compile per value: six activations, four losses and four optimizers all in one kernel
-cost about 2 s of a first call, while a kernel per activation cost 5-6 s more for every
-activation a study compares (README, "Compile time").
+worth a compile per value: one kernel holding every activation, loss and optimizer compiles
+once, while a kernel per activation would compile again for every activation a study compares
+(README, "Compile time").
 """
 import functools
 import math
@@ -42,77 +41,15 @@ from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..interrupt import stop_requested
 from ..layers import BN_EPS
-from ..optim import DEFAULT_BETAS, DEFAULT_EPS
-from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
-from ..scalar import exp, log1p, sigmoid, stream_key, uniform
+from ..losses import bce_unit, mse_sigmoid_unit, mse_unit
+from ..scalar import exp, sigmoid, sigmoid_grad
 from ..simd import VBYTES, fma8, load8, store8, vfma, vload, vsplat, vstore, vzero, width
+from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, SATURATED,
+                   adam_corrections, batch_order, check_batchnorm_layout, is_diverged,
+                   optimizer_step)
 
 LANES = 32                # networks per block: four AVX-512 registers of float64
 CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
-DIVERGE_FACTOR = 1e6      # loss > factor * initial loss counts as divergence
-SATURATED = 0.01          # a unit is saturated where |f'(y)| < SATURATED
-PERM_STREAM = 1 << 32     # random streams of minibatch orders start here (init uses 0, 1, 2, ...)
-OPT_CODE = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
-# Adam's constants are Optimizer's defaults (one place: simcore.optim)
-(ADAM_BETA1, ADAM_BETA2), ADAM_EPS = DEFAULT_BETAS, DEFAULT_EPS
-# per-layer telemetry quantities, in the order of rec_layer's third axis
-QUANTITIES = ("grad_norm", "weight_norm", "preact_mean", "preact_std", "act_mean", "act_std",
-              "saturated")
-NQ = len(QUANTITIES)
-
-
-@cpu_kernel(ordered=True)
-def batch_order(seed, epoch, n, out):
-    """The order of the n samples in epoch ``epoch`` of a network with ``seed``: a Fisher-Yates
-    shuffle drawn from the counter-based stream (seed, PERM_STREAM + epoch); written to ``out``."""
-    key = stream_key(seed, PERM_STREAM + epoch)
-    for i in range(n):
-        out[i] = i
-    for i in range(n - 1, 0, -1):
-        j = min(int(uniform(key, i) * (i + 1)), i)
-        out[i], out[j] = out[j], out[i]
-
-
-@cpu_kernel(ordered=True)  # not @scalar: its sums and divisions must not be reassociated either
-def optimizer_step(opt, g, v, m, mu, c1, c2):
-    """The step of one parameter with gradient g, and its new optimizer state (v, m):
-    theta <- theta - eta * step. ``opt`` from ``OPT_CODE``: gradient descent (step = g);
-    momentum (v <- mu v + g, step = v); Nesterov (step = g + mu v); Adam (m, v the moving
-    averages of g and g^2, step = m_hat / (sqrt(v_hat) + eps), with c1, c2 = 1 - beta^(t+1)
-    the bias corrections of step t)."""
-    if opt == 0:
-        return g, v, m
-    if opt == 1 or opt == 2:
-        vk = mu * v + g
-        return (g + mu * vk if opt == 2 else vk), vk, m
-    mk = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * g
-    vk = ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * g * g
-    return (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS), vk, mk
-
-
-@cpu_kernel(ordered=True)
-def adam_corrections(t):
-    """Adam's bias corrections of step t (counted from 0): 1 - beta1^(t+1), 1 - beta2^(t+1)."""
-    return 1.0 - ADAM_BETA1 ** (t + 1), 1.0 - ADAM_BETA2 ** (t + 1)
-
-
-@cpu_kernel(ordered=True)
-def is_diverged(loss, loss0):
-    """A network has diverged when its loss is non-finite or above DIVERGE_FACTOR times loss0,
-    the loss it is compared with (its own at step 0, or the ``divergence_ref`` it was given)."""
-    return not (math.isfinite(loss) and loss <= DIVERGE_FACTOR * max(loss0, 1e-300))
-
-
-@cpu_kernel(ordered=True)
-def check_batchnorm_layout(layout, batchnorm):
-    """Refuse a layout whose hidden layers do (not) have batch norm against a kernel compiled
-    without (with) it."""
-    n_layers = layout.shape[0]
-    for l in range(n_layers):
-        if (layout[l, OFF_GAMMA] >= 0) != (batchnorm and l < n_layers - 1):
-            raise ValueError("layout's batch-norm layers do not match the kernel's setting")
-
-
 # --- layers in lanes: arrays are (samples, units, LANES); th and gr are (params, LANES) --------
 
 # The dense layers are the engine's matrix products, register-blocked with explicit vectors
@@ -287,22 +224,22 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
     inv_m = 1.0 / (n_total * K)
     for s in range(nb):
         for j in range(K):
-            if code == 0:  # mse
+            # the code is tested outside the lane loop, so each loop stays branch-free and vectorises
+            if code == 0:
                 for k in range(nl):
-                    r = z[s, j, k] - Y[s, j, k]
-                    loss[k] += r * r * inv_m
-                    delta[s, j, k] = 2.0 * r * inv_m
-            elif code == 1:  # mse_sigmoid
+                    value, d = mse_unit(z[s, j, k], Y[s, j, k])
+                    loss[k] += value * inv_m
+                    delta[s, j, k] = d * inv_m
+            elif code == 1:
                 for k in range(nl):
-                    a = sigmoid(z[s, j, k])
-                    r = a - Y[s, j, k]
-                    loss[k] += r * r * inv_m
-                    delta[s, j, k] = 2.0 * r * a * (1.0 - a) * inv_m
-            else:  # bce, from the logit
+                    value, d = mse_sigmoid_unit(z[s, j, k], Y[s, j, k])
+                    loss[k] += value * inv_m
+                    delta[s, j, k] = d * inv_m
+            else:
                 for k in range(nl):
-                    zz = z[s, j, k]
-                    loss[k] += (max(zz, 0.0) - Y[s, j, k] * zz + log1p(exp(-abs(zz)))) * inv_m
-                    delta[s, j, k] = (sigmoid(zz) - Y[s, j, k]) * inv_m
+                    value, d = bce_unit(z[s, j, k], Y[s, j, k])
+                    loss[k] += value * inv_m
+                    delta[s, j, k] = d * inv_m
 
 
 # --- telemetry -------------------------------------------------------------------------------
@@ -381,15 +318,15 @@ def _output_lanes(code, z, out, deriv):
                 else:
                     p = sigmoid(z[s, j, k])
                     out[s, j, k] = p
-                    deriv[s, j, k] = p * (1.0 - p)
+                    deriv[s, j, k] = sigmoid_grad(z[s, j, k], p)
 
 
 @cpu_kernel(ordered=True)
 def _empty_aligned(n, dt):
     """An uninitialised 1-D array of n elements of dtype dt that starts on a VBYTES (64-byte)
     boundary. numba aligns arrays to 32 bytes only, and a 64-byte vector loaded from a 32-byte
-    boundary spans two cache lines: the grid's W1 training ran at 72-76 trainings/s or 100-106
-    from one process to the next, as its buffers happened to fall."""
+    boundary spans two cache lines, and the grid's speed then varied from one process to the
+    next, as its buffers happened to fall (README, "Measurements behind the code's choices")."""
     buf = np.empty(n + VBYTES // 4, dt)  # room to move the start by up to 64 bytes
     off = VBYTES - np.int64(buf.ctypes.data % np.uint64(VBYTES))
     off = (off % VBYTES) // buf.itemsize
@@ -444,8 +381,8 @@ def train_kernel(batchnorm):
         chunk = n if batchnorm else min(CHUNK, n)
         origin = np.int64(0)  # offset 0 of a buffer; a literal 0 would compile _view a second time
         # Buffers, each allocated flat and reshaped: numba compiles an allocation once per
-        # distinct signature, at about 0.1 s each, so three signatures (the network's dtype,
-        # float64, int64) instead of twenty save a second of the first call. Those the vector
+        # distinct signature, so three signatures (the network's dtype, float64, int64) instead
+        # of twenty shorten the first call (README, "Measurements behind the code's choices"). Those the vector
         # code reads start on a 64-byte boundary. Every buffer is written before it is read.
         # One (chunk, width, nl) block per layer: abase[l] for the input of layer l, ybase[l]
         # for its activation input y (= z without batch norm) and batch-norm xhat

@@ -33,11 +33,11 @@ from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..gemm import gemm
 from ..interrupt import stop_requested
-from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
 from ..simd import width
-from .cpu import (NQ, _bn_backward, _bn_forward, _empty_aligned, _loss_lanes, _output_lanes,
-                  _tele_accumulate, _tele_finish, _view, adam_corrections, batch_order,
-                  check_batchnorm_layout, is_diverged, optimizer_step)
+from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
+                   batch_order, check_batchnorm_layout, is_diverged, optimizer_step)
+from .cpu import (_bn_backward, _bn_forward, _empty_aligned, _loss_lanes, _output_lanes,
+                  _tele_accumulate, _tele_finish, _view)
 
 CHUNK = 96  # samples per chunk without batch norm: a multiple of the tile's 6 rows; buffers stay in L2
 

@@ -4,7 +4,7 @@ The contract is that of the CPU engine's ``train_lanes`` (:func:`simcore.grid.cp
 the same arguments less the block range, same outputs, same semantics: minibatch orders from
 :func:`batch_order` of the network's seed and the epoch, telemetry every ``record_every``
 steps and at the last step, the batch's loss before the update, the full-data loss at the
-end, divergence freezing); only the layout of the work differs (architecture decision 4):
+end, divergence freezing); only the layout of the work differs (docs/architecture.md, *One block per network on the GPU*):
 
 * **One block per network.** Block ``b`` trains networks ``b, b + gridDim, ...`` (at most
   ``config.CUDA_MAX_BLOCKS`` blocks, so scratch memory stays bounded for any G).
@@ -21,17 +21,13 @@ end, divergence freezing); only the layout of the work differs (architecture dec
   (:func:`simcore.interrupt.wait_device`); Ctrl-C sets a flag in mapped host memory that
   thread 0 of each block reads every ``STOP_POLL_STEPS`` steps, and the block leaves together.
 
-The math is written once (decision 1): activations, their derivatives, the stable exp/log
+The math is written once (docs/architecture.md, *Write the math once*): activations, their derivatives, the stable exp/log
 helpers and the counter-based generator are the functions of :mod:`simcore.scalar` compiled for
 the GPU by :func:`simcore._jit.gpu_device` (fastmath's CPU-only exp/log1p/tanh become the GPU's
 libm); the per-output-unit loss terms and the optimizer rules below are ``@scalar`` formulas
 usable on both targets.
 
-Building blocks (:func:`dense_forward`, :func:`dense_backward`, :func:`batchnorm_forward`,
-:func:`batchnorm_backward`, :func:`activation_forward`, :func:`activation_backward`,
-:func:`loss_grad`, :func:`optimizer_step`, :func:`fill_normal`, :func:`fill_uniform`,
-:func:`batch_order_gpu`) launch the very device functions the engine uses, one block at a time,
-and return NumPy arrays: they exist to test the GPU pieces against the CPU kernels.
+The tests drive each device function on its own from NumPy (``tests/cuda_blocks.py``).
 
 Importing this module imports ``numba.cuda`` (the ``cuda`` extra: ``pip install simcore[cuda]``);
 :mod:`simcore` itself never imports it. Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` (set before
@@ -47,11 +43,12 @@ from .. import fastmath
 from .. import interrupt
 from .._jit import _for_gpu, gpu_device, gpu_kernel, scalar
 from ..layers import BN_EPS
-from ..mlp import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W
-from ..scalar import (exp, identity, identity_grad, leaky_relu, leaky_relu_grad, log1p, normal,
+from ..losses import unit_loss
+from ..scalar import (identity, identity_grad, leaky_relu, leaky_relu_grad, normal,
                       relu, relu_grad, sigmoid, sigmoid_grad, softplus, softplus_grad,
                       stream_key, tanh, tanh_grad, uniform)
-from .cpu import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, DIVERGE_FACTOR, NQ, SATURATED, batch_order
+from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, SATURATED,
+                   adam_corrections, batch_order, is_diverged, optimizer_step)
 
 _SHARED_BYTES = 48 * 1024       # the dynamic shared memory every CUDA GPU grants a block
 _SCRATCH_BYTES = 2 * 1024 ** 3  # global scratch memory the engine allows itself
@@ -114,43 +111,13 @@ def act_deriv(code, z, a):
     return softplus_grad(z, a) * 1.0
 
 
-@scalar
-def loss_term(code, z, y, inv_m):
-    """(share of the mean loss, dL/dz) of one output unit with logit z and target y for
-    mse (0), mse_sigmoid (1) and bce (2); ``inv_m`` = 1 / (samples * outputs)."""
-    if code == 0:
-        r = z - y
-        return r * r * inv_m, 2.0 * r * inv_m
-    elif code == 1:
-        a = sigmoid(z)
-        r = a - y
-        return r * r * inv_m, 2.0 * r * a * (1.0 - a) * inv_m
-    return ((max(z, 0.0) - y * z + log1p(exp(-abs(z)))) * inv_m,
-            (sigmoid(z) - y) * inv_m)
-
-
-@scalar
-def opt_step(opt, g, th, v, m, lr, mu, c1, c2):
-    """One parameter's update: (new theta, new v, new m) for gd (0), momentum (1), nesterov (2)
-    and adam (3) with PyTorch's conventions (see :mod:`simcore.optim`); c1, c2 are Adam's
-    bias corrections 1 - beta^t."""
-    if opt == 0:
-        return th - lr * g, v * 1.0, m * 1.0
-    elif opt == 1 or opt == 2:
-        vk = mu * v + g
-        step = g + mu * vk if opt == 2 else vk
-        return th - lr * step, vk * 1.0, m * 1.0
-    mk = ADAM_BETA1 * m + (1.0 - ADAM_BETA1) * g
-    vk = ADAM_BETA2 * v + (1.0 - ADAM_BETA2) * g * g
-    step = (mk / c1) / (math.sqrt(vk / c2) + ADAM_EPS)
-    return th - lr * step, vk * 1.0, mk * 1.0
-
-
 # GPU builds of the formulas (same source; fastmath's CPU primitives become libm)
 _act_value = gpu_device(act_value)
 _act_deriv = gpu_device(act_deriv)
-_loss_term = gpu_device(loss_term)
-_opt_step = gpu_device(opt_step)
+_unit_loss = gpu_device(unit_loss)
+_optimizer_step = gpu_device(optimizer_step)
+_adam_corrections = gpu_device(adam_corrections)
+_is_diverged = gpu_device(is_diverged)
 _sigmoid = gpu_device(sigmoid)
 _stream_key = gpu_device(stream_key)
 _normal = gpu_device(normal)
@@ -315,9 +282,9 @@ def _loss_block(code, z, zb, Y, sidx, delta, db, K, nb, ns, red):
                 delta[db + j * ns + s] = (delta[db + j * ns + s] * inv - Y[r, j]) / nb
         else:
             for j in range(K):
-                lt, d = _loss_term(code, z[zb + j * ns + s], Y[r, j], inv_m)
-                part += lt
-                delta[db + j * ns + s] = d
+                value, d = _unit_loss(code, z[zb + j * ns + s], Y[r, j])
+                part += value * inv_m
+                delta[db + j * ns + s] = d * inv_m
     _block_sum(red, 1, part, 0.0, 0.0, 0.0, 0.0)
     return red[0]
 
@@ -389,9 +356,9 @@ def _norms(th, gr, ow, nw, red):
 def _update(opt, th, gr, v, m, P, lr, mu, c1, c2, alive):
     """The optimizer's step on every parameter (threads over parameters), unless frozen."""
     for p in range(cuda.threadIdx.x, P, cuda.blockDim.x):
-        nt, nv, nm = _opt_step(opt, gr[p], th[p], v[p], m[p], lr, mu, c1, c2)
+        step, nv, nm = _optimizer_step(opt, gr[p], v[p], m[p], mu, c1, c2)
         if alive:
-            th[p] = nt
+            th[p] = th[p] - lr * step
             v[p] = nv
             m[p] = nm
 
@@ -476,8 +443,7 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
         # --- divergence is data --------------------------------------------------------------
         if t == 0:
             loss0 = loss if ref < 0.0 else ref
-        ok = math.isfinite(loss) and loss <= DIVERGE_FACTOR * max(loss0, 1e-300)
-        if alive and not ok:
+        if alive and _is_diverged(loss, loss0):
             alive = False
             dv = t
         keep = alive or dv == t
@@ -534,8 +500,7 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
             break
         # --- the update (a diverged network stays frozen) ------------------------------------
         if opt == 3:
-            c1 = 1.0 - ADAM_BETA1 ** (t + 1)
-            c2 = 1.0 - ADAM_BETA2 ** (t + 1)
+            c1, c2 = _adam_corrections(t)
         _update(opt, th, gr, v, m, P, lr, mu, c1, c2, alive)
         cuda.syncthreads()
     for p in range(tid, P, T):
@@ -706,201 +671,3 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
     d_rec_layer.copy_to_host(rec_layer_all)
     d_div.copy_to_host(diverged_all)
     d_final.copy_to_host(final_all)
-
-
-# --- building blocks: the engine's device functions on one block, from NumPy ------------------
-
-def _unit_major(x):
-    """(n, w) array -> its flat unit-major copy (w * n,)."""
-    return np.ascontiguousarray(np.asarray(x).T).reshape(-1)
-
-
-def _from_unit_major(flat, n, w):
-    return np.ascontiguousarray(flat.reshape(w, n).T)
-
-
-def _small_kernel(name, body):
-    if name not in _KERNELS:
-        _KERNELS[name] = gpu_kernel(body)
-    return _KERNELS[name]
-
-
-def _k_dense_forward(a, th, fi, fo, z, n):
-    _dense_forward(a, 0, th, 0, fi * fo, fi, fo, z, 0, n, n)
-
-
-def _k_dense_backward(a, th, fi, fo, delta, gr, da, n):
-    _dense_grad(a, 0, delta, 0, gr, 0, fi * fo, fi, fo, n, n)
-    # identity activation code 0: f' = 1, so da = delta W^T exactly
-    _dense_backward_data(th, 0, fi, fo, delta, 0, 0, a, 0, a, 0, da, 0, n, n)
-
-
-def _k_bn_forward(z, th, fo, y, xh, istd, st, n):
-    _bn_forward(z, 0, th, 0, fo, fo, y, 0, xh, 0, istd, 0, st, n, n)
-
-
-def _k_bn_backward(dy, xh, istd, th, fo, gr, dz, st, n):
-    _bn_backward(dy, 0, xh, 0, istd, 0, th, 0, fo, fo, gr, dz, 0, st, n, n)
-
-
-def _k_loss(code, z, Y, sidx, delta, K, n, out):
-    red = cuda.shared.array(1024, nb_float64)
-    value = _loss_block(code, z, 0, Y, sidx, delta, 0, K, n, n, red)
-    if cuda.threadIdx.x == 0:
-        out[0] = value
-
-
-def _k_act_forward(code, z, a):
-    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
-        a[i] = _act_value(code, z[i])
-
-
-def _k_act_backward(code, z, a, da, dz):
-    for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
-        dz[i] = da[i] * _act_deriv(code, z[i], a[i])
-
-
-def _k_opt(opt, th, gr, v, m, lr, mu, c1, c2):
-    for i in range(cuda.grid(1), th.shape[0], cuda.gridsize(1)):
-        nt, nv, nm = _opt_step(opt, gr[i], th[i], v[i], m[i], lr, mu, c1, c2)
-        th[i] = nt
-        v[i] = nv
-        m[i] = nm
-
-
-def _k_fill(seed, stream, scale, normal, out):
-    key = _stream_key(seed, stream)
-    for i in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
-        if normal:
-            out[i] = scale * _normal(key, i)
-        else:
-            out[i] = scale * (2.0 * _uniform(key, i) - 1.0)
-
-
-def _k_batch_order(seed, epoch, n, out):
-    if cuda.grid(1) == 0:
-        _batch_order(seed, epoch, n, out)
-
-
-def _launch(name, body, blocks, *args):
-    require_gpu()
-    tpb = threads_per_block()
-    _small_kernel(name, body)[blocks, tpb](*args)
-
-
-def _elementwise_blocks(size):
-    return max(1, min(-(-size // threads_per_block()), 1024))
-
-
-def dense_forward(a_prev, W, b):
-    """z = a_prev W + b on the GPU (one block, threads over samples)."""
-    a_prev, W, b = (np.asarray(x) for x in (a_prev, W, b))
-    n, fi = a_prev.shape
-    fo = W.shape[1]
-    z = np.zeros(fo * n, a_prev.dtype)
-    th = np.concatenate([W.reshape(-1), b]).astype(a_prev.dtype)
-    _launch("dense_forward", _k_dense_forward, 1, _unit_major(a_prev), th, fi, fo, z, n)
-    return _from_unit_major(z, n, fo)
-
-
-def dense_backward(a_prev, W, delta):
-    """(dW, db, da_prev) on the GPU: threads over parameters for dW, db; over samples for da."""
-    a_prev, W, delta = (np.asarray(x) for x in (a_prev, W, delta))
-    n, fi = a_prev.shape
-    fo = W.shape[1]
-    th = np.concatenate([W.reshape(-1), np.zeros(fo)]).astype(a_prev.dtype)
-    gr = np.zeros(fi * fo + fo, a_prev.dtype)
-    da = np.zeros(fi * n, a_prev.dtype)
-    _launch("dense_backward", _k_dense_backward, 1, _unit_major(a_prev), th, fi, fo,
-            _unit_major(delta), gr, da, n)
-    return gr[:fi * fo].reshape(fi, fo), gr[fi * fo:], _from_unit_major(da, n, fi)
-
-
-def batchnorm_forward(z, gamma, beta):
-    """Training-mode batch norm on the GPU: (y, xhat, inv_std) (no running statistics: the
-    grid engine keeps none)."""
-    z = np.asarray(z)
-    n, fo = z.shape
-    th = np.concatenate([gamma, beta]).astype(z.dtype)
-    y = np.zeros(fo * n, z.dtype)
-    xh = np.zeros(fo * n, z.dtype)
-    istd = np.zeros(fo, z.dtype)
-    st = np.zeros(2 * fo)
-    _launch("bn_forward", _k_bn_forward, 1, _unit_major(z), th, fo, y, xh, istd, st, n)
-    return _from_unit_major(y, n, fo), _from_unit_major(xh, n, fo), istd
-
-
-def batchnorm_backward(dy, xhat, inv_std, gamma):
-    """(dz, dgamma, dbeta) of training-mode batch norm on the GPU."""
-    dy = np.asarray(dy)
-    n, fo = dy.shape
-    th = np.concatenate([gamma, np.zeros(fo)]).astype(dy.dtype)
-    gr = np.zeros(2 * fo, dy.dtype)
-    dz = np.zeros(fo * n, dy.dtype)
-    st = np.zeros(2 * fo)
-    _launch("bn_backward", _k_bn_backward, 1, _unit_major(dy), _unit_major(xhat),
-            np.ascontiguousarray(inv_std, dy.dtype), th, fo, gr, dz, st, n)
-    return _from_unit_major(dz, n, fo), gr[:fo], gr[fo:]
-
-
-def activation_forward(code, z):
-    """f(z) elementwise on the GPU for activation ``code`` (flat arrays)."""
-    z = np.ascontiguousarray(z).reshape(-1)
-    a = np.zeros_like(z)
-    _launch("act_forward", _k_act_forward, _elementwise_blocks(z.size), int(code), z, a)
-    return a
-
-
-def activation_backward(code, z, a, da):
-    """da * f'(z) elementwise on the GPU (flat arrays)."""
-    z, a, da = (np.ascontiguousarray(x).reshape(-1) for x in (z, a, da))
-    dz = np.zeros_like(z)
-    _launch("act_backward", _k_act_backward, _elementwise_blocks(z.size), int(code), z, a, da, dz)
-    return dz
-
-
-def loss_grad(code, z, y):
-    """(mean loss, dL/dz) of logits z (n, K) against encoded targets y (n, K) on the GPU."""
-    z = np.asarray(z)
-    n, K = z.shape
-    delta = np.zeros(K * n, z.dtype)
-    out = np.zeros(1)
-    _launch("loss", _k_loss, 1, int(code), _unit_major(z), np.ascontiguousarray(y, z.dtype),
-            np.arange(n, dtype=np.int64), delta, K, n, out)
-    return float(out[0]), _from_unit_major(delta, n, K)
-
-
-def optimizer_step(opt, theta, grad, v, m, t, eta, mu=0.0):
-    """One step of optimizer ``opt`` (0 gd, 1 momentum, 2 nesterov, 3 adam; t counts from 1) on
-    flat arrays, updated in place on the GPU (copies back into theta, v, m)."""
-    c1 = 1.0 - ADAM_BETA1 ** t
-    c2 = 1.0 - ADAM_BETA2 ** t
-    th, vv, mm = (np.ascontiguousarray(x) for x in (theta, v, m))
-    _launch("opt", _k_opt, _elementwise_blocks(th.size), int(opt), th, np.ascontiguousarray(grad),
-            vv, mm, float(eta), float(mu), c1, c2)
-    theta[...] = th
-    v[...] = vv
-    m[...] = mm
-
-
-def fill_normal(seed, stream, std, out):
-    """out[i] = std * N(0, 1) from the counter-based stream (seed, stream), drawn on the GPU."""
-    buf = np.zeros(out.size)
-    _launch("fill", _k_fill, _elementwise_blocks(out.size), np.uint64(seed), np.uint64(stream),
-            float(std), True, buf)
-    out[...] = buf.reshape(out.shape)
-
-
-def fill_uniform(seed, stream, limit, out):
-    """out[i] = U[-limit, limit] from the counter-based stream (seed, stream), on the GPU."""
-    buf = np.zeros(out.size)
-    _launch("fill", _k_fill, _elementwise_blocks(out.size), np.uint64(seed), np.uint64(stream),
-            float(limit), False, buf)
-    out[...] = buf.reshape(out.shape)
-
-
-def batch_order_gpu(seed, epoch, n):
-    """The order of the n samples in epoch ``epoch`` of a network with ``seed``, on the GPU."""
-    out = np.zeros(n, np.int64)
-    _launch("batch_order", _k_batch_order, 1, np.uint64(seed), int(epoch), int(n), out)
-    return out

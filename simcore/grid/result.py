@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .cpu import QUANTITIES
+from .core import QUANTITIES
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""What both backends of the grid engine share, and nothing backend-specific: the parameter
+layout's columns, the codes of the update rules, the telemetry's quantities, the divergence
+test, the optimizer's per-parameter step and the minibatch order. The CPU kernels call these
+functions compiled for the CPU; :mod:`simcore.grid.cuda` compiles the same source for the GPU
+(:func:`simcore._jit.gpu_device`), so each rule is written once for both.
+"""
+import math
+
+from .._jit import cpu_kernel
+from ..layout import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_RUN, OFF_W
+from ..optim import DEFAULT_BETAS, DEFAULT_EPS, OPT_CODE, parameter_step
+from ..optim import adam_corrections as optim_adam_corrections
+from ..scalar import stream_key, uniform
+
+DIVERGE_FACTOR = 1e6      # loss > factor * initial loss counts as divergence
+SATURATED = 0.01          # a unit is saturated where |f'(y)| < SATURATED
+PERM_STREAM = 1 << 32     # random streams of minibatch orders start here (init uses 0, 1, 2, ...)
+# Adam's constants are Optimizer's defaults (one place: simcore.optim)
+(ADAM_BETA1, ADAM_BETA2), ADAM_EPS = DEFAULT_BETAS, DEFAULT_EPS
+# per-layer telemetry quantities, in the order of rec_layer's third axis
+QUANTITIES = ("grad_norm", "weight_norm", "preact_mean", "preact_std", "act_mean", "act_std",
+              "saturated")
+NQ = len(QUANTITIES)
+
+__all__ = ["FAN_IN", "FAN_OUT", "OFF_W", "OFF_B", "OFF_GAMMA", "OFF_BETA", "OFF_RUN", "OPT_CODE",
+           "DIVERGE_FACTOR", "SATURATED", "PERM_STREAM", "ADAM_BETA1", "ADAM_BETA2", "ADAM_EPS",
+           "QUANTITIES", "NQ", "batch_order", "optimizer_step", "adam_corrections", "is_diverged",
+           "check_batchnorm_layout"]
+
+
+@cpu_kernel(ordered=True)
+def batch_order(seed, epoch, n, out):
+    """The order of the n samples in epoch ``epoch`` of a network with ``seed``: a Fisher-Yates
+    shuffle drawn from the counter-based stream (seed, PERM_STREAM + epoch); written to ``out``."""
+    key = stream_key(seed, PERM_STREAM + epoch)
+    for i in range(n):
+        out[i] = i
+    for i in range(n - 1, 0, -1):
+        j = min(int(uniform(key, i) * (i + 1)), i)
+        out[i], out[j] = out[j], out[i]
+
+
+@cpu_kernel(ordered=True)
+def optimizer_step(opt, g, v, m, mu, c1, c2):
+    """:func:`simcore.optim.parameter_step` with Adam's default betas and eps, the ones the grid
+    engine trains with: (step, new v, new m) of one parameter."""
+    return parameter_step(opt, g, v, m, mu, c1, c2, ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
+
+
+@cpu_kernel(ordered=True)
+def adam_corrections(t):
+    """Adam's bias corrections of step t of the grid (counted from 0): 1 - beta^(t+1)."""
+    return optim_adam_corrections(t + 1, ADAM_BETA1, ADAM_BETA2)
+
+
+@cpu_kernel(ordered=True)
+def is_diverged(loss, loss0):
+    """A network has diverged when its loss is non-finite or above DIVERGE_FACTOR times loss0,
+    the loss it is compared with (its own at step 0, or the ``divergence_ref`` it was given)."""
+    return not (math.isfinite(loss) and loss <= DIVERGE_FACTOR * max(loss0, 1e-300))
+
+
+@cpu_kernel(ordered=True)
+def check_batchnorm_layout(layout, batchnorm):
+    """Refuse a layout whose hidden layers do (not) have batch norm against a kernel compiled
+    without (with) it."""
+    n_layers = layout.shape[0]
+    for l in range(n_layers):
+        if (layout[l, OFF_GAMMA] >= 0) != (batchnorm and l < n_layers - 1):
+            raise ValueError("layout's batch-norm layers do not match the kernel's setting")
