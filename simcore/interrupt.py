@@ -87,14 +87,17 @@ def run_ranges(kernel, args, n, extra=()):
 
 
 def wait_device(done, flag, synchronize):
-    """Wait for asynchronous device work: poll ``done()`` every ``POLL_SECONDS``.
+    """Wait for asynchronous device work: poll ``done()`` every millisecond at first, every
+    ``POLL_SECONDS`` after a while.
 
     Ctrl-C while waiting sets ``flag[0] = 1`` (memory the device kernel reads once in a while),
     then ``synchronize()`` waits for the device to return, through further Ctrl-C presses too,
     and KeyboardInterrupt is raised here, so no kernel outlives the call."""
+    pause = 1e-3  # short at first, so that a quick kernel's call is not held up
     try:
         while not done():
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
+            pause = min(2 * pause, POLL_SECONDS)
     except KeyboardInterrupt:
         flag[0] = 1
         while True:

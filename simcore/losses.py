@@ -23,22 +23,23 @@ import math
 import numpy as np
 
 from . import _validate
-from ._jit import cpu_kernel, scalar
+from ._jit import cpu_kernel
 from .scalar import exp, sigmoid, sigmoid_grad, softplus
 
 
 # --- per-unit formulas: (value, d value / dz) of one output unit, before the mean's 1/(n k).
 # Every kernel (the single network's, the CPU grid's lanes and per-network strategies, the GPU
 # engine) calls these; the softmax cross-entropy couples a row's units and is written per row.
+# Compiled without reassociation, as the grid kernels that inline them (simcore._jit.cpu_kernel).
 
-@scalar
+@cpu_kernel(ordered=True)
 def mse_unit(z, y):
     r""":math:`(z - y)^2` and :math:`2 (z - y)`."""
     r = z - y
     return r * r, 2.0 * r
 
 
-@scalar
+@cpu_kernel(ordered=True)
 def mse_sigmoid_unit(z, y):
     r""":math:`(\sigma(z) - y)^2` and :math:`2 (\sigma(z) - y) \sigma'(z)`: the gradient carries
     :math:`\sigma'`, the learning slowdown of a saturated output."""
@@ -47,14 +48,14 @@ def mse_sigmoid_unit(z, y):
     return r * r, 2.0 * r * sigmoid_grad(z, a)
 
 
-@scalar
+@cpu_kernel(ordered=True)
 def bce_unit(z, y):
     r""":math:`\mathrm{softplus}(z) - y z = -y \log\sigma(z) - (1 - y) \log(1 - \sigma(z))` and
     :math:`\sigma(z) - y`, from the logit (no overflow for any finite z)."""
     return softplus(z) - y * z, sigmoid(z) - y
 
 
-@scalar
+@cpu_kernel(ordered=True)
 def unit_loss(code, z, y):
     """(value, d value / dz) of one output unit for loss ``code`` 0, 1 or 2 (see LOSSES)."""
     if code == 0:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from simcore import datasets
-from simcore.grid.cpu import OPT_CODE
+from simcore.optim import OPT_CODE
 from simcore.init import INITS
 from simcore.losses import LOSS_CODE
 from simcore.scalar import ACTIVATIONS

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -151,7 +152,7 @@ def test_optimizer_kernels(cb, opt):
 
 @needs_gpu
 def test_counter_based_rng_same_numbers(cb):
-    """Decision 7: the GPU draws the CPU's numbers, and the same minibatch orders.
+    """Reproducible by construction (docs/architecture.md): the GPU draws the CPU's numbers, and the same minibatch orders.
 
     Not bit for bit: ``uniform`` rounds ``(bits >> 11) + 0.5`` (54 significant bits) to
     float64, and the CPU build's fastmath flags (reassoc) fold that rounding away, so a CPU
@@ -328,6 +329,30 @@ def test_engine_polls_the_stop_flag(gc, monkeypatch, shared):
     assert_backends_agree(gpu, cpu)
 
 
+@needs_gpu
+def test_engine_stops_when_the_flag_rises_mid_run(gc, monkeypatch):
+    """The flag raised from another thread while the kernel runs (as Ctrl-C does): a training
+    of 10^6 steps returns within seconds, its networks trained for some steps but not all. On
+    a GPU the kernel reads host memory; under the simulator the same array from Python."""
+    import threading
+    X, y = _data("bce")
+    net = LOSS_NETS["bce"]()
+    raised = gc.new_stop_flag()
+    monkeypatch.setattr(gc, "new_stop_flag", lambda: raised)
+    timer = threading.Timer(1.0, lambda: raised.__setitem__(0, 1))
+    timer.start()
+    try:
+        t0 = time.perf_counter()
+        res = train_grid(net, X, y, backend="cuda", lr=[0.3, 0.1], seeds=[3, 7], steps=10**6,
+                         record_every=10**6)
+        took = time.perf_counter() - t0
+    finally:
+        timer.cancel()
+    assert took < 60, f"took {took:.1f} s to stop"
+    start = simcore.grid.initial_params(net, [3, 7])
+    assert not np.array_equal(flat(res.params), flat(start))   # it trained before the flag rose
+
+
 # --- every kernel compiles for a real GPU (PTX for sm_90, no GPU needed) --------------------------
 
 PTX_SCRIPT = textwrap.dedent("""
@@ -382,7 +407,16 @@ PTX_SCRIPT = textwrap.dedent("""
                 np.zeros(G, np.int64), np.zeros(G), lofs, d1, d2, np.zeros((2, fsize), dtype),
                 np.zeros((2, 2 * max_w)), np.zeros((2, 2 * n), np.int64),
                 np.zeros((2, 4 * P), dtype), np.zeros(1, np.int32))
-        assert ".visible .entry" in ptx(gc._train_kernel(dtype, 128, shared).py_func, args)
+        text = ptx(gc._train_kernel(dtype, 128, shared).py_func, args)
+        assert ".visible .entry" in text
+        # the stop flag is read inside a loop (between a label and a branch back to it): a
+        # load LLVM could hoist out of the step loop would never see Ctrl-C
+        lines = text.splitlines()
+        loads = [i for i, ln in enumerate(lines) if "ld.volatile.global.u32" in ln]
+        labels = {ln.strip().rstrip(":"): i for i, ln in enumerate(lines) if ln.strip().startswith("$L") and ln.strip().endswith(":")}
+        loops = [(labels[ln.split()[-1].rstrip(";")], i) for i, ln in enumerate(lines)
+                 if "bra" in ln and ln.split()[-1].rstrip(";") in labels and labels[ln.split()[-1].rstrip(";")] < i]
+        assert loads and all(any(a < k < b for a, b in loops) for k in loads), "stop flag read outside the loop"
         compiled.append(f"train_{np.dtype(dtype).name}_{'shared' if shared else 'global'}")
     print("compiled:", " ".join(sorted(set(compiled))))
 """)

@@ -55,9 +55,36 @@ _SCRATCH_BYTES = 2 * 1024 ** 3  # global scratch memory the engine allows itself
 # steps between two reads of the host's stop flag: the read crosses the PCIe bus, and Ctrl-C
 # needs no faster answer than a few steps
 STOP_POLL_STEPS = 16
-# the flag is read with an uncached load (ld.global.cv), so a value the host writes while the
-# kernel runs is seen; the simulator runs the kernel as Python and has no such instruction
-_load_uncached = (lambda ary, i: ary[i]) if numba_config.ENABLE_CUDASIM else cuda.ldcv
+
+
+def _volatile_load():
+    """``load(flag)``: flag[0] of an int32 array, read from memory every time it runs.
+
+    A volatile load in inline PTX that declares side effects and clobbers memory: numba-cuda's
+    ``cuda.ldcv`` is inline asm without side effects, so LLVM hoists it out of the step loop
+    and a flag the host raises later is never seen. The simulator runs kernels as Python."""
+    if numba_config.ENABLE_CUDASIM:
+        return lambda flag: flag[0]
+    from llvmlite import ir
+    from numba import types
+    from numba.cuda.extending import intrinsic
+
+    @intrinsic
+    def load(typingctx, flag):
+        if not (isinstance(flag, types.Array) and flag.dtype == types.int32):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            fnty = ir.FunctionType(ir.IntType(32), [ary.data.type])
+            asm = ir.InlineAsm(fnty, "ld.volatile.global.u32 $0, [$1];", "=r,l,~{memory}",
+                               side_effect=True)
+            return builder.call(asm, [ary.data])
+        return types.int32(flag), codegen
+    return load
+
+
+_load_volatile = _volatile_load()
 
 
 def available():
@@ -402,7 +429,7 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
         # after the barriers of a whole step
         if t % STOP_POLL_STEPS == 0:
             if tid == 0:
-                halt[0] = _load_uncached(stop, 0)
+                halt[0] = _load_volatile(stop)
             cuda.syncthreads()
             if halt[0] != 0:
                 break
@@ -634,9 +661,11 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
     (R, L, NQ, G), the step of divergence (-1: none) to diverged_all (G,) and the full-data
     loss at the end to final_all.
 
-    The call waits for the kernel in short slices, so Ctrl-C stops it within a few steps
-    (:func:`simcore.interrupt.wait_device`) and raises KeyboardInterrupt; ``stop`` (a mapped
-    int32 array of one element) lets a test raise the flag beforehand."""
+    The call waits for the kernel in short slices, so Ctrl-C stops it within
+    ``STOP_POLL_STEPS`` steps (:func:`simcore.interrupt.wait_device`) and raises
+    KeyboardInterrupt. ``stop`` (a mapped int32 array of one element, :func:`new_stop_flag`)
+    is for tests: raised, by them or from another thread, it ends every network's training at
+    its next poll and the call returns what was trained by then."""
     require_gpu()
     P, G = theta.shape
     n = X.shape[0]
