@@ -1260,7 +1260,7 @@ def _law_figure(report, g, sat, eta_eff):
         ax.plot(zz, asym, "k:", lw=1, label="e^{z0} / (2 eta_eff)" if log else "z0 / eta_eff")
         ax.axvline(Z_SAT, color="gray", ls=":", lw=0.8, label="saturation cut z0 = 2")
         if (~ok).any():
-            ax.plot(wrong.loc[~ok, "z_wrong"], np.full((~ok).sum(), g["steps"].max()), "^",
+            ax.plot(wrong.loc[~ok, "z_wrong"], wrong.loc[~ok, "steps"], "^",
                     color="tab:orange", ms=5, label="censored at the budget")
         if log:
             ax.set_yscale("log")
