@@ -467,12 +467,14 @@ def _novikoff(sruns, hruns, report):
             "novikoff_tightness", "How tight (R/gamma*)^2 is on random separable blobs: "
                                   "mistakes / bound over data sets and visiting orders",
             {"median": float(q.median()), "p90": float(q.quantile(0.9)), "max": float(q.max())},
-            figure="novikoff_tightness",
-            note=f"{len(sruns)} runs; by dimension (median ratio): "
-                 + ", ".join(f"d={d} {g.median():.3g}" for d, g in q.groupby(sruns["data_d"]))
+            figure="novikoff_tightness" if "data_margin" in sruns.columns else "",
+            note=f"{len(sruns)} runs"
+                 + ("; by dimension (median ratio): "
+                    + ", ".join(f"d={d} {g.median():.3g}" for d, g in q.groupby(sruns["data_d"]))
+                    if "data_d" in sruns.columns else "")
                  + "; with the construction's margin the median ratio would be "
                  f"{(sruns['total_mistakes'] / sruns['bound']).median():.3g}")
-        keys = [c for c in ("data_margin", "data_d") if c in sruns.columns]
+        keys = [c for c in ("data_margin", "data_d") if c in sruns.columns] or ["grid"]
         table = (sruns.groupby(keys)
                  .agg(runs=("point", "size"), gamma_construction=("margin", "median"),
                       gamma_star=("gamma_star", "median"), R=("radius", "median"),
