@@ -16,7 +16,10 @@ from simcore import MLP, datasets
 from simcore.interrupt import new_flag, run_threads, wait_device
 
 CHILD = textwrap.dedent("""
-    import sys, threading, numba
+    import signal, sys, threading, numba
+    # a test run started in the background by a shell inherits SIGINT ignored, and Python then
+    # raises no KeyboardInterrupt: give the child Python's own handler whatever its parent had
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     numba.set_num_threads({threads})
     import numpy as np, simcore
     from simcore import MLP, train_grid
