@@ -14,8 +14,7 @@ from studies import runner
 from studies import spec as specmod
 from studies import theory
 from studies.errors import StudyError
-from studies.report import Report
-from study_run import run_tiny
+from study_run import analyse, run_tiny
 
 TINY = textwrap.dedent("""\
     study = "batchnorm"
@@ -70,10 +69,7 @@ def run(tmp_path_factory):
 
 
 def _analyse(data, spec, path):
-    rep = Report(path, title="t")
-    study.analyse(data, spec, rep)
-    rep.write()
-    return {c.id: c for c in rep.claims}
+    return analyse(study, data, spec, path)
 
 
 def test_kinds_counts_and_figures(run):

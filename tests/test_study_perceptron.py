@@ -14,8 +14,7 @@ from studies import perceptron as study
 from studies import perceptron_data, runner
 from studies import spec as specmod
 from studies.errors import StudyError
-from studies.report import Report
-from study_run import run_tiny
+from study_run import analyse, run_tiny
 
 TINY = textwrap.dedent("""\
     study = "perceptron"
@@ -80,10 +79,7 @@ def _runs(parts, name):
 
 
 def _analyse(data, spec, path):
-    rep = Report(path, title="t")
-    study.analyse(data, spec, rep)
-    rep.write()
-    return {c.id: c for c in rep.claims}
+    return analyse(study, data, spec, path)
 
 
 def _points(spec):

@@ -3,7 +3,6 @@
 loops over the Parquet rows, theory called directly) and must match claims.json; on manipulated
 rows the analysis must report each prediction failing; the sigmoid bound, a theorem, is tested
 here as the engine check it is; the track_dead probe is checked against the networks redrawn."""
-import json
 import math
 import textwrap
 
@@ -17,8 +16,7 @@ from studies import runner, theory
 from studies import spec as specmod
 from studies import vanishing_gradients as study
 from studies.errors import StudyError
-from studies.report import Report
-from study_run import run_tiny
+from study_run import analyse, run_tiny
 
 TINY = textwrap.dedent("""\
 study = "vanishing-gradients"
@@ -114,9 +112,7 @@ def run(tmp_path_factory):
 
 
 def _analyse(data, spec, tmp_path):
-    rep = Report(tmp_path, title="t")
-    study.analyse(data, spec, rep)
-    return {c.id: c for c in rep.claims}
+    return analyse(study, data, spec, tmp_path, write=False)
 
 
 def _points(spec):
