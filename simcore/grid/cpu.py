@@ -40,14 +40,14 @@ import numpy as np
 from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..interrupt import stop_requested
-from ..layers import BN_EPS
-from ..losses import bce_unit, mse_sigmoid_unit, mse_unit
-from ..scalar import exp, sigmoid, sigmoid_grad
+from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
+from ..losses import bce_unit, ce_delta, ce_row_loss, mse_sigmoid_unit, mse_unit, output_grad
+from ..scalar import exp, sigmoid
 from ..simd import (VBYTES, fma4, fma4x4, load4, load4x4, store4, store4x4, vfma, vload, vsplat, vstore,
                     vzero, width)
-from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, SATURATED,
-                   adam_corrections, batch_order, check_batchnorm_layout, is_diverged,
-                   optimizer_step)
+from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
+                   batch_order, check_batchnorm_layout, is_diverged, optimizer_step, saturated,
+                   shifted_moments)
 
 LANES = 32                # networks per block: four AVX-512 registers of float64
 CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
@@ -248,11 +248,11 @@ def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc):
                 d = z[s, j, k] - acc[0, k]
                 acc[1, k] += d * d
         for k in range(nl):
-            inv_std[j, k] = 1.0 / math.sqrt(acc[1, k] / nb + BN_EPS)
+            inv_std[j, k] = bn_inv_std(acc[1, k] / nb, BN_EPS)
         for s in range(nb):
             for k in range(nl):
-                xhat[s, j, k] = (z[s, j, k] - acc[0, k]) * inv_std[j, k]
-                y[s, j, k] = th[og + j, k] * xhat[s, j, k] + th[obeta + j, k]
+                xhat[s, j, k] = bn_normalize(z[s, j, k], acc[0, k], inv_std[j, k])
+                y[s, j, k] = bn_affine(th[og + j, k], xhat[s, j, k], th[obeta + j, k])
 
 
 @cpu_kernel(ordered=True)
@@ -272,14 +272,14 @@ def _bn_backward(dy, xhat, inv_std, th, og, obeta, fo, gr, dz, acc):
             gr[og + j, k] += acc[1, k]
         for s in range(nb):
             for k in range(nl):
-                dz[s, j, k] = (th[og + j, k] * inv_std[j, k] / nb) * (
-                    nb * dy[s, j, k] - acc[0, k] - xhat[s, j, k] * acc[1, k])
+                dz[s, j, k] = bn_input_grad(dy[s, j, k], xhat[s, j, k], th[og + j, k], inv_std[j, k], nb,
+                                            acc[0, k], acc[1, k])
 
 
 @cpu_kernel(ordered=True)
 def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
     """Add this chunk's share of the mean loss (over ``n_total`` samples) to ``loss`` (float64,
-    per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES)."""
+    per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES), acc (3, LANES) scratch."""
     nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
     nb, K = z.shape[0], z.shape[1]
     if code == 3:  # softmax cross-entropy with log-sum-exp, per sample and lane
@@ -287,6 +287,7 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
             for k in range(nl):
                 acc[0, k] = z[s, 0, k]
                 acc[1, k] = 0.0
+                acc[2, k] = 0.0
             for j in range(1, K):
                 for k in range(nl):
                     acc[0, k] = max(acc[0, k], z[s, j, k])
@@ -295,13 +296,13 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
                     e = exp(z[s, j, k] - acc[0, k])
                     delta[s, j, k] = e
                     acc[1, k] += e
-                    loss[k] -= Y[s, j, k] * z[s, j, k] / n_total
+                    acc[2, k] += Y[s, j, k] * z[s, j, k]
             for k in range(nl):
-                loss[k] += (acc[0, k] + math.log(acc[1, k])) / n_total
+                loss[k] += ce_row_loss(acc[0, k], acc[1, k], acc[2, k]) / n_total
                 acc[1, k] = 1.0 / acc[1, k]
             for j in range(K):
                 for k in range(nl):
-                    delta[s, j, k] = (delta[s, j, k] * acc[1, k] - Y[s, j, k]) / n_total
+                    delta[s, j, k] = ce_delta(delta[s, j, k], acc[1, k], Y[s, j, k]) / n_total
         return
     inv_m = 1.0 / (n_total * K)
     for s in range(nb):
@@ -347,7 +348,7 @@ def _tele_accumulate(y, a, deriv, acc, first):
                 acc[1, k] += dy * dy
                 acc[2, k] += da
                 acc[3, k] += da * da
-                acc[4, k] += 1.0 if abs(deriv[s, j, k]) < SATURATED else 0.0
+                acc[4, k] += saturated(deriv[s, j, k])
 
 
 @cpu_kernel(ordered=True)
@@ -366,9 +367,8 @@ def _tele_finish(th, gr, ow, n_w, m, acc, out):
         out[0, k] = math.sqrt(out[0, k])
         out[1, k] = math.sqrt(out[1, k])
         for q in range(2):
-            mean_shifted = acc[2 * q, k] / m
-            out[2 + 2 * q, k] = acc[5 + q, k] + mean_shifted
-            out[3 + 2 * q, k] = math.sqrt(max(acc[2 * q + 1, k] / m - mean_shifted * mean_shifted, 0.0))
+            out[2 + 2 * q, k], out[3 + 2 * q, k] = shifted_moments(acc[5 + q, k], acc[2 * q, k],
+                                                                   acc[2 * q + 1, k], m)
         out[6, k] = acc[4, k] / m
 
 
@@ -394,13 +394,9 @@ def _output_lanes(code, z, out, deriv):
             for k in range(nl):
                 if code == 0:
                     out[s, j, k] = z[s, j, k]
-                    deriv[s, j, k] = 1.0
-                elif code == 3:
-                    deriv[s, j, k] = out[s, j, k] * (1.0 - out[s, j, k])
-                else:
-                    p = sigmoid(z[s, j, k])
-                    out[s, j, k] = p
-                    deriv[s, j, k] = sigmoid_grad(z[s, j, k], p)
+                elif code != 3:
+                    out[s, j, k] = sigmoid(z[s, j, k])
+                deriv[s, j, k] = output_grad(code, z[s, j, k], out[s, j, k])
 
 
 @cpu_kernel(ordered=True)
@@ -493,7 +489,7 @@ def train_kernel(batchnorm):
         m = _empty_aligned(P * nl, dt).reshape((P, nl))
         th = _empty_aligned(P * nl, dt).reshape((P, nl))
         order = np.empty(nl * n, np.int64).reshape((nl, n))
-        acc = np.empty(2 * nl, np.float64).reshape((2, nl))
+        acc = np.empty(3 * nl, np.float64).reshape((3, nl))
         tacc = np.empty(n_layers * 7 * nl, np.float64).reshape((n_layers, 7, nl))
         loss = np.empty(nl, np.float64)
         loss0 = np.empty(nl, np.float64)
