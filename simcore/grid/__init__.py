@@ -92,7 +92,7 @@ def choose_strategy(net, G):
     return "lanes"
 
 
-GEMM_VECTORS = 3  # a hidden layer of 3 vectors (24 float64, 48 float32 units) or more: "gemm"
+GEMM_VECTORS = 5  # a hidden layer of 5 vectors (40 float64, 80 float32 units) or more: "gemm"
 LANES_FILL = 2    # lanes need G >= LANES / LANES_FILL networks per thread to pay off
 
 
