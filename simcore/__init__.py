@@ -3,13 +3,16 @@
 The public API: :class:`MLP` (single networks), :func:`train_grid` (many networks),
 :mod:`perceptron`, :mod:`datasets`, the kernel modules :mod:`activations`, :mod:`losses`,
 :mod:`layers`, :mod:`optim`, and :func:`hessian.sharpness` (the largest Hessian eigenvalue of
-many networks, compiled).
+many networks, compiled), and files: :func:`save_params` / :func:`load_params`
+(:mod:`simcore.io`; a grid's :meth:`GridResult.save` / :meth:`GridResult.load`). PyTorch
+conversion is :mod:`simcore.interop` (imported on demand: simcore never imports torch).
 """
-from . import activations, datasets, hessian, layers, losses, optim, perceptron, scalar
+from . import activations, datasets, hessian, io, layers, losses, optim, perceptron, scalar
 from .grid import GridResult, train_grid
+from .io import load_params, save_params
 from .mlp import MLP
 from .optim import Optimizer
 
-__all__ = ["MLP", "Optimizer", "GridResult", "train_grid", "activations", "datasets", "hessian", "layers",
-           "losses", "optim", "perceptron", "scalar"]
+__all__ = ["MLP", "Optimizer", "GridResult", "train_grid", "save_params", "load_params", "activations",
+           "datasets", "hessian", "io", "layers", "losses", "optim", "perceptron", "scalar"]
 __version__ = "0.1.0"
