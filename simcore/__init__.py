@@ -7,12 +7,14 @@ many networks, compiled), and files: :func:`save_params` / :func:`load_params`
 (:mod:`simcore.io`; a grid's :meth:`GridResult.save` / :meth:`GridResult.load`). PyTorch
 conversion is :mod:`simcore.interop` (imported on demand: simcore never imports torch).
 """
-from . import activations, datasets, hessian, io, layers, losses, optim, perceptron, scalar
+from . import activations, datasets, hessian, layers, losses, optim, perceptron, scalar
+from . import io  # noqa: F401  (simcore.io, kept out of __all__: see there)
 from .grid import GridResult, train_grid
 from .io import load_params, save_params
 from .mlp import MLP
 from .optim import Optimizer
 
+# simcore.io stays out of __all__: ``from simcore import *`` must not shadow the standard io
 __all__ = ["MLP", "Optimizer", "GridResult", "train_grid", "save_params", "load_params", "activations",
-           "datasets", "hessian", "io", "layers", "losses", "optim", "perceptron", "scalar"]
+           "datasets", "hessian", "layers", "losses", "optim", "perceptron", "scalar"]
 __version__ = "0.1.0"

@@ -59,9 +59,12 @@ def _torch():
 def _activation_module(torch, name):
     """torch.nn module computing simcore's activation ``name`` (:data:`simcore.scalar.ACTIVATIONS`)."""
     nn = torch.nn
-    return {"identity": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
-            "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE),
-            "softplus": lambda: nn.Softplus(beta=1.0, threshold=SOFTPLUS_THRESHOLD)}[name]()
+    modules = {"identity": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU,
+               "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE),
+               "softplus": lambda: nn.Softplus(beta=1.0, threshold=SOFTPLUS_THRESHOLD)}
+    if name not in modules:  # an activation added to simcore.scalar without a torch module here
+        raise ValueError(f"activation {name!r} has no torch module in simcore.interop")
+    return modules[name]()
 
 
 def _activation_name(torch, m):

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import simcore
-from conftest import ACTS, LOSSES, flat, max_rel_err
+from conftest import flat, max_rel_err
+from simcore.activations import NAMES as ACTS
+from simcore.losses import NAMES as LOSSES
 from simcore.interop import SOFTPLUS_THRESHOLD, from_torch, to_torch, torch_loss, torch_targets
 from torch_oracle import torch_grads
 

@@ -30,18 +30,20 @@ def trained_state(net, params, seed=0):
     return state
 
 
-def rewrite(path, edit_header=None, drop=(), out=None):
-    """Copy the archive at ``path`` to ``out`` (default: in place) with its header edited by
-    ``edit_header(dict)`` and the arrays ``drop`` left out."""
+def rewrite(path, edit_header=None, drop=()):
+    """Rewrite the archive at ``path`` with its header edited by ``edit_header(dict)`` and the
+    arrays ``drop`` left out (a pooled one by its entry in the header's ``pooled``)."""
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files if k not in drop}
+    header = json.loads(arrays[io.HEADER_KEY].tobytes())
+    for key in drop:
+        header["pooled"].pop(key, None)
     if edit_header is not None:
-        header = json.loads(arrays[io.HEADER_KEY].tobytes())
         edit_header(header)
-        arrays[io.HEADER_KEY] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    with open(out or path, "wb") as f:
+    arrays[io.HEADER_KEY] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(path, "wb") as f:
         np.savez(f, **arrays)
-    return out or path
+    return path
 
 
 # --- parameters of one network --------------------------------------------------------------
@@ -222,7 +224,7 @@ def test_a_truncated_file_is_refused(saved, which):
         LOADERS[which](path)
 
 
-@pytest.mark.parametrize("which,key", [(0, "params/0/W"), (1, "record_steps")])
+@pytest.mark.parametrize("which,key", [(0, "pool/float64"), (1, "pool/float64"), (1, "config/1")])
 def test_a_corrupt_array_is_caught_by_its_crc(saved, which, key):
     path = saved[which]
     with np.load(path) as z:
@@ -245,7 +247,43 @@ def test_a_missing_array_is_named(saved, which, key):
         LOADERS[which](path)
 
 
-@pytest.mark.parametrize("which,key", [(0, "network"), (0, "params"), (1, "fields"), (1, "config")])
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_missing_or_short_pool_is_named(saved, which):
+    path = saved[which]
+    with np.load(path) as z:
+        short = z["pool/float64"][:-1]
+    intact = path.read_bytes()
+    rewrite(path, lambda h: h["pooled"].update(x=[1, 2]))
+    with pytest.raises(ValueError, match=r"malformed header \(pooled entry of 'x'\)"):
+        LOADERS[which](path)
+    path.write_bytes(intact)
+    rewrite(path, drop=("pool/float64",))
+    with pytest.raises(ValueError, match=f"{path}: the array '.*' is missing \\(its pool 'pool/float64' is absent"):
+        LOADERS[which](path)
+    with np.load(path) as z:
+        arrays = {**{k: z[k] for k in z.files}, "pool/float64": short}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(ValueError, match="is absent or too short"):
+        LOADERS[which](path)
+
+
+@pytest.mark.parametrize("pool_below", [0, 10**9])
+def test_round_trip_with_every_array_pooled_or_none(tmp_path, monkeypatch, moons, pool_below):
+    monkeypatch.setattr(io, "POOL_BELOW", pool_below)
+    X, y = moons
+    nets = [simcore.MLP([2, 3, 1], batchnorm=True), simcore.MLP([2, 4, 4, 1])]
+    res = simcore.train_grid(nets, X, y, lr=0.3, steps=2)
+    res.save(tmp_path / "grid.npz")
+    with np.load(tmp_path / "grid.npz") as z:
+        assert ("params/0/0/W" in z.files) == (pool_below == 0)
+    back = simcore.GridResult.load(tmp_path / "grid.npz")
+    assert_same_result(back, res)
+    assert bitwise_equal(back.params, res.params) and bitwise_equal(back._groups, res._groups)
+
+
+@pytest.mark.parametrize("which,key", [(0, "network"), (0, "params"), (1, "fields"), (1, "config"),
+                                       (1, "pooled")])
 def test_a_missing_header_entry_is_named(saved, which, key):
     path = rewrite(saved[which], lambda h: h.pop(key))
     with pytest.raises(ValueError, match=f"{path}: the header lacks '{key}'"):

@@ -104,7 +104,7 @@ class GridResult:
 
         - ``fields``: for every attribute but ``config`` and ``nets``, the skeleton of its value
           (``final_loss``, ``diverged``, ``diverged_at``, ``record_steps`` are arrays of those
-          names; ``params`` is ``params/<layer>/<name>`` stacked on a leading G axis for one
+          names, pooled when small as every array of the format; ``params`` is ``params/<layer>/<name>`` stacked on a leading G axis for one
           architecture, ``params/<network>/<layer>/<name>`` for a list of networks; ``_groups``
           the telemetry, ``_groups/<i>/0`` the networks of group i, ``/1`` its losses (R, Gg),
           ``/2`` its per-layer quantities (R, L, NQ, Gg)). An attribute added later with a
