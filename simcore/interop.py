@@ -32,6 +32,7 @@ import functools
 
 import numpy as np
 
+from .io import check_state
 from .layers import BN_EPS, BN_MOMENTUM
 from .losses import encode_targets
 from .mlp import MLP
@@ -120,7 +121,7 @@ def to_torch(net, params, state=None):
         raise TypeError(f"net must be an MLP, got {type(net).__name__}")
     params = net.unpack(net.pack(params))
     if state is not None:
-        net._pack_state(state, update=False)  # a ValueError naming state when it does not fit
+        state = check_state(net, state)
     tdt = _torch_dtype(torch, net.dtype)
     mods = []
     with torch.no_grad():
@@ -137,8 +138,8 @@ def to_torch(net, params, state=None):
                 bn.weight.copy_(torch.from_numpy(p["gamma"]))
                 bn.bias.copy_(torch.from_numpy(p["beta"]))
                 if state is not None:
-                    bn.running_mean.copy_(torch.from_numpy(np.asarray(state[l]["running_mean"], net.dtype)))
-                    bn.running_var.copy_(torch.from_numpy(np.asarray(state[l]["running_var"], net.dtype)))
+                    bn.running_mean.copy_(torch.from_numpy(state[l]["running_mean"]))
+                    bn.running_var.copy_(torch.from_numpy(state[l]["running_var"]))
                 mods.append(bn)
             mods.append(_activation_module(torch, net.activation))
     return torch.nn.Sequential(*mods)

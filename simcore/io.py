@@ -46,6 +46,7 @@ import zlib
 
 import numpy as np
 
+from . import _validate
 from .mlp import MLP
 
 FORMAT_VERSION = 1
@@ -71,6 +72,28 @@ def net_from_spec(spec, path):
         return MLP(**spec)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: the stored network {spec!r} is not a valid MLP: {exc}") from None
+
+
+def check_state(net, state):
+    """``state`` (batch-norm running statistics, as :meth:`MLP.init_state` gives them) checked
+    for ``net`` and copied in its dtype; a ValueError naming the entry that does not fit."""
+    template = net.init_state()
+    if not isinstance(state, (list, tuple)) or len(state) != len(template):
+        raise ValueError(f"state must be a list of {len(template)} dicts from init_state()")
+    out = []
+    for l, (s, like) in enumerate(zip(state, template)):
+        layer = {}
+        for key, ref in like.items():
+            name = f"state[{l}][{key!r}]"
+            arr = _validate.array(name, s.get(key) if isinstance(s, dict) else None,
+                                  dtype=net.dtype, min_rows=0)
+            if arr.shape != ref.shape:
+                raise ValueError(f"{name} must be a finite array of shape {ref.shape}, got {arr.shape}")
+            if key == "running_var" and (arr < 0).any():
+                raise ValueError(f"{name} must be >= 0")
+            layer[key] = arr.copy()
+        out.append(layer)
+    return out
 
 
 # --- nested lists, tuples and dicts of arrays <-> a JSON skeleton and flat arrays ---------------
@@ -254,9 +277,7 @@ def save_params(path, net, params, state=None):
               "params": encode_tree(net.unpack(net.pack(params)), "params", arrays),
               "state": None}
     if state is not None:
-        net._pack_state(state, update=False)  # a ValueError naming state when it does not fit
-        copy = [{k: np.array(s[k], dtype=net.dtype) for k in s0} for s, s0 in zip(state, net.init_state())]
-        header["state"] = encode_tree(copy, "state", arrays)
+        header["state"] = encode_tree(check_state(net, state), "state", arrays)
     write(path, PARAMS_FORMAT, header, arrays)
 
 
@@ -291,7 +312,7 @@ def load_params(path):
     try:
         params = net.unpack(net.pack(params))
         if state is not None:
-            net._pack_state(state, update=False)
+            state = check_state(net, state)
     except ValueError as exc:
         raise ValueError(f"{path}: the stored arrays do not fit {net!r}: {exc}") from None
     return net, params, state

@@ -94,6 +94,11 @@ def test_save_params_checks_its_arguments(tmp_path):
                                                   params[1]])
     with pytest.raises(ValueError, match="state must be a list"):
         simcore.save_params(tmp_path / "x", net, params, state={})
+    with pytest.raises(ValueError, match=r"state\[0\]\['running_var'\] must be >= 0"):
+        simcore.save_params(tmp_path / "x", net, params,
+                            [{"running_mean": np.zeros(3), "running_var": -np.ones(3)}, {}])
+    with pytest.raises(ValueError, match=r"state\[0\]\['running_mean'\] must hold real numbers"):
+        simcore.save_params(tmp_path / "x", net, params, [{"running_var": np.ones(3)}, {}])
     assert not list(tmp_path.iterdir())  # nothing written, not even a temporary file
 
 
