@@ -912,9 +912,8 @@ def scale_correction(net, params, X, grads):
 
     which is 0 for eps = 0 (exact scale invariance) and small where var_j >> eps."""
     from simcore.layers import BN_EPS
-    _, _, stats = runner.bn_forward(net, params, X)
     return [BN_EPS / (var + BN_EPS) * np.asarray(p["gamma"], float) * np.asarray(g["gamma"], float)
-            for (_, var), p, g in zip(stats, params, grads)]
+            for var, p, g in zip(net.forward(params, X).var, params, grads)]
 
 
 def scale_invariance(net, params, X, y, lr):

@@ -436,37 +436,8 @@ def split_holdout(X, y, fraction, grid="?"):
     return X[train], y[train], X[held], y[held]
 
 
-def forward_logits(net, params, X, stats=None):
-    """One network's forward pass in NumPy: per hidden layer z = a W + b (before batch norm),
-    the activation's input y (gamma (z - mu) / sqrt(var + eps) + beta with batch norm, z
-    without) and (mu, var), the biased statistics of z over ``X`` (``stats`` given: those
-    instead, as batch norm's eval mode); and the output layer's logits. Returns
-    (zs, ys, stats, logits)."""
-    from simcore import activations
-    from simcore.layers import BN_EPS
-
-    a = np.asarray(X, dtype=np.float64)
-    zs, ys, out = [], [], []
-    for l, p in enumerate(params[:-1]):
-        z = a @ p["W"] + p["b"]
-        if net.batchnorm:
-            mu, var = (z.mean(0), z.var(0)) if stats is None else stats[l]
-            y = p["gamma"] * (z - mu) / np.sqrt(var + BN_EPS) + p["beta"]
-            out.append((mu, var))
-        else:
-            y = z
-        zs.append(z)
-        ys.append(y)
-        a = activations.apply(net.activation, y)
-    return zs, ys, out, a @ params[-1]["W"] + params[-1]["b"]
-
-
-def bn_forward(net, params, X, stats=None):
-    """(zs, ys, stats) of :func:`forward_logits`."""
-    return forward_logits(net, params, X, stats)[:3]
-
-
 def _labels(out):
+    """The class a network's output picks: argmax of several outputs, probability > 1/2 of one."""
     return out.argmax(axis=1) if out.ndim == 2 else (out > 0.5).astype(int)
 
 
@@ -479,11 +450,17 @@ def _logit_accuracy(logits, y):
     return float(np.mean(pred == np.asarray(y)))
 
 
+def _held_out_logits(net, params, fw, Xh):
+    """The logits of one network on held-out ``Xh``; with batch norm, normalised by the
+    statistics of ``fw`` (:meth:`simcore.MLP.forward` on the training set; full-batch
+    training: those are the population statistics)."""
+    return net.forward(params, Xh, fw.state() if net.batchnorm else None).logits
+
+
 def holdout_accuracy(net, params, X, Xh, yh):
-    """Accuracy of one network on held-out (Xh, yh); with batch norm, normalised by the
-    training set's statistics (full-batch training: those are the population statistics)."""
-    stats = forward_logits(net, params, X)[2]
-    return _logit_accuracy(forward_logits(net, params, Xh, stats or None)[3], yh)
+    """Accuracy of one network on held-out (Xh, yh), batch norm normalised by the training
+    set X's statistics (:func:`_held_out_logits`)."""
+    return _logit_accuracy(_held_out_logits(net, params, net.forward(params, X), Xh), yh)
 
 
 def _probe(net, params, X, y, p0, seed, held=None):
@@ -509,17 +486,17 @@ def _probe(net, params, X, y, p0, seed, held=None):
             for g in range(G):
                 # one forward pass gives z, the training accuracy and the held-out statistics
                 one = [{k: v[g] for k, v in layer.items()} for layer in params]
-                zs, _, stats, logits = forward_logits(net, one, X)
+                fw = net.forward(one, X)
                 if p0["track_prenorm"]:
-                    u = zs[-1][:, 0]
+                    u = fw.z[-1][:, 0]
                     if np.isfinite(u).all():
                         out["prenorm_p15"][g], out["prenorm_p50"][g], out["prenorm_p85"][g] = \
                             np.percentile(u, [15, 50, 85])
                 if p0["track_accuracy"]:
-                    out["train_accuracy"][g] = _logit_accuracy(logits, y)
+                    out["train_accuracy"][g] = _logit_accuracy(fw.logits, y)
                     if held is not None:
                         out["holdout_accuracy"][g] = _logit_accuracy(
-                            forward_logits(net, one, held[0], stats or None)[3], held[1])
+                            _held_out_logits(net, one, fw, held[0]), held[1])
     if p0.get("track_dead"):
         # a relu unit is dead on the data when its activation input is <= 0 for every sample
         out.update({c: np.full(G, np.nan) for c in DEAD_COLUMNS})
@@ -609,8 +586,7 @@ def _accuracy(net, stacked, diverged, X, y):
         out = net.predict(params, X)
         if not np.isfinite(out).all():
             continue
-        pred = out.argmax(axis=1) if out.ndim == 2 else (out > 0.5).astype(int)
-        acc[g] = float(np.mean(pred == y))
+        acc[g] = float(np.mean(_labels(out) == y))
     return acc
 
 

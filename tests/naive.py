@@ -316,3 +316,28 @@ def ref_fastmath32(name, x):
     """f(x) of float32 x: NumPy's float64 f of x widened to float64, rounded to float32."""
     with np.errstate(all="ignore"):
         return FASTMATH_REFS[name](x.astype(np.float64)).astype(np.float32)
+
+
+def ref_forward_layers(net, params, X, state=None):
+    """Every hidden layer's z_l = a_{l-1} W_l + b_l, y_l (batch-normalised z_l, or z_l), a_l =
+    f(y_l) and batch norm's (mu_l, var_l) (the batch's, biased, or ``state``'s running ones),
+    and the logits, in float64: a dict of lists ``z``, ``y``, ``a``, ``mean``, ``var`` and
+    ``logits``, what ``MLP.forward`` returns."""
+    a = np.asarray(X, np.float64)
+    out = {"z": [], "y": [], "a": [], "mean": [], "var": []}
+    for l, p in enumerate(params[:-1]):
+        z = a @ p["W"] + p["b"]
+        y = z
+        if "gamma" in p:
+            if state is None:
+                mu, var = z.mean(axis=0), z.var(axis=0)
+            else:
+                mu, var = state[l]["running_mean"], state[l]["running_var"]
+            y = p["gamma"] * (z - mu) / np.sqrt(var + BN_EPS) + p["beta"]
+            out["mean"].append(mu)
+            out["var"].append(var)
+        a = REF_ACT[net.activation](y)
+        for key, v in (("z", z), ("y", y), ("a", a)):
+            out[key].append(v)
+    out["logits"] = a @ params[-1]["W"] + params[-1]["b"]
+    return out
