@@ -73,7 +73,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from simcore import MLP
+from simcore import MLP, activations, losses
+from simcore.losses import LOSSES
 
 from . import theory
 from .runner import make_data as _make_data
@@ -106,48 +107,32 @@ _PAIR_KEYS = ["grid", "data", "widths", "activation", "init", "init_scale", "bia
 # --------------------------------------------------------------------------------------------
 # small pieces of theory not in studies.theory
 
-def _sigmoid(z):
-    return theory.ACTIVATION_FUNCS["sigmoid"][0](z)
-
-
-def _sigmoid_grad(z):
-    return theory.ACTIVATION_FUNCS["sigmoid"][1](z)
-
-
 def target_loss(loss, eps):
-    r"""The loss of an output at distance ``eps`` from the label on every sample.
+    r"""The loss of an output at distance ``eps`` from the label on every sample: simcore's loss
+    of a correct output :math:`1 - \epsilon` (a logit :math:`z = \ln\frac{1 - \epsilon}{\epsilon}`
+    against label 1; for ``ce`` the two-class row :math:`(z, 0)`, whose softmax gives the label
+    :math:`1 - \epsilon`).
 
     .. math:: \text{mse\_sigmoid}: \epsilon^2, \qquad \text{bce}, \text{ce}: -\ln(1 - \epsilon)
 
     The same milestone for both losses: ``eps = 0.5`` is the uninformative output 1/2.
     """
-    if loss == "mse_sigmoid":
-        return eps ** 2
-    if loss in ("bce", "ce"):
-        return -math.log(1.0 - eps)
-    raise ValueError(f"no target for loss {loss!r}")
-
-
-def _loss_of_logit(loss, z, y):
-    """Per-sample loss of logits z against 0/1 labels y (simcore's formulas)."""
-    if loss == "mse_sigmoid":
-        return (_sigmoid(z) - y) ** 2
-    return np.maximum(z, 0.0) - y * z + np.log1p(np.exp(-np.abs(z)))
-
-
-def _delta(loss, z, y):
-    r""":math:`\partial L / \partial z` per sample, before the 1/N of the mean."""
-    s = _sigmoid(z)
-    if loss == "mse_sigmoid":
-        return 2.0 * (s - y) * _sigmoid_grad(z)
-    return s - y
+    if loss not in ("mse_sigmoid", "bce", "ce"):
+        raise ValueError(f"no target for loss {loss!r}")
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+    z = math.log((1.0 - eps) / eps)
+    if loss == "ce":
+        return losses.ce(np.array([[z, 0.0]]), [0])[0]
+    return float(LOSSES[loss][1](z, 1.0)[0])
 
 
 def neuron_trajectory(loss, z0, y, eta_eff, steps):
     r"""The exact loss trajectory of a linear sigmoid unit trained on one sample.
 
     With one sample :math:`x` the gradient of W is :math:`x\delta` and of b is :math:`\delta`, so
-    the logit moves by :math:`z_{t+1} = z_t - \eta (\|x\|^2 + 1)\,\delta(z_t)`.
+    the logit moves by :math:`z_{t+1} = z_t - \eta (\|x\|^2 + 1)\,\delta(z_t)`; the loss and
+    :math:`\delta` are simcore's per-unit formulas (:data:`simcore.losses.LOSSES`).
 
     Parameters
     ----------
@@ -161,11 +146,14 @@ def neuron_trajectory(loss, z0, y, eta_eff, steps):
     -------
     (steps + 1, G) array of losses at steps 0..steps
     """
-    z = np.array(z0, dtype=np.float64)
-    out = np.empty((steps + 1, z.size))
-    for t in range(steps + 1):
-        out[t] = _loss_of_logit(loss, z, y)
-        z = z - eta_eff * _delta(loss, z, y)
+    unit = LOSSES[loss][1]        # simcore's per-unit (value, dL/dz): the formula every kernel calls
+    z0 = np.array(z0, dtype=np.float64).reshape(-1)
+    out = np.empty((steps + 1, z0.size))
+    for g, z in enumerate(z0.tolist()):
+        for t in range(steps + 1):
+            value, delta = unit(z, y)
+            out[t, g] = value
+            z = z - eta_eff * delta
     return out
 
 
@@ -205,18 +193,15 @@ def contraction_rate(steps, excess, floor=0.0, full_output=False, whole=False):
 
 
 def initial_logits(point, X):
-    """Logits and the last hidden activations of the network ``point`` starts from (the same
-    weights as the grid: ``MLP.init(seed, init_scale, bias_scale)``)."""
+    """Logits and the last hidden activations (X for a linear model) of the network ``point``
+    starts from (the same weights as the grid: ``MLP.init(seed, init_scale, bias_scale)``),
+    from :meth:`simcore.MLP.forward`."""
     widths = [] if point["widths"] == "linear" else [int(w) for w in str(point["widths"]).split("-")]
     net = MLP([X.shape[1], *widths, 1], activation=point["activation"], loss="bce",
               init=point["init"])
     params = net.init(int(point["seed"]), float(point["init_scale"]), float(point["bias_scale"]))
-    f = theory.ACTIVATION_FUNCS[point["activation"]][0]
-    a = X
-    for layer in params[:-1]:
-        a = f(a @ layer["W"] + layer["b"])
-    z = a @ params[-1]["W"] + params[-1]["b"]
-    return z[:, 0], a
+    fw = net.forward(params, X)
+    return fw.logits[:, 0], (fw.a[-1] if fw.a else np.asarray(X, dtype=np.float64))
 
 
 def output_gradient_ratio(z, a, y):
@@ -224,9 +209,10 @@ def output_gradient_ratio(z, a, y):
 
     .. math:: \frac{\|a^T \tfrac{2}{N}(\sigma - y)\sigma'(z)\|}{\|a^T \tfrac{1}{N}(\sigma - y)\|}
 
-    each sample's contribution shrunk by :math:`2\sigma'(z) \le 1/2`, tiny where it saturates."""
-    g_mse = a.T @ _delta("mse_sigmoid", z, y)
-    g_bce = a.T @ _delta("bce", z, y)
+    each sample's contribution shrunk by :math:`2\sigma'(z) \le 1/2`, tiny where it saturates;
+    the deltas are simcore's (:func:`simcore.losses.mse_sigmoid`, :func:`simcore.losses.bce`)."""
+    g_mse = a.T @ losses.mse_sigmoid(z, y)[1]
+    g_bce = a.T @ losses.bce(z, y)[1]
     return float(np.linalg.norm(g_mse) / np.linalg.norm(g_bce))
 
 
@@ -440,6 +426,43 @@ def _bracket(by_eta):
     return lo, hi, bool(conv[etas < hi].all() and not conv[etas >= hi].any())
 
 
+def _threshold_claims(report, prefix, key, method, threshold, eta_c, by_eta, rho_theory, assumes,
+                      figure, note):
+    r"""The two threshold predictions of one eta axis, for gradient descent (``prefix = "ls"``,
+    threshold :math:`2/\lambda_{max}`) and heavy ball (``"hb"``, :math:`2(1 + \beta)/\lambda_{max}`)
+    alike: ``<prefix>_threshold_bracket[key]``, the largest converging and the smallest
+    non-converging grid eta bracket ``eta_c`` (:func:`_bracket`), and
+    ``<prefix>_threshold_interpolated[key]``, where :math:`\ln\rho` measured, interpolated
+    linearly between grid etas, crosses 0 (:func:`_crossing`), within the same interpolation of
+    the theory ``rho_theory(etas)`` plus the fit's error at both ends
+    (:func:`_crossing_tolerance`). Etas without a measurable rate (right at the threshold) are
+    skipped; an axis whose measured contraction never crosses 1 fails the second."""
+    lo, hi, monotone = _bracket(by_eta)
+    report.prediction(
+        f"{prefix}_threshold_bracket[{key}]",
+        f"{method} converges below {threshold} and not above it: the largest converging and the "
+        f"smallest non-converging eta of the grid bracket {threshold}",
+        predicted=eta_c, measured=[float(lo), float(hi)],
+        tolerance=f"lo < {threshold} <= hi, convergence monotone in eta (resolution: grid step)",
+        passed=monotone and lo < eta_c <= hi, assumes=assumes, figure=figure,
+        note=f"bracket width {(hi - lo) / eta_c:.2%} of {threshold}; {note}")
+    log_rho = np.log(by_eta["rho_measured"].to_numpy())
+    finite = np.isfinite(log_rho)
+    etas = by_eta["lr"].to_numpy()[finite]
+    cross, i = _crossing(etas, log_rho[finite])
+    tol = _crossing_tolerance(etas, np.log(rho_theory(etas)), eta_c, i) if i >= 0 else np.nan
+    report.prediction(
+        f"{prefix}_threshold_interpolated[{key}]",
+        f"{method}: the eta at which the measured contraction crosses 1 (linear interpolation of "
+        f"ln rho between grid etas) is {threshold}",
+        predicted=eta_c, measured=float(cross),
+        tolerance=(f"+-{tol:.2g}: the same interpolation of the theory at these etas, plus a "
+                   f"{RATE_TOL:.0%} error of ln rho at both ends" if i >= 0 else "-"),
+        passed=bool(np.isfinite(cross) and abs(cross - eta_c) <= tol), assumes=assumes, figure=figure,
+        note=(f"measured / predicted = {cross / eta_c:.6f}" if np.isfinite(cross) else
+              "the measured contraction never crosses 1 on this eta axis"))
+
+
 def analyse_least_squares(data, report):
     pts = _per_point(data)
     ls = pts[_is_ls(pts) | _is_hb(pts)]
@@ -510,35 +533,10 @@ def _ls_claims(report, label, th, m, by_eta):
         note=f"median error {float(err.median()) if len(err) else np.nan:.2g}; left out: "
              f"{int((~m['asymptotic']).sum())} of {len(m)} runs not asymptotic above the rounding "
              f"floor, {int((~m['resolvable']).sum())} at etas with |ln rho| * steps < 1")
-    lo, hi, monotone = _bracket(by_eta)
+    _threshold_claims(report, "ls", label, "GD", "2/lambda_max", eta_c, by_eta,
+                      lambda e: theory.ls_contraction(e, th["lmin"], th["lmax"]), ASSUMES_LS, fig,
+                      "converged = fitted tail contraction below 1 for every seed")
     etas = by_eta["lr"].to_numpy()
-    report.prediction(
-        f"ls_threshold_bracket[{label}]",
-        "GD converges below 2/lambda_max and not above it: the largest converging and the "
-        "smallest non-converging eta of the grid bracket 2/lambda_max",
-        predicted=eta_c, measured=[float(lo), float(hi)],
-        tolerance="lo < 2/lambda_max <= hi, convergence monotone in eta (resolution: grid step)",
-        passed=monotone and lo < eta_c <= hi, assumes=ASSUMES_LS, figure=fig,
-        note=f"bracket width {(hi - lo) / eta_c:.2%} of 2/lambda_max; converged = fitted tail "
-             f"contraction below 1 for every seed")
-    # interpolate ln rho_measured through 0 between the etas either side
-    # (etas without a measurable rate, right at the threshold, are skipped)
-    lr_rho = np.log(by_eta["rho_measured"].to_numpy())
-    finite = np.isfinite(lr_rho)
-    fe, fr = etas[finite], lr_rho[finite]
-    cross, i = _crossing(fe, fr)
-    tol = (_crossing_tolerance(fe, np.log(theory.ls_contraction(fe, th["lmin"], th["lmax"])), eta_c, i)
-           if i >= 0 else np.nan)
-    report.prediction(
-        f"ls_threshold_interpolated[{label}]",
-        "The eta at which the measured contraction crosses 1 (linear interpolation of ln rho "
-        "between grid etas) is 2/lambda_max",
-        predicted=eta_c, measured=float(cross),
-        tolerance=(f"+-{tol:.2g}: the same interpolation of the theory at these etas, plus a "
-                   f"{RATE_TOL:.0%} error of ln rho at both ends" if i >= 0 else "-"),
-        passed=bool(np.isfinite(cross) and abs(cross - eta_c) <= tol), assumes=ASSUMES_LS, figure=fig,
-        note=(f"measured / predicted = {cross / eta_c:.6f}" if np.isfinite(cross) else
-              "the measured contraction never crosses 1 on this eta axis"))
     valid = by_eta[np.isfinite(by_eta["rho_measured"])]
     if valid.empty:
         return
@@ -772,32 +770,10 @@ def _hb_claims(report, label, th, X, hb, traj):
         eta_c = theory.heavy_ball_threshold(beta, th["lmax"])
         if not (by["lr"].min() < eta_c < by["lr"].max()):
             continue
-        lo, hi, monotone = _bracket(by)
-        report.prediction(
-            f"hb_threshold_bracket[{label}, beta={beta:g}]",
-            f"Heavy ball with beta = {beta:g} converges below 2(1 + beta)/lambda_max and not above: "
-            "the largest converging and smallest non-converging grid etas bracket it",
-            predicted=eta_c, measured=[float(lo), float(hi)],
-            tolerance="lo < 2(1+beta)/lambda_max <= hi, monotone in eta (resolution: grid step)",
-            passed=monotone and lo < eta_c <= hi, assumes=ASSUMES_HB, figure=fig,
-            note=f"gradient descent's 2/lambda_max = {th['eta_c']:.4g}; bracket width "
-                 f"{(hi - lo) / eta_c:.2%} of the threshold")
-        lr_rho = np.log(by["rho_measured"].to_numpy())
-        fin = np.isfinite(lr_rho)
-        fe, fr = by["lr"].to_numpy()[fin], lr_rho[fin]
-        cross, i = _crossing(fe, fr)
-        if i >= 0:
-            lt = np.log(theory.heavy_ball_contraction(fe, beta, th["lam"]))
-            tol = _crossing_tolerance(fe, lt, eta_c, i)
-            report.prediction(
-                f"hb_threshold_interpolated[{label}, beta={beta:g}]",
-                f"Heavy ball, beta = {beta:g}: the eta where the measured contraction crosses 1 "
-                "is 2(1 + beta)/lambda_max",
-                predicted=eta_c, measured=float(cross),
-                tolerance=f"+-{tol:.2g}: the same interpolation of the theory, plus a {RATE_TOL:.0%} "
-                          "error of ln rho at both ends",
-                passed=abs(cross - eta_c) <= tol, assumes=ASSUMES_HB, figure=fig,
-                note=f"measured / predicted = {cross / eta_c:.6f}")
+        _threshold_claims(report, "hb", f"{label}, beta={beta:g}", f"Heavy ball with beta = {beta:g}",
+                          "2(1 + beta)/lambda_max", eta_c, by,
+                          lambda e, beta=beta: theory.heavy_ball_contraction(e, beta, th["lam"]), ASSUMES_HB,
+                          fig, f"gradient descent's 2/lambda_max = {th['eta_c']:.4g}")
     eta_o, beta_o, rho_o = theory.heavy_ball_optimal(th["lmin"], th["lmax"])
     cells = _by_eta(m, ("lr", "beta"))
     cells = cells[np.isfinite(cells["rho_measured"])]
@@ -990,7 +966,7 @@ def analyse_slowdown(data, report):
              "seed": int(pm["seed"]), "lr": float(pm["lr"]), "steps": int(pm["steps"]),
              "linear": pm["widths"] == "linear", "z0": float(z0[0]) if X.shape[0] == 1 else np.nan,
              "y0": float(y[0]), "point_mse": int(pm["point"]), "point_bce": int(pb["point"]),
-             "wrong_saturated": float(np.mean(np.abs(_sigmoid(z0) - y) > 0.9)),
+             "wrong_saturated": float(np.mean(np.abs(activations.apply("sigmoid", z0) - y) > 0.9)),
              "ratio_predicted": output_gradient_ratio(z0, a, y),
              "ratio_measured": float(out0.loc[pm["point"], "grad_norm"] / out0.loc[pb["point"], "grad_norm"])}
         for loss, p in (("mse", pm), ("bce", pb)):
