@@ -341,3 +341,44 @@ def ref_forward_layers(net, params, X, state=None):
             out[key].append(v)
     out["logits"] = a @ params[-1]["W"] + params[-1]["b"]
     return out
+
+
+# --- sharpness: power iteration on Hessian-vector products (a reference for studies.theory's
+# Lanczos and exact Hessian) --------------------------------------------------------------
+
+def ref_hessian_vector_product(grad_fn, theta, v, h=6e-6):
+    """H v ~ (grad(theta + h v) - grad(theta - h v)) / (2 h) for a unit v, scaled back by |v|."""
+    norm = np.linalg.norm(v)
+    if norm == 0.0:
+        return np.zeros_like(theta)
+    step = h * np.asarray(v, np.float64) / norm
+    return norm * (np.asarray(grad_fn(theta + step)) - np.asarray(grad_fn(theta - step))) / (2.0 * h)
+
+
+def ref_sharpness_power_iteration(grad_fn, theta, iters=1000, tol=1e-6, seed=0, v0=None):
+    """lambda_max(H), the largest eigenvalue (not the largest in magnitude), by power iteration
+    v <- H v / |H v| until |H v - lambda v| <= tol |lambda|; when the Rayleigh quotient comes out
+    negative, again on H + |lambda| I (all eigenvalues >= 0), minus |lambda|. Returns (lambda,
+    unit eigenvector, Hessian-vector products, converged)."""
+    theta = np.asarray(theta, np.float64)
+    v = np.random.default_rng(seed).standard_normal(theta.size) if v0 is None else np.asarray(v0, float)
+    v = v / np.linalg.norm(v)
+
+    def power(matvec, v):
+        lam = 0.0
+        for k in range(1, iters + 1):
+            w = matvec(v)
+            lam = float(v @ w)
+            if np.linalg.norm(w - lam * v) <= tol * abs(lam):
+                return lam, v, k, True
+            v = w / np.linalg.norm(w)
+        return lam, v, iters, False
+
+    def hv(x):
+        return ref_hessian_vector_product(grad_fn, theta, x)
+
+    lam, v, k, ok = power(hv, v)
+    if lam < 0:
+        shifted, v, k2, ok = power(lambda x: hv(x) - lam * x, v)
+        lam, k = shifted + lam, k + k2
+    return lam, v, k, ok
