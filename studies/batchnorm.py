@@ -70,6 +70,7 @@ import matplotlib.pyplot as plt
 from . import runner
 from . import spec as specmod
 from . import theory
+from .rows import of_kind, per_run, varying_axes
 
 NAME = "batchnorm"
 TITLE = "Batch normalisation: stable learning rates, scale invariance, the digits experiment"
@@ -99,23 +100,11 @@ LN2 = float(np.log(2.0))
 _NOT_AXES = {"point", "kind", "grid", "seed", "lr", "batchnorm", "depth", "network", "steps",
              "record_every", "probe_every", "track_preact", "track_sharpness", "track_prenorm",
              "track_accuracy", "holdout"}
-_RESULTS = {"step", "layer", "loss", "grad_norm", "weight_norm", "preact_mean", "preact_std",
-            "act_mean", "act_std", "saturated", "final_loss", "diverged", "diverged_at",
-            "final_accuracy", "sharpness", "preact_p15", "preact_p50", "preact_p85", "epoch",
-            "mistakes", "cumulative_mistakes", "total_mistakes", "converged", "epochs_run",
-            "radius", "margin", "bound", "initial_loss", "prenorm_p15", "prenorm_p50",
-            "prenorm_p85", "train_accuracy", "holdout_accuracy"}
 _PROBES = ("track_preact", "track_prenorm", "track_accuracy")
 
 
 # --------------------------------------------------------------------------------------------
 # selecting runs
-
-def _mlp(data):
-    if "kind" not in data.columns:
-        return data.iloc[0:0]
-    return data[data["kind"] == "mlp"]
-
 
 def _probed(d):
     """Whether each row's run has a probe (missing flag columns: no)."""
@@ -128,20 +117,19 @@ def _probed(d):
 
 def sweep_rows(data):
     """MLP runs without probes: the learning-rate sweep."""
-    d = _mlp(data)
+    d = of_kind(data, "mlp")
     return d[~_probed(d)]
 
 
 def digits_rows(data):
     """MLP runs with a probe (percentiles, accuracy): the digits experiment."""
-    d = _mlp(data)
+    d = of_kind(data, "mlp")
     return d[_probed(d)]
 
 
 def _axes(rows):
     """Configuration columns (other than lr, seed, batch norm, ...) that vary within ``rows``."""
-    return [c for c in rows.columns if c not in _RESULTS and c not in _NOT_AXES
-            and rows[c].nunique(dropna=False) > 1]
+    return varying_axes(rows, _NOT_AXES | {"initial_loss"})     # runs_of adds initial_loss
 
 
 def runs_of(rows):
@@ -150,7 +138,7 @@ def runs_of(rows):
         return rows.assign(initial_loss=[])
     first = rows[rows["layer"] == 1]
     l0 = first[first["step"] == 0].set_index("point")["loss"]
-    runs = rows.drop_duplicates("point", keep="last").set_index("point", drop=False)
+    runs = per_run(rows, keep="last")
     runs["initial_loss"] = l0.reindex(runs.index).to_numpy()
     runs["diverged"] = runs["diverged"].astype(bool)
     return runs.reset_index(drop=True)
@@ -869,7 +857,7 @@ def bn_networks(data, spec, seeds=INVARIANT_SEEDS):
     """The batch-norm networks of ``data`` at initialisation, ``seeds`` seeds per configuration:
     a list of (point, net (float64), params, X, y) on each one's own training data."""
     points = {p["point"]: p for p in specmod.expand(spec)}
-    present = set(_mlp(data)["point"].unique()) if "point" in data.columns else set()
+    present = set(of_kind(data, "mlp")["point"].unique()) if "point" in data.columns else set()
     chosen = {}
     for pid in sorted(present):
         p = points.get(int(pid))

@@ -66,7 +66,6 @@ sub-grid, not its name:
   old claim "tanh reaches the target faster than sigmoid at equal eta" compared tanh's 4-times
   larger effective step and is kept only as the observation ``tanh_vs_sigmoid_equal_eta``.
 """
-import re
 import math
 
 import matplotlib.pyplot as plt
@@ -77,8 +76,7 @@ from simcore import MLP, activations, losses
 from simcore.losses import LOSSES
 
 from . import theory
-from .runner import make_data as _make_data
-from .spec import expand
+from .rows import data_label, data_set, of_kind, per_run, slug
 
 NAME = "convergence"
 TITLE = "Convergence of gradient descent"
@@ -219,39 +217,9 @@ def output_gradient_ratio(z, a, y):
 # --------------------------------------------------------------------------------------------
 # helpers on the stored rows
 
-def _data_cols(df):
-    return [c for c in df.columns if c.startswith("data_")]
-
-
-_POINT_ARGS = {}   # point -> the generator's arguments, exactly as in the grid (set by analyse)
-_DATA = {}         # (name, arguments) -> the data set, built once per analysis (set by analyse)
-
-
-def make_data(name, args):
-    """:func:`studies.runner.make_data`, built once per analysis for each (name, arguments)."""
-    key = (name, repr(sorted(args.items())))
-    if key not in _DATA:
-        _DATA[key] = _make_data(name, args)
-    return _DATA[key]
-
-
-def _data_args(row, cols=None):
-    """The data set arguments of the point in ``row``, as the grid gave them (the stored
-    ``data_*`` columns turn integers into floats where sub-grids differ)."""
-    return dict(_POINT_ARGS[int(row["point"])])
-
-
-def _data_label(name, args):
-    return name + ("(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")" if args else "")
-
-
 def _trajectories(data):
     """One row per (point, step): the loss (layer 1 carries it)."""
     return data[data["layer"] == 1][["point", "step", "loss"]]
-
-
-def _per_point(data):
-    return data.drop_duplicates("point").set_index("point", drop=False)
 
 
 def _is_ls(p):
@@ -464,18 +432,16 @@ def _threshold_claims(report, prefix, key, method, threshold, eta_c, by_eta, rho
 
 
 def analyse_least_squares(data, report):
-    pts = _per_point(data)
+    pts = per_run(data)
     ls = pts[_is_ls(pts) | _is_hb(pts)]
     if ls.empty:
         return
     rows = data[data["point"].isin(ls.index) & (data["layer"] == 1)][["point", "step", "loss", "act_mean"]]
     traj = rows[["point", "step", "loss"]]
-    dcols = _data_cols(ls)
-    for _, group in ls.groupby(["data"] + dcols, dropna=False, sort=False):
+    for _, group in ls.groupby(["data", "data_args"], sort=False):
         first = group.iloc[0]
-        args = _data_args(first, dcols)
-        label = _data_label(first["data"], args)
-        X, y = make_data(first["data"], args)[:2]
+        label = data_label(first)
+        X, y = data_set(first)
         if np.asarray(y).ndim != 1:
             report.text(f"Least squares on {label}: several outputs; skipped.")
             continue
@@ -512,7 +478,7 @@ ASSUMES_HB = ("linear model, MSE, full batch; Polyak's heavy ball v <- beta v + 
 
 def _ls_claims(report, label, th, m, by_eta):
     eta_c, eta_star, rho_star = th["eta_c"], th["eta_star"], th["rho_star"]
-    fig = f"ls_contraction_{_slug(label)}"
+    fig = f"ls_contraction_{slug(label)}"
     # ln(rho) is the rate per step: its relative error is a far stricter test than rho's own,
     # which is ~0.99 for any small eta. The only bias of the fit is the second-slowest
     # direction: runs whose fit window starts before the slowest directions carry 99% of the
@@ -650,7 +616,7 @@ def _ls_oscillation(report, label, th, X, gd, rows):
     above, below = o[(o["lr"] > inv) & (o["pairs"] > 0)], o[(o["lr"] < inv) & (o["pairs"] > 0)]
     flip_above = float(above["flips"].sum() / above["pairs"].sum()) if len(above) else np.nan
     flip_below = float(below["flips"].sum() / below["pairs"].sum()) if len(below) else np.nan
-    fig = f"ls_oscillation_{_slug(label)}"
+    fig = f"ls_oscillation_{slug(label)}"
     report.prediction(
         f"ls_oscillation_sign[{label}]",
         "The error along the top eigenvector changes sign every step iff eta > 1/lambda_max "
@@ -745,7 +711,7 @@ def _oscillation_figure(report, label, th, o, series, gd, name):
 
 def _hb_claims(report, label, th, X, hb, traj):
     m = _rate_runs(th, X, hb, traj, momentum=True)
-    fig = f"hb_rates_{_slug(label)}"
+    fig = f"hb_rates_{slug(label)}"
     use = m["used"]
     err = m.loc[use, "log_rate_rel_err"]
     worst = float(err.max()) if len(err) else np.nan
@@ -844,12 +810,8 @@ def _hb_figure(report, label, th, m, cells, name):
                   "beta against theory, with Polyak's optimum and gradient descent's.")
 
 
-def _slug(label):
-    return re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_")[:40]
-
-
 def _ls_figures(report, label, th, X, m, by_eta, group, traj):
-    slug = _slug(label)
+    name = slug(label)
     eta_c, eta_star = th["eta_c"], th["eta_star"]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     grid_eta = np.geomspace(m["lr"].min() * 0.9, m["lr"].max() * 1.1, 600)
@@ -881,7 +843,7 @@ def _ls_figures(report, label, th, X, m, by_eta, group, traj):
     ax.set_ylabel(r"contraction per step $\rho$ (error factor per update)")
     ax.set_title(f"{label}\nkappa = {th['kappa']:.3g}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
-    report.figure(f"ls_contraction_{slug}", fig,
+    report.figure(f"ls_contraction_{name}", fig,
                   f"Least squares on {label}: contraction per step against eta, measured on every run "
                   "(points) and predicted from the Hessian's spectrum (line).")
 
@@ -913,7 +875,7 @@ def _ls_figures(report, label, th, X, m, by_eta, group, traj):
     ax.set_ylabel(r"excess loss $L_t - L^*$ (log scale)")
     ax.set_title(f"seed {seed0}: measured (points), exact theory (lines)")
     ax.legend(fontsize=8)
-    report.figure(f"ls_trajectories_{slug}", fig,
+    report.figure(f"ls_trajectories_{name}", fig,
                   f"Excess training loss over the least-squares optimum for a few etas on {label}: "
                   "points are recorded losses, lines the exact prediction sum_i (lambda_i/2) c_i^2 "
                   "(1 - eta lambda_i)^(2t) from the same initial weights.")
@@ -929,7 +891,7 @@ def _pairs(pts):
     cand = cand[cand["grid"].isin(grids)]
     if cand.empty:
         return None
-    keys = [k for k in _PAIR_KEYS if k in cand.columns] + _data_cols(cand)
+    keys = [k for k in _PAIR_KEYS if k in cand.columns] + ["data_args"]
     cand = cand.assign(_key=cand[keys].apply(lambda col: col.map(repr)).agg("|".join, axis=1))
     mse = cand[cand["loss_fn"] == "mse_sigmoid"].set_index("_key")
     bce = cand[cand["loss_fn"] == "bce"].set_index("_key")
@@ -938,7 +900,7 @@ def _pairs(pts):
 
 
 def analyse_slowdown(data, report):
-    pts = _per_point(data)
+    pts = per_run(data)
     paired = _pairs(pts)
     if paired is None or paired[0].empty:
         return
@@ -947,7 +909,6 @@ def analyse_slowdown(data, report):
     traj_by = {pid: t for pid, t in traj.groupby("point", sort=False)}
     out0 = data[(data["step"] == 0)]
     out0 = out0[out0["layer"] == out0.groupby("point")["layer"].transform("max")].set_index("point")
-    dcols = _data_cols(mse)
     report.heading("Learning slowdown: MSE on a sigmoid output against cross-entropy")
     report.text(
         f"Pairs of runs from the same initial weights, one with loss mse_sigmoid and one with bce. "
@@ -958,11 +919,10 @@ def analyse_slowdown(data, report):
     rows = []
     for key in mse.index:
         pm, pb = mse.loc[key], bce.loc[key]
-        args = _data_args(pm, dcols)
-        X, y = make_data(pm["data"], args)[:2]
+        X, y = data_set(pm)
         y = np.asarray(y, dtype=np.float64)
         z0, a = initial_logits(pm, X)
-        r = {"grid": pm["grid"], "data": _data_label(pm["data"], args), "n": X.shape[0],
+        r = {"grid": pm["grid"], "data": data_label(pm), "n": X.shape[0],
              "seed": int(pm["seed"]), "lr": float(pm["lr"]), "steps": int(pm["steps"]),
              "linear": pm["widths"] == "linear", "z0": float(z0[0]) if X.shape[0] == 1 else np.nan,
              "y0": float(y[0]), "point_mse": int(pm["point"]), "point_bce": int(pb["point"]),
@@ -973,7 +933,7 @@ def analyse_slowdown(data, report):
             t = traj_by[int(p["point"])]
             r[f"steps_{loss}"] = first_step_below(t["step"].to_numpy(), t["loss"].to_numpy(),
                                                   target_loss(p["loss_fn"], SLOWDOWN_EPS))
-            r[f"record_every"] = int(p["record_every"])
+            r["record_every"] = int(p["record_every"])
         if X.shape[0] == 1 and pm["widths"] == "linear":
             r["eta_eff"] = float(pm["lr"]) * (float(X[0] @ X[0]) + 1.0)
         rows.append(r)
@@ -1042,7 +1002,7 @@ def _neuron_claims(report, d, mse, traj_by):
             t = traj_by[int(pick[f"point_{loss}"])]
             ax.plot(t["step"], t["loss"], "o", ms=2, color=color, alpha=0.4)
             pm = mse[mse["point"] == pick["point_mse"]].iloc[0]
-            X, _ = make_data(pm["data"], _data_args(pm, _data_cols(mse)))[:2]
+            X, _ = data_set(pm)
             pred = neuron_trajectory(name, [pick["z0"]], pick["y0"], pick["lr"] * (float(X[0] @ X[0]) + 1),
                                      eta_eff_steps)[:, 0]
             ax.plot(np.arange(pred.size), pred, "-", color=color, lw=1.3, label=f"{name}: map (line), run (points)")
@@ -1101,7 +1061,7 @@ def _data_slowdown_claims(report, label, d, traj_by):
             "the median ratio of steps to the target, MSE over cross-entropy, and the share of "
             "starts on which MSE is slower",
             measured={"median factor": float(np.median(sat["factor"])), "share MSE slower": slower},
-            figure=f"slowdown_{_slug(label)}",
+            figure=f"slowdown_{slug(label)}",
             note=f"{len(sat)} of {len(d)} seeds saturated; {int(sat['steps_mse'].isna().sum())} MSE "
                  "runs censored at the budget (factor then a lower bound); the median initial "
                  f"speed ratio BCE/MSE (1/gradient ratio) is {float(np.median(1 / sat['ratio_predicted'])):.4g}, "
@@ -1140,7 +1100,7 @@ def _data_slowdown_claims(report, label, d, traj_by):
     ax.set_ylabel("measured slowdown, steps MSE / steps BCE (log scale)")
     ax.set_title("Slowdown per seed")
     ax.legend(fontsize=8)
-    report.figure(f"slowdown_{_slug(label)}", fig,
+    report.figure(f"slowdown_{slug(label)}", fig,
                   f"Learning slowdown on {label}: left, loss relative to the target for MSE (red) and "
                   "cross-entropy (blue) from the same saturated starts; right, the measured slowdown "
                   "per seed against the initial gradient ratio predicted from sigma'(z).")
@@ -1256,7 +1216,7 @@ def _law_figure(report, g, sat, eta_eff):
 # steps-to-target distributions
 
 def analyse_steps_to_target(data, report, exclude):
-    pts = _per_point(data)
+    pts = per_run(data)
     pts = pts[pts["loss_fn"].isin(["bce", "ce"]) & ~pts["grid"].isin(exclude)]
     if pts.empty:
         return
@@ -1264,7 +1224,7 @@ def analyse_steps_to_target(data, report, exclude):
     target = pts["loss_fn"].map(lambda l: target_loss(l, DIST_EPS))
     hit = traj[traj["loss"].to_numpy() <= target.loc[traj["point"]].to_numpy()]
     first = hit.groupby("point")["step"].min()
-    labels = {pid: _data_label(p["data"], _data_args(p)) for pid, p in pts.iterrows()}
+    labels = {pid: data_label(p) for pid, p in pts.iterrows()}
     df = pd.DataFrame({"grid": pts["grid"], "data": [labels[i] for i in pts.index],
                        "loss_fn": pts["loss_fn"], "widths": pts["widths"],
                        "activation": pts["activation"], "lr": pts["lr"].astype(float),
@@ -1380,12 +1340,9 @@ def _zero_centring(report, df):
 
 def analyse(data, spec, report):
     """The convergence study's claims, figures and tables (see the module docstring)."""
-    _POINT_ARGS.clear()
-    _DATA.clear()
-    _POINT_ARGS.update({p["point"]: p["data_args"] for p in expand(spec)})
-    data = data[data["kind"] == "mlp"] if "kind" in data.columns else data
+    data = of_kind(data, "mlp")
     analyse_least_squares(data, report)
-    pts = _per_point(data)
+    pts = per_run(data)
     paired = _pairs(pts)
     slow_grids = set(paired[0]["grid"]) if paired is not None else set()
     analyse_slowdown(data, report)

@@ -82,17 +82,6 @@ def group_key(p):
     return json.dumps({"grid": p["grid"], "kind": p["kind"]})
 
 
-# Keys added after the store's first version: left out of a chunk's hash while at their default,
-# so that parts stored before they existed still match.
-_HASH_OMIT_AT_DEFAULT = {"probe_every": 0, "track_sharpness": False, "track_preact": False,
-                         "holdout": 0.0, "track_prenorm": False, "track_accuracy": False,
-                         "track_dead": False}
-
-
-def _hashed(p):
-    return {k: v for k, v in p.items() if not (k in _HASH_OMIT_AT_DEFAULT and v == _HASH_OMIT_AT_DEFAULT[k])}
-
-
 def _split(spec, gname):
     """(shared, per): the positions of the sub-grid's shared and per-network axes."""
     g = spec["grids"][gname]
@@ -254,8 +243,7 @@ def iter_chunks(spec):
 
 
 def _chunk(points):
-    return {"key": chunk_key(points[0]["kind"], [_hashed(p) for p in points]), "kind": points[0]["kind"],
-            "points": points}
+    return {"key": chunk_key(points[0]["kind"], points), "kind": points[0]["kind"], "points": points}
 
 
 def plan(spec):
@@ -340,13 +328,17 @@ def _check_data_set(gname, kind, name, args, losses, batch_sizes):
 # computing one chunk
 
 def _config_columns(p):
-    """A point's configuration as flat scalar columns (lists as text, data arguments prefixed
-    ``data_``; the ``loss`` key is stored as ``loss_fn``, since ``loss`` is the measured value)."""
+    """A point's configuration as flat scalar columns (lists as text; the ``loss`` key is stored
+    as ``loss_fn``, since ``loss`` is the measured value). The data set's arguments are stored
+    twice: whole, as the canonical JSON text ``data_args`` (the grid's values exactly, read back
+    by :func:`studies.rows.data_args`), and one ``data_<name>`` column each, to group and plot by
+    (a column another sub-grid lacks reads back empty there)."""
     cols = {}
     for k, v in p.items():
         if k == "loss":
             k = "loss_fn"
         if k == "data_args":
+            cols["data_args"] = json.dumps(v, sort_keys=True)
             for a, av in v.items():
                 cols[f"data_{a}"] = json.dumps(av) if isinstance(av, (list, dict)) else av
         elif k == "widths":
@@ -388,11 +380,23 @@ def run_mlp_chunk(points, backend="cpu"):
     else:
         res = _train(net, X, y, p0, per, 0, p0["steps"], None, backend)
         hist = res.history()
-        final = pd.DataFrame({"network": np.arange(len(points)), "final_loss": res.final_loss,
-                              "diverged": res.diverged, "diverged_at": res.diverged_at,
-                              "final_accuracy": _accuracy(net, res.params, res.diverged, X, y)})
+        final = _final(res.final_loss, res.diverged, res.diverged_at,
+                       _accuracy(net, res.params, res.diverged, X, y))
     hist = hist.merge(final, on="network", how="left")
     return _with_config(hist, points, "network")
+
+
+# per-network outcome columns of an MLP chunk (on every row of the network)
+FINAL_COLUMNS = ("final_loss", "diverged", "diverged_at", "final_accuracy")
+# the result columns of a perceptron chunk's rows (one per run and epoch)
+PERCEPTRON_COLUMNS = ("epoch", "mistakes", "cumulative_mistakes", "total_mistakes", "converged",
+                      "epochs_run", "radius", "margin", "bound", "final_accuracy")
+
+
+def _final(final_loss, diverged, diverged_at, accuracy):
+    """One row per network 0..G-1 with its :data:`FINAL_COLUMNS`."""
+    values = (final_loss, diverged, diverged_at, accuracy)
+    return pd.DataFrame({"network": np.arange(len(final_loss)), **dict(zip(FINAL_COLUMNS, values))})
 
 
 def _train(net, X, y, p0, per, first, steps, params0, backend, ref=None):
@@ -561,8 +565,7 @@ def _train_with_probes(net, X, y, p0, per, backend, held=None):
         if not diverged[g]:
             acc[g] = _accuracy(net, [{k: v[None] for k, v in layer.items()} for layer in final_params[g]],
                                np.zeros(1, bool), X, y)[0]
-    final = pd.DataFrame({"network": np.arange(G), "final_loss": final_loss, "diverged": diverged,
-                          "diverged_at": diverged_at, "final_accuracy": acc})
+    final = _final(final_loss, diverged, diverged_at, acc)
     return hist, final
 
 
@@ -993,6 +996,7 @@ def stored(spec, out):
     StudyError if a chunk has neither a part nor a failure record (the run did not finish), or
     if a part is bad (it names the part)."""
     store = Store(out)
+    store.check_version()
     keys, failed = [], []
     for c in iter_chunks(spec):
         rec = store.failure(c["key"]) if not store.has(c["key"]) else None

@@ -403,7 +403,9 @@ def test_spec_errors(extra, message):
         specmod.load(tomllib.loads(text), name="g")
 
 
-def test_new_keys_keep_chunk_keys_at_default():
+def test_keys_at_their_default_make_the_same_chunks():
+    """A key given at its default value makes the same points, so the same chunk keys (every
+    key enters the hash, studies.store version 2); another value makes other chunks."""
     import tomllib
     base = "[grids.g]\ndata = 'moons'\nlr = 0.1\nwidths = [4]\n"
     a = runner.plan(specmod.load(tomllib.loads(base), name="g"))
