@@ -528,8 +528,8 @@ def _weight_norm(rows, report):
           "from the recorded gradient norms (equal under exact scale invariance)")
     tab = norm_growth_table(rows) if len(rows) else pd.DataFrame()
     if tab.empty or not tab["batchnorm"].any():
-        report.observation("bn_weight_norm_growth", st, "no runs", note="the grid has no "
-                           "batch-norm runs with a probe (the digits experiment)")
+        report.missing("bn_weight_norm_growth", st, "batch-norm runs with a probe (the digits experiment)",
+                       kind="observation")
         return
     bn = tab[tab["batchnorm"]]
     err = (bn["measured"] - bn["predicted"]).abs()
@@ -678,8 +678,8 @@ def _digits(rows, report):
     }
     if tab.empty or tab["batchnorm"].nunique() < 2:
         for id, s in st.items():
-            report.observation(id, s, "no runs", note="the grid has no digits runs with a probe and "
-                               "batchnorm both false and true")
+            report.missing(id, s, "digits runs with a probe and batchnorm both false and true",
+                           kind="observation")
         return
     probe = int(runs["probe_every"].max())
     n_held = "no held-out split (holdout = 0)" if not runs["holdout"].fillna(0).gt(0).any() else \
@@ -969,8 +969,7 @@ def _checks(data, spec, report):
     nets = bn_networks(data, spec)
     if not nets:
         for id in list(st)[:6]:
-            report.check(id, st[id], "batch-norm networks", "no runs", False,
-                         note="the grid has no batch-norm networks")
+            report.missing(id, st[id], "batch-norm networks", kind="check")
     else:
         _invariant_checks(invariant_table(nets), st, report)
         sc = scale_table(nets)

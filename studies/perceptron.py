@@ -420,8 +420,7 @@ def _novikoff(sruns, hruns, report):
     if runs is None:
         for id, st in (("novikoff_bound", st_bound), ("novikoff_max_ratio", st_ratio),
                        ("max_margin_certified", st_cert), ("separable_converged", st_conv)):
-            report.check(id, st, "runs present", "no runs", False,
-                         note="the grid has no perceptron runs on separable data")
+            report.missing(id, st, "perceptron runs on separable data", kind="check")
         return
     slack = 1 + MARGIN_RTOL
     over = int((runs["total_mistakes"] > runs["bound_star"] * slack).sum())
@@ -583,8 +582,7 @@ def _xor(xp, xm, report):
     if pr.empty:
         for id, st in (("xor_not_separable", st_sep), ("xor_perceptron_never_converges", st_never),
                        ("xor_perceptron_accuracy", st_acc)):
-            report.check(id, st, "runs present", "no runs", False,
-                         note="the grid has no perceptron runs on data set 'xor'")
+            report.missing(id, st, "perceptron runs on data set 'xor'", kind="check")
     else:
         seps = [_margin_of(r)["separable"] for _, r in pr.iterrows()]
         report.check("xor_not_separable", st_sep, 0, int(np.sum(seps)), not any(seps),
