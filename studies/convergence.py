@@ -394,6 +394,19 @@ def _bracket(by_eta):
     return lo, hi, bool(conv[etas < hi].all() and not conv[etas >= hi].any())
 
 
+def _contraction_claim(report, cid, m, statement, why, assumes, figure, note):
+    """The contraction prediction of gradient descent and heavy ball alike: the worst relative
+    error of ln rho over the runs of :func:`_rate_runs` marked ``used`` is at most ``RATE_TOL``
+    (``why``: what the tolerance covers), and at least half the runs are used."""
+    use = m["used"]
+    err = m.loc[use, "log_rate_rel_err"]
+    worst = float(err.max()) if len(err) else np.nan
+    report.prediction(
+        cid, statement, predicted=0.0, measured=worst, tolerance=f"<= {RATE_TOL:.0%} of ln rho: {why}",
+        passed=bool(len(err)) and worst <= RATE_TOL and use.mean() >= 0.5, assumes=assumes, figure=figure,
+        note=f"median error {float(err.median()) if len(err) else np.nan:.2g}; {note}")
+
+
 def _threshold_claims(report, prefix, key, method, threshold, eta_c, by_eta, rho_theory, assumes,
                       figure, note):
     r"""The two threshold predictions of one eta axis, for gradient descent (``prefix = "ls"``,
@@ -486,19 +499,13 @@ def _ls_claims(report, label, th, m, by_eta):
     # are etas so close to 2/lambda_max that the excess changes by less than a factor e over
     # the run (no rate to measure); with a 1% remainder the slope is off by at most ~2%.
     use = m["used"]
-    err = m.loc[use, "log_rate_rel_err"]
-    worst = float(err.max()) if len(err) else np.nan
-    report.prediction(
-        f"ls_contraction[{label}]",
+    _contraction_claim(
+        report, f"ls_contraction[{label}]", m,
         f"Contraction per step = max_i |1 - eta lambda_i| at every eta: worst relative error of "
         f"the rate ln rho over {int(use.sum())} asymptotic runs at {m.loc[use, 'lr'].nunique()} etas",
-        predicted=0.0, measured=worst,
-        tolerance=f"<= {RATE_TOL:.0%}: the bias of the fit when 1% of the excess sits in faster directions",
-        passed=bool(len(err)) and worst <= RATE_TOL and use.mean() >= 0.5,
-        assumes=ASSUMES_LS, figure=fig,
-        note=f"median error {float(err.median()) if len(err) else np.nan:.2g}; left out: "
-             f"{int((~m['asymptotic']).sum())} of {len(m)} runs not asymptotic above the rounding "
-             f"floor, {int((~m['resolvable']).sum())} at etas with |ln rho| * steps < 1")
+        "the bias of the fit when 1% of the excess sits in faster directions", ASSUMES_LS, fig,
+        f"left out: {int((~m['asymptotic']).sum())} of {len(m)} runs not asymptotic above the rounding "
+        f"floor, {int((~m['resolvable']).sum())} at etas with |ln rho| * steps < 1")
     _threshold_claims(report, "ls", label, "GD", "2/lambda_max", eta_c, by_eta,
                       lambda e: theory.ls_contraction(e, th["lmin"], th["lmax"]), ASSUMES_LS, fig,
                       "converged = fitted tail contraction below 1 for every seed")
@@ -713,21 +720,14 @@ def _hb_claims(report, label, th, X, hb, traj):
     m = _rate_runs(th, X, hb, traj, momentum=True)
     fig = f"hb_rates_{slug(label)}"
     use = m["used"]
-    err = m.loc[use, "log_rate_rel_err"]
-    worst = float(err.max()) if len(err) else np.nan
-    report.prediction(
-        f"hb_contraction[{label}]",
+    _contraction_claim(
+        report, f"hb_contraction[{label}]", m,
         "Heavy-ball contraction per step = the largest root modulus of x^2 - (1 + beta - eta "
         "lambda_i) x + beta over the spectrum: worst relative error of ln rho over "
         f"{int(use.sum())} runs at {m.loc[use, ['lr', 'beta']].drop_duplicates().shape[0]} (eta, beta)",
-        predicted=0.0, measured=worst,
-        tolerance=f"<= {RATE_TOL:.0%} of ln rho, on runs whose exact trajectory the same fit "
-                  f"reads to within {0.5 * RATE_TOL:.0%}",
-        passed=bool(len(err)) and worst <= RATE_TOL and use.mean() >= 0.5,
-        assumes=ASSUMES_HB, figure=fig,
-        note=f"median error {float(err.median()) if len(err) else np.nan:.2g}; left out "
-             f"{int((~m['asymptotic']).sum())} of {len(m)} runs whose finite window biases the fit "
-             f"(oscillating complex roots), {int((~m['resolvable']).sum())} unresolvable")
+        f"on runs whose exact trajectory the same fit reads to within {0.5 * RATE_TOL:.0%}", ASSUMES_HB, fig,
+        f"left out {int((~m['asymptotic']).sum())} of {len(m)} runs whose finite window biases the fit "
+        f"(oscillating complex roots), {int((~m['resolvable']).sum())} unresolvable")
     # threshold scans: sub-grids with one beta and an eta axis across 2(1 + beta)/lambda_max
     for (_, beta), mb in m.groupby(["grid", "beta"]):
         by = _by_eta(mb)
