@@ -76,7 +76,7 @@ from simcore import MLP, activations, losses
 from simcore.losses import LOSSES
 
 from . import theory
-from .rows import data_label, data_set, of_kind, per_run, slug
+from .rows import bracket, data_label, data_set, of_kind, per_run, slug
 
 NAME = "convergence"
 TITLE = "Convergence of gradient descent"
@@ -381,19 +381,6 @@ def _by_eta(m, keys=("lr",)):
     return out
 
 
-def _bracket(by_eta):
-    """(lo, hi, monotone): the largest converging eta below the smallest non-converging one, and
-    whether convergence is monotone in eta on the axis."""
-    conv = by_eta["converged"].to_numpy()
-    etas = by_eta["lr"].to_numpy()
-    if conv.all() or not conv.any():
-        return (etas[conv].max() if conv.any() else np.nan,
-                etas[~conv].min() if (~conv).any() else np.nan, False)
-    hi = etas[~conv].min()
-    lo = etas[conv & (etas < hi)].max() if (conv & (etas < hi)).any() else np.nan
-    return lo, hi, bool(conv[etas < hi].all() and not conv[etas >= hi].any())
-
-
 def _contraction_claim(report, cid, m, statement, why, assumes, figure, note):
     """The contraction prediction of gradient descent and heavy ball alike: the worst relative
     error of ln rho over the runs of :func:`_rate_runs` marked ``used`` is at most ``RATE_TOL``
@@ -412,13 +399,13 @@ def _threshold_claims(report, prefix, key, method, threshold, eta_c, by_eta, rho
     r"""The two threshold predictions of one eta axis, for gradient descent (``prefix = "ls"``,
     threshold :math:`2/\lambda_{max}`) and heavy ball (``"hb"``, :math:`2(1 + \beta)/\lambda_{max}`)
     alike: ``<prefix>_threshold_bracket[key]``, the largest converging and the smallest
-    non-converging grid eta bracket ``eta_c`` (:func:`_bracket`), and
+    non-converging grid eta bracket ``eta_c`` (:func:`studies.rows.bracket`), and
     ``<prefix>_threshold_interpolated[key]``, where :math:`\ln\rho` measured, interpolated
     linearly between grid etas, crosses 0 (:func:`_crossing`), within the same interpolation of
     the theory ``rho_theory(etas)`` plus the fit's error at both ends
     (:func:`_crossing_tolerance`). Etas without a measurable rate (right at the threshold) are
     skipped; an axis whose measured contraction never crosses 1 fails the second."""
-    lo, hi, monotone = _bracket(by_eta)
+    lo, hi, monotone = bracket(by_eta["lr"], by_eta["converged"])
     report.prediction(
         f"{prefix}_threshold_bracket[{key}]",
         f"{method} converges below {threshold} and not above it: the largest converging and the "

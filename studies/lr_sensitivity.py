@@ -93,7 +93,7 @@ import numpy as np
 import pandas as pd
 
 from . import theory
-from .rows import data_label, of_kind, slug
+from .rows import bracket, data_label, of_kind, slug
 from .runner import make_data
 
 NAME = "lr-sensitivity"
@@ -244,22 +244,6 @@ def runs_table(data):
     r["spike"] = r["rise_max"] > 1 + RISE_FLOOR
     r["spike_above_l0"] = r["loss_max"] > r["loss0"] * (1 + RISE_FLOOR)
     return r
-
-
-def bracket(etas, stable):
-    """The measured threshold on an eta axis: ``(lo, hi, monotone)``, lo the largest eta whose
-    runs and those of every smaller eta are stable, hi the next eta (the smallest with an
-    unstable run above lo); monotone when no eta above hi is stable again. NaN where missing."""
-    etas = np.asarray(etas, dtype=np.float64)
-    stable = np.asarray(stable, dtype=bool)
-    order = np.argsort(etas)
-    etas, stable = etas[order], stable[order]
-    if not stable[0]:
-        return np.nan, float(etas[0]), not stable.any()
-    if stable.all():
-        return float(etas[-1]), np.nan, True
-    k = int(np.argmin(stable))          # the first unstable eta
-    return float(etas[k - 1]), float(etas[k]), not stable[k:].any()
 
 
 def _by_eta(r):

@@ -2,6 +2,9 @@
 configuration, the rows of one kind of training, one row per training, each training's data set
 and a label for it.
 
+And the one measurement two studies share, the threshold bracket on an eta axis
+(:func:`bracket`: convergence and lr-sensitivity).
+
 The rows are long-form (:func:`studies.runner.compute_chunk`): one per (network, recorded step,
 layer) for an MLP, one per (run, epoch) for a perceptron, with the point's configuration as
 columns. Rows of sub-grids that lack a column read back empty (NaN, ``<NA>``) there, so a
@@ -9,6 +12,8 @@ study selects its rows first and reads the configuration of those.
 """
 import json
 import re
+
+import numpy as np
 
 from simcore.grid.core import QUANTITIES
 
@@ -64,3 +69,20 @@ def data_label(row):
 def slug(label):
     """``label`` as a figure-name fragment: lower case, runs of other characters as ``_``."""
     return re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_")[:40]
+
+
+def bracket(etas, stable):
+    """The measured threshold on an eta axis: ``(lo, hi, monotone)``, lo the largest eta whose
+    runs and those of every smaller eta are stable, hi the next eta (the smallest with an
+    unstable run above lo); monotone when no eta above hi is stable again. NaN where missing.
+    Convergence calls it with "converged" for stable, lr-sensitivity with "did not diverge"."""
+    etas = np.asarray(etas, dtype=np.float64)
+    stable = np.asarray(stable, dtype=bool)
+    order = np.argsort(etas)
+    etas, stable = etas[order], stable[order]
+    if not stable[0]:
+        return np.nan, float(etas[0]), not stable.any()
+    if stable.all():
+        return float(etas[-1]), np.nan, True
+    k = int(np.argmin(stable))          # the first unstable eta
+    return float(etas[k - 1]), float(etas[k]), not stable[k:].any()
