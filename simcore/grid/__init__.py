@@ -462,4 +462,5 @@ def _assemble(job, runs):
         "bias_scale": per["bias_scale"], "momentum": per["momentum"], "strategy": strategies,
         "final_loss": final_loss, "diverged": diverged_at >= 0, "diverged_at": diverged_at})
     return GridResult(final_loss=final_loss, diverged=diverged_at >= 0, diverged_at=diverged_at,
-                      params=params_out, record_steps=record_steps, config=config, _groups=out_groups)
+                      params=params_out, record_steps=record_steps, config=config, _groups=out_groups,
+                      nets=list(nets))
