@@ -5,7 +5,8 @@ environment and saves nothing; the forkserver launcher imports the suite once an
 process per case (spawning one interpreter per case doubles the run time). Timings are never
 asserted: only that asv exits cleanly and that no benchmark failed. asv's machine file is written under a temporary HOME, so the developer's
 ``~/.asv-machine.json`` is left alone. The slow cases (``SIMCORE_BENCH_SLOW``) stay off, and
-``SIMCORE_BENCH_SMOKE=1`` runs the peers workloads for one step, once. The benchmarks import this
+``SIMCORE_BENCH_SMOKE=1`` runs the peers workloads for one step, once, and only one workload per
+code path of the engine (bench_suite.SMOKE_WORKLOADS). The benchmarks import this
 checkout's simcore (``ASV_PYTHONPATH``), and their kernels compile into its numba cache, where
 the later tests find them.
 """
