@@ -20,6 +20,36 @@ from . import _cache  # noqa: F401  (its cache locators must be in place before 
 from . import config
 
 
+def _prefer_512_bit_vectors():
+    """Let LLVM's loop vectoriser use whole AVX-512 registers; returns whether it was set.
+
+    On CPUs with AVX-512 LLVM prefers 256-bit vectors for the loops it vectorises itself (its
+    "prefer-256-bit" tuning), so an elementwise loop such as the activations' runs 4 float64 per
+    instruction while the registers hold 8; the explicit vectors of :mod:`simcore.simd` are
+    512-bit either way. Turning the preference off doubled the throughput of the tanh loop of
+    the grid engine (README, "Where the time went"). numba reads the CPU features once, when it
+    builds its code generator for the first compilation, so this works only before numba has
+    compiled anything in the process, and never overrides a user's ``NUMBA_CPU_NAME`` or
+    ``NUMBA_CPU_FEATURES``. Results do not depend on it where it matters: the grid kernels
+    never reassociate (``cpu_kernel(ordered=True)``), so their lanes compute the same bits at
+    any vector width, and numba's cache keys every entry on the features it was compiled for."""
+    import llvmlite.binding as llvm
+    from numba.core import config as numba_config, registry
+
+    if not config.WIDE_VECTORS or numba_config.CPU_NAME is not None or numba_config.CPU_FEATURES is not None:
+        return False
+    if "_toplevel_target_context" in vars(registry.cpu_target):  # numba's code generator exists
+        return False
+    features = llvm.get_host_cpu_features()
+    if not features.get("avx512f", False):
+        return False
+    numba_config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
+    return True
+
+
+WIDE_VECTORS = _prefer_512_bit_vectors()
+
+
 def scalar(func):
     """Compile a scalar formula for the CPU (inlined into callers by LLVM)."""
     return njit(cache=config.CACHE, fastmath=config.FASTMATH, error_model="numpy")(func)

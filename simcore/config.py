@@ -5,6 +5,9 @@
 ``SIMCORE_FASTMATH``  "1" (default) lets LLVM contract to FMA and reassociate sums so loops
                       vectorise; "0" gives strict IEEE evaluation order. The grid engine's
                       kernels never reassociate (``FASTMATH_ORDERED``, see ``_jit.cpu_kernel``).
+``SIMCORE_WIDE_VECTORS``  "1" (default) lets LLVM's loop vectoriser use whole 512-bit registers
+                      on a CPU with AVX-512 (it prefers 256-bit ones there by default), see
+                      :mod:`simcore._jit`; "0" leaves numba's choice.
 ``SIMCORE_CUDA_THREADS``     threads per block of the CUDA grid engine (a power of two, default
                       128); one block trains one network, its threads split the samples.
 ``SIMCORE_CUDA_MAX_BLOCKS``  at most this many blocks are launched (default 4096); each block
@@ -31,6 +34,7 @@ CACHE = _flag("SIMCORE_CACHE", "1")
 FASTMATH = {"nsz", "arcp", "contract", "reassoc"} if _flag("SIMCORE_FASTMATH", "1") else False
 # for kernels whose sums must run in the source's order: no reassociation, no x/y -> x*(1/y)
 FASTMATH_ORDERED = (FASTMATH - {"reassoc", "arcp"}) if FASTMATH else False
+WIDE_VECTORS = _flag("SIMCORE_WIDE_VECTORS", "1")
 
 
 def _int(name, default):
