@@ -38,6 +38,11 @@ test: $(VENV)/.dev $(VENV)/.cuda $(VENV)/.docs
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/test_cuda_sim.py
 	$(MAKE) --no-print-directory docs
 
+# the examples in simcore's docstrings (not part of make test: about 15 s; the gallery runs in make test)
+.PHONY: doctest
+doctest: $(VENV)/.dev
+	$(BIN)/python -m pytest -q --doctest-modules simcore
+
 # the documentation's extra (Sphinx, pydata-sphinx-theme, numpydoc, sphinx-gallery, myst-parser)
 $(VENV)/.docs: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[docs]"
@@ -51,14 +56,17 @@ docs: $(VENV)/.docs
 	@echo "docs/_build/html/index.html"
 
 # the built site as a browser renders it: the index, an API page and a gallery page to PNG under
-# docs/_build/screenshots (Debian's chromium; this target installs nothing)
+# docs/_build/screenshots (Debian's chromium; this target installs nothing); the virtual time lets
+# MathJax typeset before the shot
 CHROMIUM ?= chromium
 SHOTS := docs/_build/screenshots
-docs-check: docs
+.PHONY: chromium-present
+chromium-present:
 	@command -v $(CHROMIUM) >/dev/null || { echo "docs-check needs headless Chromium: apt-get install chromium (or CHROMIUM=/path/to/it)" >&2; exit 2; }
+docs-check: chromium-present docs
 	mkdir -p $(SHOTS)
 	for page in index api/simcore auto_examples/plot_04_vanishing_gradients; do \
-	    $(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 \
+	    $(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 --virtual-time-budget=10000 \
 	        --screenshot=$(SHOTS)/$$(echo $$page | tr / _).png file://$(CURDIR)/docs/_build/html/$$page.html \
 	        2>/dev/null || exit 1; \
 	    test -s $(SHOTS)/$$(echo $$page | tr / _).png || { echo "no screenshot of $$page" >&2; exit 1; }; \
