@@ -32,17 +32,17 @@ print(f"largest stable eta / predicted: {lr[stable].max() / eta_c:.3f}, "
       f"smallest unstable: {lr[~stable].min() / eta_c:.3f}")
 
 # %%
-# Final loss against the learning rate, in units of the threshold
+# Left: the final loss against the learning rate, in units of the threshold. Right: loss curves
+# just below and just above it.
 fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-ax.semilogy(lr / eta_c, np.minimum(res.final_loss, 1e6) - loss_star + 1e-16, "o-", ms=3)
+# converged runs end at L* to rounding (the difference may be 0 or below), so the axis has a floor
+# of 1e-16; a diverged run is frozen where its loss passed 1e6 times its start
+ax.semilogy(lr / eta_c, np.maximum(res.final_loss - loss_star, 1e-16), "o-", ms=3)
 ax.axvline(1.0, color="C3", label=r"$2/\lambda_{max}$ (theory)")
 ax.axvline(eta_star / eta_c, color="C2", ls="--", label=r"$\eta^*$ (theory)")
 ax.set(xlabel=r"$\eta \,/\, (2/\lambda_{max})$", ylabel=r"final loss $- L^*$",
        title="200 steps of gradient descent")
 ax.legend()
-
-# %%
-# Loss curves just below and just above the threshold
 hist = res.history().query("layer == 1")
 for g in (np.argmin(abs(lr / eta_c - 0.5)), np.argmin(abs(lr / eta_c - 0.97)),
           np.argmin(abs(lr / eta_c - 1.03))):

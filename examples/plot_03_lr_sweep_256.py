@@ -40,9 +40,10 @@ fig, (ax, ax_g) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
 ok = ~res.diverged & ~worse
 ax.loglog(lr[ok], res.final_loss[ok], ".", label="final loss below the initial one")
 ax.loglog(lr[worse], res.final_loss[worse], ".", color="C1", label="final loss above the initial one")
-top = np.nanmax(res.final_loss[np.isfinite(res.final_loss)])
-ax.loglog(lr[res.diverged], np.full(res.diverged.sum(), top), "x", color="C3",
-          label="diverged (frozen; drawn at the top)")
+if res.diverged.any():
+    top = np.nanmax(res.final_loss[np.isfinite(res.final_loss)])
+    ax.loglog(lr[res.diverged], np.full(res.diverged.sum(), top), "x", color="C3",
+              label="diverged (frozen; drawn at the top)")
 ax.set(xlabel=r"learning rate $\eta$", ylabel="final loss", title="200 steps, full batch")
 ax.legend()
 for g in (0, 100, 160):
