@@ -32,7 +32,7 @@ myst_heading_anchors = 3               # `[text](page.md#a-heading)` links resol
 
 # API reference: one page per object from its numpydoc docstring
 autosummary_generate = True
-autodoc_default_options = {"members": False}
+templates_path = ["_templates"]        # a class page documents its methods and properties
 autodoc_typehints = "none"
 numpydoc_show_class_members = False    # members are listed explicitly, no stub pages per attribute
 numpydoc_validation_checks = set()     # Sphinx's own warnings are the errors; style checks are not
