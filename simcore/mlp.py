@@ -15,6 +15,8 @@ where it is on.
 Parameters live in one flat array per network; :attr:`MLP.layout` gives each tensor's offset.
 One compiled kernel serves every architecture of a dtype (no recompilation per shape).
 """
+from collections import namedtuple
+
 import numpy as np
 
 from . import _validate
@@ -115,6 +117,37 @@ def predict_kernel(theta, layout, act, loss_code, X, running, mode):
     out = np.empty_like(logits)
     loss_output(loss_code, logits, out)
     return out
+
+
+class Forward(namedtuple("Forward", ["z", "y", "a", "mean", "var", "logits"])):
+    """What :meth:`MLP.forward` returns, one entry per hidden layer ``l`` in each list.
+
+    Attributes
+    ----------
+    z : list of (n, sizes[l]) arrays
+        The dense outputs :math:`z_l = a_{l-1} W_l + b_l`, before batch norm.
+    y : list of (n, sizes[l]) arrays
+        The activation's inputs: batch-normalised :math:`z_l`, or :math:`z_l` itself without
+        batch norm (what :meth:`MLP.activation_inputs` returns).
+    a : list of (n, sizes[l]) arrays
+        The activations :math:`a_l = f(y_l)`, the next layer's input.
+    mean, var : lists of (sizes[l],) arrays
+        The statistics batch norm normalised :math:`z_l` with: the batch's (biased variance)
+        in training mode, the running statistics in eval mode; empty lists without batch norm.
+    logits : (n, sizes[-1]) array
+        The output layer's :math:`z_L`, before the output function.
+    """
+
+    __slots__ = ()
+
+    def state(self):
+        """``mean`` and ``var`` as a batch-norm state (the list :meth:`MLP.init_state` makes):
+        pass it to :meth:`MLP.forward` or :meth:`MLP.predict` to normalise other data with
+        these statistics (eval mode). Empty dicts without batch norm."""
+        out = [{} for _ in range(len(self.z) + 1)]
+        for l, (mu, var) in enumerate(zip(self.mean, self.var)):
+            out[l] = {"running_mean": mu.copy(), "running_var": var.copy()}
+        return out
 
 
 class MLP:
@@ -433,6 +466,72 @@ class MLP:
         theta, X, running, mode = self._inference_args(params, X, state)
         acts, pre, post, xhats, inv_stds = forward_kernel(theta, self.layout, self.act_code, X, running, mode)
         return [np.asarray(post[l]) for l in range(self.n_layers - 1)]
+
+    def forward(self, params, X, state=None):
+        r"""The forward pass of one network, every layer's values, as the kernels compute them.
+
+        .. math::
+            z_l = a_{l-1} W_l + b_l, \quad
+            y_l = \gamma_l \frac{z_l - \mu_l}{\sqrt{\sigma^2_l + \epsilon}} + \beta_l
+            \text{ (batch norm; else } y_l = z_l), \quad a_l = f(y_l)
+
+        for the hidden layers, then the logits :math:`z_L = a_{L-1} W_L + b_L`. Without ``state``,
+        :math:`\mu_l` and :math:`\sigma^2_l` are the batch statistics of :math:`z_l` over the
+        rows of X (biased variance: training-mode normalisation, nothing updated); with
+        ``state`` they are its running statistics (eval mode).
+
+        Parameters
+        ----------
+        params : list of dict
+            As returned by :meth:`init`.
+        X : (n, sizes[0]) array
+            At least 2 rows with batch norm and no ``state``.
+        state : list of dict, optional
+            Running statistics (:meth:`init_state`, or :meth:`Forward.state` of another pass);
+            read, never updated.
+
+        Returns
+        -------
+        Forward
+            ``z``, ``y``, ``a`` (per hidden layer), ``mean``, ``var`` (per hidden layer with
+            batch norm) and ``logits``; see :class:`Forward`.
+
+        Raises
+        ------
+        ValueError
+            Naming ``params``, ``X`` or ``state`` when they do not fit the network.
+
+        Examples
+        --------
+        >>> import numpy as np, simcore
+        >>> net = simcore.MLP([2, 4, 1], batchnorm=True)
+        >>> X = np.random.default_rng(0).normal(size=(8, 2))
+        >>> fw = net.forward(net.init(seed=0), X)
+        >>> [z.shape for z in fw.z], fw.logits.shape, fw.mean[0].shape
+        ([(8, 4)], (8, 1), (4,))
+        """
+        theta, X, running, mode = self._inference_args(params, X, state)
+        batch_stats = self.batchnorm and state is None
+        if batch_stats:
+            # the kernel's running update from zero, momentum * mu and momentum * var * n/(n-1),
+            # carries its own batch statistics out; divided back they are within a few ulps
+            running = np.zeros(self.n_running, self.dtype)
+            mode = TRAIN
+        acts, pre, post, _, _ = forward_kernel(theta, self.layout, self.act_code, X, running, mode)
+        hidden = range(self.n_layers - 1)
+        mean, var = [], []
+        if self.batchnorm:
+            unbias = X.shape[0] / (X.shape[0] - 1.0)
+            for l in hidden:
+                o, fo = int(self.layout[l, OFF_RUN]), int(self.layout[l, FAN_OUT])
+                mu, v = running[o:o + fo].copy(), running[o + fo:o + 2 * fo].copy()
+                if batch_stats:
+                    mu, v = mu / BN_MOMENTUM, v / unbias / BN_MOMENTUM
+                mean.append(mu)
+                var.append(v)
+        return Forward([np.asarray(pre[l]) for l in hidden], [np.asarray(post[l]) for l in hidden],
+                       [np.asarray(acts[l + 1]) for l in hidden], mean, var,
+                       np.asarray(post[self.n_layers - 1]))
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "

@@ -70,6 +70,7 @@ import matplotlib.pyplot as plt
 from . import runner
 from . import spec as specmod
 from . import theory
+from .rows import of_kind, per_run, varying_axes
 
 NAME = "batchnorm"
 TITLE = "Batch normalisation: stable learning rates, scale invariance, the digits experiment"
@@ -99,23 +100,11 @@ LN2 = float(np.log(2.0))
 _NOT_AXES = {"point", "kind", "grid", "seed", "lr", "batchnorm", "depth", "network", "steps",
              "record_every", "probe_every", "track_preact", "track_sharpness", "track_prenorm",
              "track_accuracy", "holdout"}
-_RESULTS = {"step", "layer", "loss", "grad_norm", "weight_norm", "preact_mean", "preact_std",
-            "act_mean", "act_std", "saturated", "final_loss", "diverged", "diverged_at",
-            "final_accuracy", "sharpness", "preact_p15", "preact_p50", "preact_p85", "epoch",
-            "mistakes", "cumulative_mistakes", "total_mistakes", "converged", "epochs_run",
-            "radius", "margin", "bound", "initial_loss", "prenorm_p15", "prenorm_p50",
-            "prenorm_p85", "train_accuracy", "holdout_accuracy"}
 _PROBES = ("track_preact", "track_prenorm", "track_accuracy")
 
 
 # --------------------------------------------------------------------------------------------
 # selecting runs
-
-def _mlp(data):
-    if "kind" not in data.columns:
-        return data.iloc[0:0]
-    return data[data["kind"] == "mlp"]
-
 
 def _probed(d):
     """Whether each row's run has a probe (missing flag columns: no)."""
@@ -128,20 +117,19 @@ def _probed(d):
 
 def sweep_rows(data):
     """MLP runs without probes: the learning-rate sweep."""
-    d = _mlp(data)
+    d = of_kind(data, "mlp")
     return d[~_probed(d)]
 
 
 def digits_rows(data):
     """MLP runs with a probe (percentiles, accuracy): the digits experiment."""
-    d = _mlp(data)
+    d = of_kind(data, "mlp")
     return d[_probed(d)]
 
 
 def _axes(rows):
     """Configuration columns (other than lr, seed, batch norm, ...) that vary within ``rows``."""
-    return [c for c in rows.columns if c not in _RESULTS and c not in _NOT_AXES
-            and rows[c].nunique(dropna=False) > 1]
+    return varying_axes(rows, _NOT_AXES | {"initial_loss"})     # runs_of adds initial_loss
 
 
 def runs_of(rows):
@@ -150,7 +138,7 @@ def runs_of(rows):
         return rows.assign(initial_loss=[])
     first = rows[rows["layer"] == 1]
     l0 = first[first["step"] == 0].set_index("point")["loss"]
-    runs = rows.drop_duplicates("point", keep="last").set_index("point", drop=False)
+    runs = per_run(rows, keep="last")
     runs["initial_loss"] = l0.reindex(runs.index).to_numpy()
     runs["diverged"] = runs["diverged"].astype(bool)
     return runs.reset_index(drop=True)
@@ -540,8 +528,8 @@ def _weight_norm(rows, report):
           "from the recorded gradient norms (equal under exact scale invariance)")
     tab = norm_growth_table(rows) if len(rows) else pd.DataFrame()
     if tab.empty or not tab["batchnorm"].any():
-        report.observation("bn_weight_norm_growth", st, "no runs", note="the grid has no "
-                           "batch-norm runs with a probe (the digits experiment)")
+        report.missing("bn_weight_norm_growth", st, "batch-norm runs with a probe (the digits experiment)",
+                       kind="observation")
         return
     bn = tab[tab["batchnorm"]]
     err = (bn["measured"] - bn["predicted"]).abs()
@@ -690,8 +678,8 @@ def _digits(rows, report):
     }
     if tab.empty or tab["batchnorm"].nunique() < 2:
         for id, s in st.items():
-            report.observation(id, s, "no runs", note="the grid has no digits runs with a probe and "
-                               "batchnorm both false and true")
+            report.missing(id, s, "digits runs with a probe and batchnorm both false and true",
+                           kind="observation")
         return
     probe = int(runs["probe_every"].max())
     n_held = "no held-out split (holdout = 0)" if not runs["holdout"].fillna(0).gt(0).any() else \
@@ -869,7 +857,7 @@ def bn_networks(data, spec, seeds=INVARIANT_SEEDS):
     """The batch-norm networks of ``data`` at initialisation, ``seeds`` seeds per configuration:
     a list of (point, net (float64), params, X, y) on each one's own training data."""
     points = {p["point"]: p for p in specmod.expand(spec)}
-    present = set(_mlp(data)["point"].unique()) if "point" in data.columns else set()
+    present = set(of_kind(data, "mlp")["point"].unique()) if "point" in data.columns else set()
     chosen = {}
     for pid in sorted(present):
         p = points.get(int(pid))
@@ -912,9 +900,8 @@ def scale_correction(net, params, X, grads):
 
     which is 0 for eps = 0 (exact scale invariance) and small where var_j >> eps."""
     from simcore.layers import BN_EPS
-    _, _, stats = runner.bn_forward(net, params, X)
     return [BN_EPS / (var + BN_EPS) * np.asarray(p["gamma"], float) * np.asarray(g["gamma"], float)
-            for (_, var), p, g in zip(stats, params, grads)]
+            for var, p, g in zip(net.forward(params, X).var, params, grads)]
 
 
 def scale_invariance(net, params, X, y, lr):
@@ -982,8 +969,7 @@ def _checks(data, spec, report):
     nets = bn_networks(data, spec)
     if not nets:
         for id in list(st)[:6]:
-            report.check(id, st[id], "batch-norm networks", "no runs", False,
-                         note="the grid has no batch-norm networks")
+            report.missing(id, st[id], "batch-norm networks", kind="check")
     else:
         _invariant_checks(invariant_table(nets), st, report)
         sc = scale_table(nets)

@@ -66,18 +66,17 @@ sub-grid, not its name:
   old claim "tanh reaches the target faster than sigmoid at equal eta" compared tanh's 4-times
   larger effective step and is kept only as the observation ``tanh_vs_sigmoid_equal_eta``.
 """
-import re
 import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from simcore import MLP
+from simcore import MLP, activations, losses
+from simcore.losses import LOSSES
 
 from . import theory
-from .runner import make_data as _make_data
-from .spec import expand
+from .rows import bracket, data_label, data_set, of_kind, per_run, slug
 
 NAME = "convergence"
 TITLE = "Convergence of gradient descent"
@@ -106,48 +105,32 @@ _PAIR_KEYS = ["grid", "data", "widths", "activation", "init", "init_scale", "bia
 # --------------------------------------------------------------------------------------------
 # small pieces of theory not in studies.theory
 
-def _sigmoid(z):
-    return theory.ACTIVATION_FUNCS["sigmoid"][0](z)
-
-
-def _sigmoid_grad(z):
-    return theory.ACTIVATION_FUNCS["sigmoid"][1](z)
-
-
 def target_loss(loss, eps):
-    r"""The loss of an output at distance ``eps`` from the label on every sample.
+    r"""The loss of an output at distance ``eps`` from the label on every sample: simcore's loss
+    of a correct output :math:`1 - \epsilon` (a logit :math:`z = \ln\frac{1 - \epsilon}{\epsilon}`
+    against label 1; for ``ce`` the two-class row :math:`(z, 0)`, whose softmax gives the label
+    :math:`1 - \epsilon`).
 
     .. math:: \text{mse\_sigmoid}: \epsilon^2, \qquad \text{bce}, \text{ce}: -\ln(1 - \epsilon)
 
     The same milestone for both losses: ``eps = 0.5`` is the uninformative output 1/2.
     """
-    if loss == "mse_sigmoid":
-        return eps ** 2
-    if loss in ("bce", "ce"):
-        return -math.log(1.0 - eps)
-    raise ValueError(f"no target for loss {loss!r}")
-
-
-def _loss_of_logit(loss, z, y):
-    """Per-sample loss of logits z against 0/1 labels y (simcore's formulas)."""
-    if loss == "mse_sigmoid":
-        return (_sigmoid(z) - y) ** 2
-    return np.maximum(z, 0.0) - y * z + np.log1p(np.exp(-np.abs(z)))
-
-
-def _delta(loss, z, y):
-    r""":math:`\partial L / \partial z` per sample, before the 1/N of the mean."""
-    s = _sigmoid(z)
-    if loss == "mse_sigmoid":
-        return 2.0 * (s - y) * _sigmoid_grad(z)
-    return s - y
+    if loss not in ("mse_sigmoid", "bce", "ce"):
+        raise ValueError(f"no target for loss {loss!r}")
+    if not 0.0 < eps < 1.0:
+        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+    z = math.log((1.0 - eps) / eps)
+    if loss == "ce":
+        return losses.ce(np.array([[z, 0.0]]), [0])[0]
+    return float(LOSSES[loss][1](z, 1.0)[0])
 
 
 def neuron_trajectory(loss, z0, y, eta_eff, steps):
     r"""The exact loss trajectory of a linear sigmoid unit trained on one sample.
 
     With one sample :math:`x` the gradient of W is :math:`x\delta` and of b is :math:`\delta`, so
-    the logit moves by :math:`z_{t+1} = z_t - \eta (\|x\|^2 + 1)\,\delta(z_t)`.
+    the logit moves by :math:`z_{t+1} = z_t - \eta (\|x\|^2 + 1)\,\delta(z_t)`; the loss and
+    :math:`\delta` are simcore's per-unit formulas (:data:`simcore.losses.LOSSES`).
 
     Parameters
     ----------
@@ -161,11 +144,14 @@ def neuron_trajectory(loss, z0, y, eta_eff, steps):
     -------
     (steps + 1, G) array of losses at steps 0..steps
     """
-    z = np.array(z0, dtype=np.float64)
-    out = np.empty((steps + 1, z.size))
-    for t in range(steps + 1):
-        out[t] = _loss_of_logit(loss, z, y)
-        z = z - eta_eff * _delta(loss, z, y)
+    unit = LOSSES[loss][1]        # simcore's per-unit (value, dL/dz): the formula every kernel calls
+    z0 = np.array(z0, dtype=np.float64).reshape(-1)
+    out = np.empty((steps + 1, z0.size))
+    for g, z in enumerate(z0.tolist()):
+        for t in range(steps + 1):
+            value, delta = unit(z, y)
+            out[t, g] = value
+            z = z - eta_eff * delta
     return out
 
 
@@ -205,18 +191,15 @@ def contraction_rate(steps, excess, floor=0.0, full_output=False, whole=False):
 
 
 def initial_logits(point, X):
-    """Logits and the last hidden activations of the network ``point`` starts from (the same
-    weights as the grid: ``MLP.init(seed, init_scale, bias_scale)``)."""
+    """Logits and the last hidden activations (X for a linear model) of the network ``point``
+    starts from (the same weights as the grid: ``MLP.init(seed, init_scale, bias_scale)``),
+    from :meth:`simcore.MLP.forward`."""
     widths = [] if point["widths"] == "linear" else [int(w) for w in str(point["widths"]).split("-")]
     net = MLP([X.shape[1], *widths, 1], activation=point["activation"], loss="bce",
               init=point["init"])
     params = net.init(int(point["seed"]), float(point["init_scale"]), float(point["bias_scale"]))
-    f = theory.ACTIVATION_FUNCS[point["activation"]][0]
-    a = X
-    for layer in params[:-1]:
-        a = f(a @ layer["W"] + layer["b"])
-    z = a @ params[-1]["W"] + params[-1]["b"]
-    return z[:, 0], a
+    fw = net.forward(params, X)
+    return fw.logits[:, 0], (fw.a[-1] if fw.a else np.asarray(X, dtype=np.float64))
 
 
 def output_gradient_ratio(z, a, y):
@@ -224,48 +207,19 @@ def output_gradient_ratio(z, a, y):
 
     .. math:: \frac{\|a^T \tfrac{2}{N}(\sigma - y)\sigma'(z)\|}{\|a^T \tfrac{1}{N}(\sigma - y)\|}
 
-    each sample's contribution shrunk by :math:`2\sigma'(z) \le 1/2`, tiny where it saturates."""
-    g_mse = a.T @ _delta("mse_sigmoid", z, y)
-    g_bce = a.T @ _delta("bce", z, y)
+    each sample's contribution shrunk by :math:`2\sigma'(z) \le 1/2`, tiny where it saturates;
+    the deltas are simcore's (:func:`simcore.losses.mse_sigmoid`, :func:`simcore.losses.bce`)."""
+    g_mse = a.T @ losses.mse_sigmoid(z, y)[1]
+    g_bce = a.T @ losses.bce(z, y)[1]
     return float(np.linalg.norm(g_mse) / np.linalg.norm(g_bce))
 
 
 # --------------------------------------------------------------------------------------------
 # helpers on the stored rows
 
-def _data_cols(df):
-    return [c for c in df.columns if c.startswith("data_")]
-
-
-_POINT_ARGS = {}   # point -> the generator's arguments, exactly as in the grid (set by analyse)
-_DATA = {}         # (name, arguments) -> the data set, built once per analysis (set by analyse)
-
-
-def make_data(name, args):
-    """:func:`studies.runner.make_data`, built once per analysis for each (name, arguments)."""
-    key = (name, repr(sorted(args.items())))
-    if key not in _DATA:
-        _DATA[key] = _make_data(name, args)
-    return _DATA[key]
-
-
-def _data_args(row, cols=None):
-    """The data set arguments of the point in ``row``, as the grid gave them (the stored
-    ``data_*`` columns turn integers into floats where sub-grids differ)."""
-    return dict(_POINT_ARGS[int(row["point"])])
-
-
-def _data_label(name, args):
-    return name + ("(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")" if args else "")
-
-
 def _trajectories(data):
     """One row per (point, step): the loss (layer 1 carries it)."""
     return data[data["layer"] == 1][["point", "step", "loss"]]
-
-
-def _per_point(data):
-    return data.drop_duplicates("point").set_index("point", drop=False)
 
 
 def _is_ls(p):
@@ -427,32 +381,67 @@ def _by_eta(m, keys=("lr",)):
     return out
 
 
-def _bracket(by_eta):
-    """(lo, hi, monotone): the largest converging eta below the smallest non-converging one, and
-    whether convergence is monotone in eta on the axis."""
-    conv = by_eta["converged"].to_numpy()
-    etas = by_eta["lr"].to_numpy()
-    if conv.all() or not conv.any():
-        return (etas[conv].max() if conv.any() else np.nan,
-                etas[~conv].min() if (~conv).any() else np.nan, False)
-    hi = etas[~conv].min()
-    lo = etas[conv & (etas < hi)].max() if (conv & (etas < hi)).any() else np.nan
-    return lo, hi, bool(conv[etas < hi].all() and not conv[etas >= hi].any())
+def _contraction_claim(report, cid, m, statement, why, assumes, figure, note):
+    """The contraction prediction of gradient descent and heavy ball alike: the worst relative
+    error of ln rho over the runs of :func:`_rate_runs` marked ``used`` is at most ``RATE_TOL``
+    (``why``: what the tolerance covers), and at least half the runs are used."""
+    use = m["used"]
+    err = m.loc[use, "log_rate_rel_err"]
+    worst = float(err.max()) if len(err) else np.nan
+    report.prediction(
+        cid, statement, predicted=0.0, measured=worst, tolerance=f"<= {RATE_TOL:.0%} of ln rho: {why}",
+        passed=bool(len(err)) and worst <= RATE_TOL and use.mean() >= 0.5, assumes=assumes, figure=figure,
+        note=f"median error {float(err.median()) if len(err) else np.nan:.2g}; {note}")
+
+
+def _threshold_claims(report, prefix, key, method, threshold, eta_c, by_eta, rho_theory, assumes,
+                      figure, note):
+    r"""The two threshold predictions of one eta axis, for gradient descent (``prefix = "ls"``,
+    threshold :math:`2/\lambda_{max}`) and heavy ball (``"hb"``, :math:`2(1 + \beta)/\lambda_{max}`)
+    alike: ``<prefix>_threshold_bracket[key]``, the largest converging and the smallest
+    non-converging grid eta bracket ``eta_c`` (:func:`studies.rows.bracket`), and
+    ``<prefix>_threshold_interpolated[key]``, where :math:`\ln\rho` measured, interpolated
+    linearly between grid etas, crosses 0 (:func:`_crossing`), within the same interpolation of
+    the theory ``rho_theory(etas)`` plus the fit's error at both ends
+    (:func:`_crossing_tolerance`). Etas without a measurable rate (right at the threshold) are
+    skipped; an axis whose measured contraction never crosses 1 fails the second."""
+    lo, hi, monotone = bracket(by_eta["lr"], by_eta["converged"])
+    report.prediction(
+        f"{prefix}_threshold_bracket[{key}]",
+        f"{method} converges below {threshold} and not above it: the largest converging and the "
+        f"smallest non-converging eta of the grid bracket {threshold}",
+        predicted=eta_c, measured=[float(lo), float(hi)],
+        tolerance=f"lo < {threshold} <= hi, convergence monotone in eta (resolution: grid step)",
+        passed=monotone and lo < eta_c <= hi, assumes=assumes, figure=figure,
+        note=f"bracket width {(hi - lo) / eta_c:.2%} of {threshold}; {note}")
+    log_rho = np.log(by_eta["rho_measured"].to_numpy())
+    finite = np.isfinite(log_rho)
+    etas = by_eta["lr"].to_numpy()[finite]
+    cross, i = _crossing(etas, log_rho[finite])
+    tol = _crossing_tolerance(etas, np.log(rho_theory(etas)), eta_c, i) if i >= 0 else np.nan
+    report.prediction(
+        f"{prefix}_threshold_interpolated[{key}]",
+        f"{method}: the eta at which the measured contraction crosses 1 (linear interpolation of "
+        f"ln rho between grid etas) is {threshold}",
+        predicted=eta_c, measured=float(cross),
+        tolerance=(f"+-{tol:.2g}: the same interpolation of the theory at these etas, plus a "
+                   f"{RATE_TOL:.0%} error of ln rho at both ends" if i >= 0 else "-"),
+        passed=bool(np.isfinite(cross) and abs(cross - eta_c) <= tol), assumes=assumes, figure=figure,
+        note=(f"measured / predicted = {cross / eta_c:.6f}" if np.isfinite(cross) else
+              "the measured contraction never crosses 1 on this eta axis"))
 
 
 def analyse_least_squares(data, report):
-    pts = _per_point(data)
+    pts = per_run(data)
     ls = pts[_is_ls(pts) | _is_hb(pts)]
     if ls.empty:
         return
     rows = data[data["point"].isin(ls.index) & (data["layer"] == 1)][["point", "step", "loss", "act_mean"]]
     traj = rows[["point", "step", "loss"]]
-    dcols = _data_cols(ls)
-    for _, group in ls.groupby(["data"] + dcols, dropna=False, sort=False):
+    for _, group in ls.groupby(["data", "data_args"], sort=False):
         first = group.iloc[0]
-        args = _data_args(first, dcols)
-        label = _data_label(first["data"], args)
-        X, y = make_data(first["data"], args)[:2]
+        label = data_label(first)
+        X, y = data_set(first)
         if np.asarray(y).ndim != 1:
             report.text(f"Least squares on {label}: several outputs; skipped.")
             continue
@@ -489,7 +478,7 @@ ASSUMES_HB = ("linear model, MSE, full batch; Polyak's heavy ball v <- beta v + 
 
 def _ls_claims(report, label, th, m, by_eta):
     eta_c, eta_star, rho_star = th["eta_c"], th["eta_star"], th["rho_star"]
-    fig = f"ls_contraction_{_slug(label)}"
+    fig = f"ls_contraction_{slug(label)}"
     # ln(rho) is the rate per step: its relative error is a far stricter test than rho's own,
     # which is ~0.99 for any small eta. The only bias of the fit is the second-slowest
     # direction: runs whose fit window starts before the slowest directions carry 99% of the
@@ -497,48 +486,17 @@ def _ls_claims(report, label, th, m, by_eta):
     # are etas so close to 2/lambda_max that the excess changes by less than a factor e over
     # the run (no rate to measure); with a 1% remainder the slope is off by at most ~2%.
     use = m["used"]
-    err = m.loc[use, "log_rate_rel_err"]
-    worst = float(err.max()) if len(err) else np.nan
-    report.prediction(
-        f"ls_contraction[{label}]",
+    _contraction_claim(
+        report, f"ls_contraction[{label}]", m,
         f"Contraction per step = max_i |1 - eta lambda_i| at every eta: worst relative error of "
         f"the rate ln rho over {int(use.sum())} asymptotic runs at {m.loc[use, 'lr'].nunique()} etas",
-        predicted=0.0, measured=worst,
-        tolerance=f"<= {RATE_TOL:.0%}: the bias of the fit when 1% of the excess sits in faster directions",
-        passed=bool(len(err)) and worst <= RATE_TOL and use.mean() >= 0.5,
-        assumes=ASSUMES_LS, figure=fig,
-        note=f"median error {float(err.median()) if len(err) else np.nan:.2g}; left out: "
-             f"{int((~m['asymptotic']).sum())} of {len(m)} runs not asymptotic above the rounding "
-             f"floor, {int((~m['resolvable']).sum())} at etas with |ln rho| * steps < 1")
-    lo, hi, monotone = _bracket(by_eta)
+        "the bias of the fit when 1% of the excess sits in faster directions", ASSUMES_LS, fig,
+        f"left out: {int((~m['asymptotic']).sum())} of {len(m)} runs not asymptotic above the rounding "
+        f"floor, {int((~m['resolvable']).sum())} at etas with |ln rho| * steps < 1")
+    _threshold_claims(report, "ls", label, "GD", "2/lambda_max", eta_c, by_eta,
+                      lambda e: theory.ls_contraction(e, th["lmin"], th["lmax"]), ASSUMES_LS, fig,
+                      "converged = fitted tail contraction below 1 for every seed")
     etas = by_eta["lr"].to_numpy()
-    report.prediction(
-        f"ls_threshold_bracket[{label}]",
-        "GD converges below 2/lambda_max and not above it: the largest converging and the "
-        "smallest non-converging eta of the grid bracket 2/lambda_max",
-        predicted=eta_c, measured=[float(lo), float(hi)],
-        tolerance="lo < 2/lambda_max <= hi, convergence monotone in eta (resolution: grid step)",
-        passed=monotone and lo < eta_c <= hi, assumes=ASSUMES_LS, figure=fig,
-        note=f"bracket width {(hi - lo) / eta_c:.2%} of 2/lambda_max; converged = fitted tail "
-             f"contraction below 1 for every seed")
-    # interpolate ln rho_measured through 0 between the etas either side
-    # (etas without a measurable rate, right at the threshold, are skipped)
-    lr_rho = np.log(by_eta["rho_measured"].to_numpy())
-    finite = np.isfinite(lr_rho)
-    fe, fr = etas[finite], lr_rho[finite]
-    cross, i = _crossing(fe, fr)
-    tol = (_crossing_tolerance(fe, np.log(theory.ls_contraction(fe, th["lmin"], th["lmax"])), eta_c, i)
-           if i >= 0 else np.nan)
-    report.prediction(
-        f"ls_threshold_interpolated[{label}]",
-        "The eta at which the measured contraction crosses 1 (linear interpolation of ln rho "
-        "between grid etas) is 2/lambda_max",
-        predicted=eta_c, measured=float(cross),
-        tolerance=(f"+-{tol:.2g}: the same interpolation of the theory at these etas, plus a "
-                   f"{RATE_TOL:.0%} error of ln rho at both ends" if i >= 0 else "-"),
-        passed=bool(np.isfinite(cross) and abs(cross - eta_c) <= tol), assumes=ASSUMES_LS, figure=fig,
-        note=(f"measured / predicted = {cross / eta_c:.6f}" if np.isfinite(cross) else
-              "the measured contraction never crosses 1 on this eta axis"))
     valid = by_eta[np.isfinite(by_eta["rho_measured"])]
     if valid.empty:
         return
@@ -652,7 +610,7 @@ def _ls_oscillation(report, label, th, X, gd, rows):
     above, below = o[(o["lr"] > inv) & (o["pairs"] > 0)], o[(o["lr"] < inv) & (o["pairs"] > 0)]
     flip_above = float(above["flips"].sum() / above["pairs"].sum()) if len(above) else np.nan
     flip_below = float(below["flips"].sum() / below["pairs"].sum()) if len(below) else np.nan
-    fig = f"ls_oscillation_{_slug(label)}"
+    fig = f"ls_oscillation_{slug(label)}"
     report.prediction(
         f"ls_oscillation_sign[{label}]",
         "The error along the top eigenvector changes sign every step iff eta > 1/lambda_max "
@@ -747,23 +705,16 @@ def _oscillation_figure(report, label, th, o, series, gd, name):
 
 def _hb_claims(report, label, th, X, hb, traj):
     m = _rate_runs(th, X, hb, traj, momentum=True)
-    fig = f"hb_rates_{_slug(label)}"
+    fig = f"hb_rates_{slug(label)}"
     use = m["used"]
-    err = m.loc[use, "log_rate_rel_err"]
-    worst = float(err.max()) if len(err) else np.nan
-    report.prediction(
-        f"hb_contraction[{label}]",
+    _contraction_claim(
+        report, f"hb_contraction[{label}]", m,
         "Heavy-ball contraction per step = the largest root modulus of x^2 - (1 + beta - eta "
         "lambda_i) x + beta over the spectrum: worst relative error of ln rho over "
         f"{int(use.sum())} runs at {m.loc[use, ['lr', 'beta']].drop_duplicates().shape[0]} (eta, beta)",
-        predicted=0.0, measured=worst,
-        tolerance=f"<= {RATE_TOL:.0%} of ln rho, on runs whose exact trajectory the same fit "
-                  f"reads to within {0.5 * RATE_TOL:.0%}",
-        passed=bool(len(err)) and worst <= RATE_TOL and use.mean() >= 0.5,
-        assumes=ASSUMES_HB, figure=fig,
-        note=f"median error {float(err.median()) if len(err) else np.nan:.2g}; left out "
-             f"{int((~m['asymptotic']).sum())} of {len(m)} runs whose finite window biases the fit "
-             f"(oscillating complex roots), {int((~m['resolvable']).sum())} unresolvable")
+        f"on runs whose exact trajectory the same fit reads to within {0.5 * RATE_TOL:.0%}", ASSUMES_HB, fig,
+        f"left out {int((~m['asymptotic']).sum())} of {len(m)} runs whose finite window biases the fit "
+        f"(oscillating complex roots), {int((~m['resolvable']).sum())} unresolvable")
     # threshold scans: sub-grids with one beta and an eta axis across 2(1 + beta)/lambda_max
     for (_, beta), mb in m.groupby(["grid", "beta"]):
         by = _by_eta(mb)
@@ -772,32 +723,10 @@ def _hb_claims(report, label, th, X, hb, traj):
         eta_c = theory.heavy_ball_threshold(beta, th["lmax"])
         if not (by["lr"].min() < eta_c < by["lr"].max()):
             continue
-        lo, hi, monotone = _bracket(by)
-        report.prediction(
-            f"hb_threshold_bracket[{label}, beta={beta:g}]",
-            f"Heavy ball with beta = {beta:g} converges below 2(1 + beta)/lambda_max and not above: "
-            "the largest converging and smallest non-converging grid etas bracket it",
-            predicted=eta_c, measured=[float(lo), float(hi)],
-            tolerance="lo < 2(1+beta)/lambda_max <= hi, monotone in eta (resolution: grid step)",
-            passed=monotone and lo < eta_c <= hi, assumes=ASSUMES_HB, figure=fig,
-            note=f"gradient descent's 2/lambda_max = {th['eta_c']:.4g}; bracket width "
-                 f"{(hi - lo) / eta_c:.2%} of the threshold")
-        lr_rho = np.log(by["rho_measured"].to_numpy())
-        fin = np.isfinite(lr_rho)
-        fe, fr = by["lr"].to_numpy()[fin], lr_rho[fin]
-        cross, i = _crossing(fe, fr)
-        if i >= 0:
-            lt = np.log(theory.heavy_ball_contraction(fe, beta, th["lam"]))
-            tol = _crossing_tolerance(fe, lt, eta_c, i)
-            report.prediction(
-                f"hb_threshold_interpolated[{label}, beta={beta:g}]",
-                f"Heavy ball, beta = {beta:g}: the eta where the measured contraction crosses 1 "
-                "is 2(1 + beta)/lambda_max",
-                predicted=eta_c, measured=float(cross),
-                tolerance=f"+-{tol:.2g}: the same interpolation of the theory, plus a {RATE_TOL:.0%} "
-                          "error of ln rho at both ends",
-                passed=abs(cross - eta_c) <= tol, assumes=ASSUMES_HB, figure=fig,
-                note=f"measured / predicted = {cross / eta_c:.6f}")
+        _threshold_claims(report, "hb", f"{label}, beta={beta:g}", f"Heavy ball with beta = {beta:g}",
+                          "2(1 + beta)/lambda_max", eta_c, by,
+                          lambda e, beta=beta: theory.heavy_ball_contraction(e, beta, th["lam"]), ASSUMES_HB,
+                          fig, f"gradient descent's 2/lambda_max = {th['eta_c']:.4g}")
     eta_o, beta_o, rho_o = theory.heavy_ball_optimal(th["lmin"], th["lmax"])
     cells = _by_eta(m, ("lr", "beta"))
     cells = cells[np.isfinite(cells["rho_measured"])]
@@ -868,12 +797,8 @@ def _hb_figure(report, label, th, m, cells, name):
                   "beta against theory, with Polyak's optimum and gradient descent's.")
 
 
-def _slug(label):
-    return re.sub(r"[^0-9a-z]+", "_", label.lower()).strip("_")[:40]
-
-
 def _ls_figures(report, label, th, X, m, by_eta, group, traj):
-    slug = _slug(label)
+    name = slug(label)
     eta_c, eta_star = th["eta_c"], th["eta_star"]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     grid_eta = np.geomspace(m["lr"].min() * 0.9, m["lr"].max() * 1.1, 600)
@@ -905,7 +830,7 @@ def _ls_figures(report, label, th, X, m, by_eta, group, traj):
     ax.set_ylabel(r"contraction per step $\rho$ (error factor per update)")
     ax.set_title(f"{label}\nkappa = {th['kappa']:.3g}", fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
-    report.figure(f"ls_contraction_{slug}", fig,
+    report.figure(f"ls_contraction_{name}", fig,
                   f"Least squares on {label}: contraction per step against eta, measured on every run "
                   "(points) and predicted from the Hessian's spectrum (line).")
 
@@ -937,7 +862,7 @@ def _ls_figures(report, label, th, X, m, by_eta, group, traj):
     ax.set_ylabel(r"excess loss $L_t - L^*$ (log scale)")
     ax.set_title(f"seed {seed0}: measured (points), exact theory (lines)")
     ax.legend(fontsize=8)
-    report.figure(f"ls_trajectories_{slug}", fig,
+    report.figure(f"ls_trajectories_{name}", fig,
                   f"Excess training loss over the least-squares optimum for a few etas on {label}: "
                   "points are recorded losses, lines the exact prediction sum_i (lambda_i/2) c_i^2 "
                   "(1 - eta lambda_i)^(2t) from the same initial weights.")
@@ -953,7 +878,7 @@ def _pairs(pts):
     cand = cand[cand["grid"].isin(grids)]
     if cand.empty:
         return None
-    keys = [k for k in _PAIR_KEYS if k in cand.columns] + _data_cols(cand)
+    keys = [k for k in _PAIR_KEYS if k in cand.columns] + ["data_args"]
     cand = cand.assign(_key=cand[keys].apply(lambda col: col.map(repr)).agg("|".join, axis=1))
     mse = cand[cand["loss_fn"] == "mse_sigmoid"].set_index("_key")
     bce = cand[cand["loss_fn"] == "bce"].set_index("_key")
@@ -962,7 +887,7 @@ def _pairs(pts):
 
 
 def analyse_slowdown(data, report):
-    pts = _per_point(data)
+    pts = per_run(data)
     paired = _pairs(pts)
     if paired is None or paired[0].empty:
         return
@@ -971,7 +896,6 @@ def analyse_slowdown(data, report):
     traj_by = {pid: t for pid, t in traj.groupby("point", sort=False)}
     out0 = data[(data["step"] == 0)]
     out0 = out0[out0["layer"] == out0.groupby("point")["layer"].transform("max")].set_index("point")
-    dcols = _data_cols(mse)
     report.heading("Learning slowdown: MSE on a sigmoid output against cross-entropy")
     report.text(
         f"Pairs of runs from the same initial weights, one with loss mse_sigmoid and one with bce. "
@@ -982,22 +906,21 @@ def analyse_slowdown(data, report):
     rows = []
     for key in mse.index:
         pm, pb = mse.loc[key], bce.loc[key]
-        args = _data_args(pm, dcols)
-        X, y = make_data(pm["data"], args)[:2]
+        X, y = data_set(pm)
         y = np.asarray(y, dtype=np.float64)
         z0, a = initial_logits(pm, X)
-        r = {"grid": pm["grid"], "data": _data_label(pm["data"], args), "n": X.shape[0],
+        r = {"grid": pm["grid"], "data": data_label(pm), "n": X.shape[0],
              "seed": int(pm["seed"]), "lr": float(pm["lr"]), "steps": int(pm["steps"]),
              "linear": pm["widths"] == "linear", "z0": float(z0[0]) if X.shape[0] == 1 else np.nan,
              "y0": float(y[0]), "point_mse": int(pm["point"]), "point_bce": int(pb["point"]),
-             "wrong_saturated": float(np.mean(np.abs(_sigmoid(z0) - y) > 0.9)),
+             "wrong_saturated": float(np.mean(np.abs(activations.apply("sigmoid", z0) - y) > 0.9)),
              "ratio_predicted": output_gradient_ratio(z0, a, y),
              "ratio_measured": float(out0.loc[pm["point"], "grad_norm"] / out0.loc[pb["point"], "grad_norm"])}
         for loss, p in (("mse", pm), ("bce", pb)):
             t = traj_by[int(p["point"])]
             r[f"steps_{loss}"] = first_step_below(t["step"].to_numpy(), t["loss"].to_numpy(),
                                                   target_loss(p["loss_fn"], SLOWDOWN_EPS))
-            r[f"record_every"] = int(p["record_every"])
+            r["record_every"] = int(p["record_every"])
         if X.shape[0] == 1 and pm["widths"] == "linear":
             r["eta_eff"] = float(pm["lr"]) * (float(X[0] @ X[0]) + 1.0)
         rows.append(r)
@@ -1066,7 +989,7 @@ def _neuron_claims(report, d, mse, traj_by):
             t = traj_by[int(pick[f"point_{loss}"])]
             ax.plot(t["step"], t["loss"], "o", ms=2, color=color, alpha=0.4)
             pm = mse[mse["point"] == pick["point_mse"]].iloc[0]
-            X, _ = make_data(pm["data"], _data_args(pm, _data_cols(mse)))[:2]
+            X, _ = data_set(pm)
             pred = neuron_trajectory(name, [pick["z0"]], pick["y0"], pick["lr"] * (float(X[0] @ X[0]) + 1),
                                      eta_eff_steps)[:, 0]
             ax.plot(np.arange(pred.size), pred, "-", color=color, lw=1.3, label=f"{name}: map (line), run (points)")
@@ -1125,7 +1048,7 @@ def _data_slowdown_claims(report, label, d, traj_by):
             "the median ratio of steps to the target, MSE over cross-entropy, and the share of "
             "starts on which MSE is slower",
             measured={"median factor": float(np.median(sat["factor"])), "share MSE slower": slower},
-            figure=f"slowdown_{_slug(label)}",
+            figure=f"slowdown_{slug(label)}",
             note=f"{len(sat)} of {len(d)} seeds saturated; {int(sat['steps_mse'].isna().sum())} MSE "
                  "runs censored at the budget (factor then a lower bound); the median initial "
                  f"speed ratio BCE/MSE (1/gradient ratio) is {float(np.median(1 / sat['ratio_predicted'])):.4g}, "
@@ -1164,7 +1087,7 @@ def _data_slowdown_claims(report, label, d, traj_by):
     ax.set_ylabel("measured slowdown, steps MSE / steps BCE (log scale)")
     ax.set_title("Slowdown per seed")
     ax.legend(fontsize=8)
-    report.figure(f"slowdown_{_slug(label)}", fig,
+    report.figure(f"slowdown_{slug(label)}", fig,
                   f"Learning slowdown on {label}: left, loss relative to the target for MSE (red) and "
                   "cross-entropy (blue) from the same saturated starts; right, the measured slowdown "
                   "per seed against the initial gradient ratio predicted from sigma'(z).")
@@ -1280,7 +1203,7 @@ def _law_figure(report, g, sat, eta_eff):
 # steps-to-target distributions
 
 def analyse_steps_to_target(data, report, exclude):
-    pts = _per_point(data)
+    pts = per_run(data)
     pts = pts[pts["loss_fn"].isin(["bce", "ce"]) & ~pts["grid"].isin(exclude)]
     if pts.empty:
         return
@@ -1288,7 +1211,7 @@ def analyse_steps_to_target(data, report, exclude):
     target = pts["loss_fn"].map(lambda l: target_loss(l, DIST_EPS))
     hit = traj[traj["loss"].to_numpy() <= target.loc[traj["point"]].to_numpy()]
     first = hit.groupby("point")["step"].min()
-    labels = {pid: _data_label(p["data"], _data_args(p)) for pid, p in pts.iterrows()}
+    labels = {pid: data_label(p) for pid, p in pts.iterrows()}
     df = pd.DataFrame({"grid": pts["grid"], "data": [labels[i] for i in pts.index],
                        "loss_fn": pts["loss_fn"], "widths": pts["widths"],
                        "activation": pts["activation"], "lr": pts["lr"].astype(float),
@@ -1404,12 +1327,9 @@ def _zero_centring(report, df):
 
 def analyse(data, spec, report):
     """The convergence study's claims, figures and tables (see the module docstring)."""
-    _POINT_ARGS.clear()
-    _DATA.clear()
-    _POINT_ARGS.update({p["point"]: p["data_args"] for p in expand(spec)})
-    data = data[data["kind"] == "mlp"] if "kind" in data.columns else data
+    data = of_kind(data, "mlp")
     analyse_least_squares(data, report)
-    pts = _per_point(data)
+    pts = per_run(data)
     paired = _pairs(pts)
     slow_grids = set(paired[0]["grid"]) if paired is not None else set()
     analyse_slowdown(data, report)

@@ -4,23 +4,20 @@ theory to check)."""
 import matplotlib.pyplot as plt
 import seaborn as sns
 
+from . import rows as rows_of
+
 NAME = None
 TITLE = "Grid"
 SUMMARY = "Final loss, divergence and loss curves of every configuration in the grid."
 
 # configuration columns that never act as axes to group by
 _NOT_AXES = {"point", "kind", "grid", "seed", "data_seed", "depth"}
-# result columns (everything else in the stored rows is configuration)
-RESULTS = {"network", "step", "layer", "loss", "grad_norm", "weight_norm", "preact_mean", "preact_std",
-           "act_mean", "act_std", "saturated", "final_loss", "diverged", "diverged_at",
-           "final_accuracy", "epoch", "mistakes", "cumulative_mistakes", "total_mistakes",
-           "converged", "epochs_run", "radius", "margin", "bound"}
 
 
 def varying_axes(data):
-    """Configuration columns that take more than one value in ``data``."""
-    return [c for c in data.columns if c not in RESULTS and c not in _NOT_AXES
-            and data[c].nunique(dropna=False) > 1]
+    """Configuration columns (:func:`studies.rows.varying_axes`) that take more than one value
+    in ``data``."""
+    return rows_of.varying_axes(data, _NOT_AXES)
 
 
 def outcome(per_net):
@@ -40,7 +37,8 @@ def analyse(data, spec, report):
     for gname, rows in data.groupby("grid", sort=False):
         # configuration columns of the other sub-grids are empty here; result columns stay,
         # even empty (every network diverged: no accuracy)
-        rows = rows.drop(columns=[c for c in rows.columns if c not in RESULTS and rows[c].isna().all()])
+        rows = rows.drop(columns=[c for c in rows.columns
+                                  if c not in rows_of.RESULT_COLUMNS and rows[c].isna().all()])
         axes = varying_axes(rows)
         keys = axes or ["grid"]
         per_net = rows.drop_duplicates("point")

@@ -93,6 +93,7 @@ import numpy as np
 import pandas as pd
 
 from . import theory
+from .rows import bracket, data_label, of_kind, slug
 from .runner import make_data
 
 NAME = "lr-sensitivity"
@@ -189,30 +190,6 @@ def model_label(widths, activation, batchnorm):
     return f"{arch} {activation}" + (" + BN" if batchnorm else "")
 
 
-def _data_cols(df):
-    return [c for c in df.columns if c.startswith("data_")]
-
-
-def _data_args(row, cols):
-    args = {}
-    for c in cols:
-        v = row[c]
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            continue
-        if isinstance(v, str) and v[:1] in "[{":
-            v = json.loads(v)
-        elif isinstance(v, np.integer):
-            v = int(v)
-        elif isinstance(v, np.floating):
-            v = float(v)
-        args[c[5:]] = v
-    return args
-
-
-def _data_label(name, args):
-    return name + ("(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")" if args else "")
-
-
 def runs_table(data):
     """One row per training: configuration, outcome, tail growth, the largest recorded loss and
     its step, the sharpness at initialisation (probe at step 0), the last probed sharpness, the
@@ -220,7 +197,6 @@ def runs_table(data):
     ``LAST_PROBES_FROM`` * steps)."""
     rows = data[data["layer"] == 1]
     has_sharp = "sharpness" in rows.columns
-    dcols = _data_cols(rows)
     out = []
     for pid, g in rows.groupby("point", sort=True):
         p = g.iloc[0]
@@ -246,11 +222,10 @@ def runs_table(data):
         with np.errstate(invalid="ignore"):
             finite = np.where(np.isfinite(L), L, np.inf)
         k = int(np.argmax(finite))
-        args = _data_args(p, dcols)
         out.append({
             "point": int(pid), "grid": p["grid"], "data": p["data"],
-            "data_key": json.dumps([p["data"], args], sort_keys=True),
-            "data_label": _data_label(p["data"], args), "widths": p["widths"],
+            "data_key": json.dumps([p["data"], json.loads(p["data_args"])], sort_keys=True),
+            "data_label": data_label(p), "widths": p["widths"],
             "activation": p["activation"], "batchnorm": bool(p["batchnorm"]),
             "loss_fn": p["loss_fn"], "optimizer": p["optimizer"], "batch_size": str(p["batch_size"]),
             "model": model_label(p["widths"], p["activation"], bool(p["batchnorm"])),
@@ -269,22 +244,6 @@ def runs_table(data):
     r["spike"] = r["rise_max"] > 1 + RISE_FLOOR
     r["spike_above_l0"] = r["loss_max"] > r["loss0"] * (1 + RISE_FLOOR)
     return r
-
-
-def bracket(etas, stable):
-    """The measured threshold on an eta axis: ``(lo, hi, monotone)``, lo the largest eta whose
-    runs and those of every smaller eta are stable, hi the next eta (the smallest with an
-    unstable run above lo); monotone when no eta above hi is stable again. NaN where missing."""
-    etas = np.asarray(etas, dtype=np.float64)
-    stable = np.asarray(stable, dtype=bool)
-    order = np.argsort(etas)
-    etas, stable = etas[order], stable[order]
-    if not stable[0]:
-        return np.nan, float(etas[0]), not stable.any()
-    if stable.all():
-        return float(etas[-1]), np.nan, True
-    k = int(np.argmin(stable))          # the first unstable eta
-    return float(etas[k - 1]), float(etas[k]), not stable[k:].any()
 
 
 def _by_eta(r):
@@ -352,7 +311,7 @@ def analyse_least_squares(r, report):
             f"every smaller eta) decrease the loss, {lo:.5g}, and the next one, {hi:.5g}; between "
             "them the growth rate per step of the loss differences, ln|L_(t+1) - L_t| fitted on the "
             "tail (2 ln|1 - eta lambda_max| near the threshold), is interpolated through 0.")
-        slug = _slug(label)
+        fig_name = slug(label)
         ok = bool(monotone and np.isfinite(half) and abs(mid - eta_c) <= half
                   and np.isfinite(cross) and abs(cross - eta_c) <= half)
         report.prediction(
@@ -365,7 +324,7 @@ def analyse_least_squares(r, report):
                        f"{half / eta_c:.2%} of 2/lambda_max; stability monotone in eta"
                        if np.isfinite(half) else "the eta axes must cross the threshold"),
             passed=ok, assumes="a linear model, MSE, full-batch GD: the loss is quadratic",
-            figure=f"ls_threshold_{slug}",
+            figure=f"ls_threshold_{fig_name}",
             note=(f"bisection {mid / eta_c - 1:+.2g}, interpolation {cross / eta_c - 1:+.2g} relative"
                   + ("" if monotone else "; stability is not monotone in eta")
                   if np.isfinite(mid) else "the eta axes do not cross the threshold"))
@@ -394,7 +353,7 @@ def analyse_least_squares(r, report):
 
 
 def _ls_figure(report, label, group, lmin, lmax, eta_c, cross):
-    slug = _slug(label)
+    fig_name = slug(label)
     fig, ax = plt.subplots(figsize=(7.5, 4.3))
     zoom = (group["lr"] > 0.7 * eta_c) & (group["lr"] < 1.3 * eta_c)
     z = group[zoom & np.isfinite(group["tail_growth"])]
@@ -415,15 +374,11 @@ def _ls_figure(report, label, group, lmin, lmax, eta_c, cross):
     ax.set_ylabel(r"tail growth rate of $|L_{t+1}-L_t|$ per step")
     ax.set_title(f"Least squares on {label}: the threshold", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
-    report.figure(f"ls_threshold_{slug}", fig,
+    report.figure(f"ls_threshold_{fig_name}", fig,
                   f"Least squares on {label}, near the threshold: the measured growth rate per step of "
                   "the loss differences on the tail of each run (points) against the theory, "
                   "2 ln max_i |1 - eta lambda_i| (line: the slowest eigen-direction dominates the tail); the growth rate crosses 0 at "
                   "the measured threshold (dotted), beside 2/lambda_max of the exact Hessian (dashed).")
-
-
-def _slug(label):
-    return "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")[:40]
 
 
 def _summary_row(model, label, group, by_eta, lo, hi, pred, lam0):
@@ -1110,7 +1065,7 @@ def figure_outcomes(r, report):
 
 def analyse(data, spec, report):
     """The lr-sensitivity study's statements, figures and tables (see the module docstring)."""
-    data = data[data["kind"] == "mlp"] if "kind" in data.columns else data
+    data = of_kind(data, "mlp")
     if data.empty:
         report.text("No MLP runs in this grid.")
         return

@@ -98,7 +98,7 @@ right, but the saturated-unit telemetry cannot tell the stalled runs apart from 
 (both saturate their hidden units as the weights grow); the plateau's level and the way the loss
 approaches it can.
 """
-import json
+import functools
 
 import matplotlib.patheffects as pe
 from matplotlib.collections import LineCollection
@@ -108,8 +108,7 @@ import pandas as pd
 import seaborn as sns
 from scipy import optimize
 
-from . import runner
-from . import spec as specmod
+from .rows import data_set, of_kind, per_run
 
 NAME = "perceptron"
 TITLE = "Perceptron: Novikoff's mistake bound and XOR"
@@ -298,13 +297,12 @@ def _intify(df):
 
 def _runs(rows):
     """One row per training (its last stored row: per-run values repeat on every row)."""
-    return _intify(rows.drop_duplicates("point", keep="last").reset_index(drop=True))
+    return _intify(per_run(rows, keep="last").reset_index(drop=True))
 
 
 def _perceptron(data, name):
-    if "kind" not in data.columns or "data" not in data.columns:
-        return data.iloc[0:0]
-    return _intify(data[(data["kind"] == "perceptron") & (data["data"] == name)])
+    runs = of_kind(data, "perceptron")
+    return _intify(runs[runs["data"] == name])
 
 
 def separable_rows(data):
@@ -333,44 +331,32 @@ def _xor_data_cols(df):
 
 
 # --------------------------------------------------------------------------------------------
-# the data sets of the runs, rebuilt from the grid (the stored data_* columns turn integers
-# into floats where sub-grids differ)
+# the data sets of the runs, from their stored data_args
 
-_POINTS = {}     # point -> (data set name, the generator's arguments as in the grid)
-_MARGINS = {}    # (name, arguments) -> max_margin(...) of the data set
-
-
-def _dataset(point):
-    name, args = _POINTS[int(point)]
-    out = runner.make_data(name, args)
+def _dataset(row):
+    """``(X, y)`` of the run in ``row``, labels as -1/+1."""
     from simcore import datasets
-    return out[0], datasets.to_pm1(out[1])
+    X, y = data_set(row)
+    return X, datasets.to_pm1(y)
 
 
-def _margin_of(point):
-    key = json.dumps(_POINTS[int(point)], sort_keys=True)
-    if key not in _MARGINS:
-        X, y = _dataset(point)
-        _MARGINS[key] = max_margin(X, y)
-    return _MARGINS[key]
+@functools.lru_cache(maxsize=64)
+def _margin(name, args):
+    """:func:`max_margin` of data set ``name`` with the JSON arguments ``args`` (solved once per
+    data set: many runs share one)."""
+    return max_margin(*_dataset({"data": name, "data_args": args}))
+
+
+def _margin_of(row):
+    return _margin(row["data"], row["data_args"])
 
 
 def with_max_margin(runs):
     """``runs`` with gamma_star, gamma_upper (the certificate) and bound_star = (R/gamma*)^2."""
-    m = [_margin_of(p) for p in runs["point"]]
+    m = [_margin_of(r) for _, r in runs.iterrows()]
     out = runs.assign(gamma_star=[x["gamma"] for x in m], gamma_upper=[x["gamma_upper"] for x in m])
     return out.assign(bound_star=(out["radius"] / out["gamma_star"]) ** 2,
                       ratio_star=out["total_mistakes"] / (out["radius"] / out["gamma_star"]) ** 2)
-
-
-def _set_points(data, spec):
-    _POINTS.clear()
-    if spec is not None:
-        _POINTS.update({p["point"]: (p["data"], p["data_args"]) for p in specmod.expand(spec)})
-    need = set(data["point"].unique()) if "point" in data.columns else set()
-    missing = need - set(_POINTS)
-    if missing:
-        raise ValueError(f"rows of points {sorted(missing)[:5]} that the grid does not have")
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,7 +370,6 @@ ASSUMES_PLATEAU = ("full-batch GD on a 2-2-1 BCE network; stalled = training acc
 
 
 def analyse(data, spec, report):
-    _set_points(data, spec)
     sep, had = separable_rows(data), hadamard_rows(data)
     xp, xm = xor_perceptron_rows(data), xor_mlp_rows(data)
     report.text(
@@ -435,8 +420,7 @@ def _novikoff(sruns, hruns, report):
     if runs is None:
         for id, st in (("novikoff_bound", st_bound), ("novikoff_max_ratio", st_ratio),
                        ("max_margin_certified", st_cert), ("separable_converged", st_conv)):
-            report.check(id, st, "runs present", "no runs", False,
-                         note="the grid has no perceptron runs on separable data")
+            report.missing(id, st, "perceptron runs on separable data", kind="check")
         return
     slack = 1 + MARGIN_RTOL
     over = int((runs["total_mistakes"] > runs["bound_star"] * slack).sum())
@@ -598,10 +582,9 @@ def _xor(xp, xm, report):
     if pr.empty:
         for id, st in (("xor_not_separable", st_sep), ("xor_perceptron_never_converges", st_never),
                        ("xor_perceptron_accuracy", st_acc)):
-            report.check(id, st, "runs present", "no runs", False,
-                         note="the grid has no perceptron runs on data set 'xor'")
+            report.missing(id, st, "perceptron runs on data set 'xor'", kind="check")
     else:
-        seps = [_margin_of(p)["separable"] for p in pr["point"]]
+        seps = [_margin_of(r)["separable"] for _, r in pr.iterrows()]
         report.check("xor_not_separable", st_sep, 0, int(np.sum(seps)), not any(seps),
                      note=f"{len(pr)} runs on {pr[_xor_data_cols(pr)].drop_duplicates().shape[0]} "
                           "data set(s); count of data sets found separable")
@@ -610,11 +593,11 @@ def _xor(xp, xm, report):
                      note=f"{len(pr)} runs of {int(pr['epochs'].min())}-{int(pr['epochs'].max())} "
                           "epochs")
         best = {}
-        for p in pr["point"]:
-            key = json.dumps(_POINTS[int(p)], sort_keys=True)
+        for _, r in pr.iterrows():
+            key = (r["data"], r["data_args"])
             if key not in best:
-                best[key] = best_linear_accuracy_2d(*_dataset(p))
-        ceiling = np.array([best[json.dumps(_POINTS[int(p)], sort_keys=True)] for p in pr["point"]])
+                best[key] = best_linear_accuracy_2d(*_dataset(r))
+        ceiling = np.array([best[(n, a)] for n, a in zip(pr["data"], pr["data_args"])])
         worst = float((pr["final_accuracy"].to_numpy() - ceiling).max())
         report.check("xor_perceptron_accuracy", st_acc, "<= 0", worst, worst <= 1e-12,
                      note=f"largest (perceptron accuracy - best linear accuracy); best linear "

@@ -146,10 +146,19 @@ class Report:
         return self._add(Claim(id, "observation", statement, None, _num(measured), "", None,
                                note, "", figure))
 
-    def missing(self, id, statement, what, *, assumes):
-        """A prediction the grid cannot test because it has no such runs: it fails, saying so."""
-        return self.prediction(id, statement, "runs present", "no runs", "-", False,
-                               assumes=assumes, note=f"the grid has no {what}; add them to test this")
+    def missing(self, id, statement, what, *, kind="prediction", assumes=""):
+        """A claim the grid cannot test because it has no runs of the kind ``what`` names: a
+        prediction (``assumes`` required, as for :meth:`prediction`) or an engine check fails,
+        an observation records nothing; each measures "no runs" and says what to add."""
+        note = f"the grid has no {what}; add them to " + ("observe this" if kind == "observation" else "test this")
+        if kind == "prediction":
+            return self.prediction(id, statement, "runs present", "no runs", "-", False,
+                                   assumes=assumes, note=note)
+        if kind == "check":
+            return self.check(id, statement, "runs present", "no runs", False, note=note)
+        if kind == "observation":
+            return self.observation(id, statement, "no runs", note=note)
+        raise ValueError(f"kind must be 'prediction', 'check' or 'observation', got {kind!r}")
 
     def of_kind(self, kind):
         return [c for c in self.claims if c.kind == kind]

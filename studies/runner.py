@@ -82,17 +82,6 @@ def group_key(p):
     return json.dumps({"grid": p["grid"], "kind": p["kind"]})
 
 
-# Keys added after the store's first version: left out of a chunk's hash while at their default,
-# so that parts stored before they existed still match.
-_HASH_OMIT_AT_DEFAULT = {"probe_every": 0, "track_sharpness": False, "track_preact": False,
-                         "holdout": 0.0, "track_prenorm": False, "track_accuracy": False,
-                         "track_dead": False}
-
-
-def _hashed(p):
-    return {k: v for k, v in p.items() if not (k in _HASH_OMIT_AT_DEFAULT and v == _HASH_OMIT_AT_DEFAULT[k])}
-
-
 def _split(spec, gname):
     """(shared, per): the positions of the sub-grid's shared and per-network axes."""
     g = spec["grids"][gname]
@@ -254,8 +243,7 @@ def iter_chunks(spec):
 
 
 def _chunk(points):
-    return {"key": chunk_key(points[0]["kind"], [_hashed(p) for p in points]), "kind": points[0]["kind"],
-            "points": points}
+    return {"key": chunk_key(points[0]["kind"], points), "kind": points[0]["kind"], "points": points}
 
 
 def plan(spec):
@@ -340,13 +328,17 @@ def _check_data_set(gname, kind, name, args, losses, batch_sizes):
 # computing one chunk
 
 def _config_columns(p):
-    """A point's configuration as flat scalar columns (lists as text, data arguments prefixed
-    ``data_``; the ``loss`` key is stored as ``loss_fn``, since ``loss`` is the measured value)."""
+    """A point's configuration as flat scalar columns (lists as text; the ``loss`` key is stored
+    as ``loss_fn``, since ``loss`` is the measured value). The data set's arguments are stored
+    twice: whole, as the canonical JSON text ``data_args`` (the grid's values exactly, read back
+    by :func:`studies.rows.data_args`), and one ``data_<name>`` column each, to group and plot by
+    (a column another sub-grid lacks reads back empty there)."""
     cols = {}
     for k, v in p.items():
         if k == "loss":
             k = "loss_fn"
         if k == "data_args":
+            cols["data_args"] = json.dumps(v, sort_keys=True)
             for a, av in v.items():
                 cols[f"data_{a}"] = json.dumps(av) if isinstance(av, (list, dict)) else av
         elif k == "widths":
@@ -388,11 +380,23 @@ def run_mlp_chunk(points, backend="cpu"):
     else:
         res = _train(net, X, y, p0, per, 0, p0["steps"], None, backend)
         hist = res.history()
-        final = pd.DataFrame({"network": np.arange(len(points)), "final_loss": res.final_loss,
-                              "diverged": res.diverged, "diverged_at": res.diverged_at,
-                              "final_accuracy": _accuracy(net, res.params, res.diverged, X, y)})
+        final = _final(res.final_loss, res.diverged, res.diverged_at,
+                       _accuracy(net, res.params, res.diverged, X, y))
     hist = hist.merge(final, on="network", how="left")
     return _with_config(hist, points, "network")
+
+
+# per-network outcome columns of an MLP chunk (on every row of the network)
+FINAL_COLUMNS = ("final_loss", "diverged", "diverged_at", "final_accuracy")
+# the result columns of a perceptron chunk's rows (one per run and epoch)
+PERCEPTRON_COLUMNS = ("epoch", "mistakes", "cumulative_mistakes", "total_mistakes", "converged",
+                      "epochs_run", "radius", "margin", "bound", "final_accuracy")
+
+
+def _final(final_loss, diverged, diverged_at, accuracy):
+    """One row per network 0..G-1 with its :data:`FINAL_COLUMNS`."""
+    values = (final_loss, diverged, diverged_at, accuracy)
+    return pd.DataFrame({"network": np.arange(len(final_loss)), **dict(zip(FINAL_COLUMNS, values))})
 
 
 def _train(net, X, y, p0, per, first, steps, params0, backend, ref=None):
@@ -436,37 +440,8 @@ def split_holdout(X, y, fraction, grid="?"):
     return X[train], y[train], X[held], y[held]
 
 
-def forward_logits(net, params, X, stats=None):
-    """One network's forward pass in NumPy: per hidden layer z = a W + b (before batch norm),
-    the activation's input y (gamma (z - mu) / sqrt(var + eps) + beta with batch norm, z
-    without) and (mu, var), the biased statistics of z over ``X`` (``stats`` given: those
-    instead, as batch norm's eval mode); and the output layer's logits. Returns
-    (zs, ys, stats, logits)."""
-    from simcore import activations
-    from simcore.layers import BN_EPS
-
-    a = np.asarray(X, dtype=np.float64)
-    zs, ys, out = [], [], []
-    for l, p in enumerate(params[:-1]):
-        z = a @ p["W"] + p["b"]
-        if net.batchnorm:
-            mu, var = (z.mean(0), z.var(0)) if stats is None else stats[l]
-            y = p["gamma"] * (z - mu) / np.sqrt(var + BN_EPS) + p["beta"]
-            out.append((mu, var))
-        else:
-            y = z
-        zs.append(z)
-        ys.append(y)
-        a = activations.apply(net.activation, y)
-    return zs, ys, out, a @ params[-1]["W"] + params[-1]["b"]
-
-
-def bn_forward(net, params, X, stats=None):
-    """(zs, ys, stats) of :func:`forward_logits`."""
-    return forward_logits(net, params, X, stats)[:3]
-
-
 def _labels(out):
+    """The class a network's output picks: argmax of several outputs, probability > 1/2 of one."""
     return out.argmax(axis=1) if out.ndim == 2 else (out > 0.5).astype(int)
 
 
@@ -479,11 +454,17 @@ def _logit_accuracy(logits, y):
     return float(np.mean(pred == np.asarray(y)))
 
 
+def _held_out_logits(net, params, fw, Xh):
+    """The logits of one network on held-out ``Xh``; with batch norm, normalised by the
+    statistics of ``fw`` (:meth:`simcore.MLP.forward` on the training set; full-batch
+    training: those are the population statistics)."""
+    return net.forward(params, Xh, fw.state() if net.batchnorm else None).logits
+
+
 def holdout_accuracy(net, params, X, Xh, yh):
-    """Accuracy of one network on held-out (Xh, yh); with batch norm, normalised by the
-    training set's statistics (full-batch training: those are the population statistics)."""
-    stats = forward_logits(net, params, X)[2]
-    return _logit_accuracy(forward_logits(net, params, Xh, stats or None)[3], yh)
+    """Accuracy of one network on held-out (Xh, yh), batch norm normalised by the training
+    set X's statistics (:func:`_held_out_logits`)."""
+    return _logit_accuracy(_held_out_logits(net, params, net.forward(params, X), Xh), yh)
 
 
 def _probe(net, params, X, y, p0, seed, held=None):
@@ -509,17 +490,17 @@ def _probe(net, params, X, y, p0, seed, held=None):
             for g in range(G):
                 # one forward pass gives z, the training accuracy and the held-out statistics
                 one = [{k: v[g] for k, v in layer.items()} for layer in params]
-                zs, _, stats, logits = forward_logits(net, one, X)
+                fw = net.forward(one, X)
                 if p0["track_prenorm"]:
-                    u = zs[-1][:, 0]
+                    u = fw.z[-1][:, 0]
                     if np.isfinite(u).all():
                         out["prenorm_p15"][g], out["prenorm_p50"][g], out["prenorm_p85"][g] = \
                             np.percentile(u, [15, 50, 85])
                 if p0["track_accuracy"]:
-                    out["train_accuracy"][g] = _logit_accuracy(logits, y)
+                    out["train_accuracy"][g] = _logit_accuracy(fw.logits, y)
                     if held is not None:
                         out["holdout_accuracy"][g] = _logit_accuracy(
-                            forward_logits(net, one, held[0], stats or None)[3], held[1])
+                            _held_out_logits(net, one, fw, held[0]), held[1])
     if p0.get("track_dead"):
         # a relu unit is dead on the data when its activation input is <= 0 for every sample
         out.update({c: np.full(G, np.nan) for c in DEAD_COLUMNS})
@@ -584,8 +565,7 @@ def _train_with_probes(net, X, y, p0, per, backend, held=None):
         if not diverged[g]:
             acc[g] = _accuracy(net, [{k: v[None] for k, v in layer.items()} for layer in final_params[g]],
                                np.zeros(1, bool), X, y)[0]
-    final = pd.DataFrame({"network": np.arange(G), "final_loss": final_loss, "diverged": diverged,
-                          "diverged_at": diverged_at, "final_accuracy": acc})
+    final = _final(final_loss, diverged, diverged_at, acc)
     return hist, final
 
 
@@ -609,8 +589,7 @@ def _accuracy(net, stacked, diverged, X, y):
         out = net.predict(params, X)
         if not np.isfinite(out).all():
             continue
-        pred = out.argmax(axis=1) if out.ndim == 2 else (out > 0.5).astype(int)
-        acc[g] = float(np.mean(pred == y))
+        acc[g] = float(np.mean(_labels(out) == y))
     return acc
 
 
@@ -1017,6 +996,7 @@ def stored(spec, out):
     StudyError if a chunk has neither a part nor a failure record (the run did not finish), or
     if a part is bad (it names the part)."""
     store = Store(out)
+    store.check_version()
     keys, failed = [], []
     for c in iter_chunks(spec):
         rec = store.failure(c["key"]) if not store.has(c["key"]) else None

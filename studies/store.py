@@ -19,6 +19,13 @@
   without the lock (their client holds it): distinct temporary names and the atomic rename keep
   concurrent writers apart, even two writing the same part.
 
+- **One format version per directory.** ``DIR/store.json`` records the store version
+  (:data:`STORE_VERSION`) the parts were written in, and every part's metadata records it too.
+  A directory of another version (or of parts written before versions were recorded: version
+  1) is refused with a message saying what to do (:meth:`Store.check_version`): its rows mean
+  something else, and mixing them with new parts would be wrong. There is no migration: a
+  study's parts are recomputed from its grid in a fresh directory.
+
 Parts written before the store recorded keys and checksums have no such metadata: they cannot
 be verified, so :meth:`Store.check` treats them as bad ("no checksum") and the run recomputes
 them.
@@ -40,10 +47,18 @@ import pyarrow.parquet as pq
 
 from .errors import StudyError
 
-# Bump when the meaning of stored rows changes: old parts then stop matching and are recomputed.
-STORE_VERSION = 1
+# Bump when the meaning of stored rows or of a chunk's key changes, and say what changed in
+# VERSION_CHANGES: a directory of another version is then refused (Store.check_version).
+STORE_VERSION = 2
+VERSION_CHANGES = {
+    1: "long-form rows with the data set's arguments as data_<name> columns",
+    2: "the data set's arguments also as one data_args column (JSON, the grid's values exactly); "
+       "every configuration key enters a chunk's key",
+}
+VERSION_FILE = "store.json"
 KEY_META = b"simstudy.key"
 DIGEST_META = b"simstudy.sha256"
+VERSION_META = b"simstudy.version"
 # a temporary file from another host cannot be traced to a live process: left alone this long
 FOREIGN_TMP_AGE_S = 24 * 3600
 
@@ -147,14 +162,55 @@ class Store:
         self.root = Path(root)
         self.parts = self.root / "parts"
 
+    # ----------------------------------------------------------------------------------------
+    # the format version
+
+    def version(self):
+        """The store version of this directory: the one ``store.json`` records, 1 for parts
+        without it (written before versions were recorded), ``None`` for a directory without
+        parts (a new store). StudyError if ``store.json`` cannot be read as a version record."""
+        record = self.root / VERSION_FILE
+        try:
+            found = json.loads(record.read_text())["version"]
+        except FileNotFoundError:
+            return 1 if self.parts.is_dir() and any(self.parts.glob("*.parquet")) else None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StudyError(f"{str(record)!r} is not a simstudy store version record ({e}); "
+                             f"give another --out") from None
+        if isinstance(found, bool) or not isinstance(found, int):
+            raise StudyError(f"{str(record)!r} records version {found!r}, not an integer; give another --out")
+        return found
+
+    def check_version(self):
+        """StudyError unless this directory is a store of :data:`STORE_VERSION` (or has no parts
+        yet), naming the version found, what the current one changed, and what to do."""
+        found = self.version()
+        if found is None or found == STORE_VERSION:
+            return
+        if found > STORE_VERSION:
+            why = "a newer simstudy wrote it; use that one, or give another --out"
+        else:
+            why = (f"version {STORE_VERSION} stores {VERSION_CHANGES[STORE_VERSION]}, so its parts cannot be "
+                   f"reused; give another --out, or delete {str(self.parts)!r} (and {VERSION_FILE}) to "
+                   f"recompute the study here")
+        raise StudyError(f"{str(self.root)!r} holds results of store version {found}, this simstudy "
+                         f"reads and writes version {STORE_VERSION}: {why}")
+
     def prepare(self):
-        """Create the directories and check that they are writable (before any computing);
+        """Create the directories and check that they are writable (before any computing) and of
+        this store version (:meth:`check_version`; a new store records it in ``store.json``);
         remove temporary files whose writer is gone."""
+        self.check_version()
         try:
             self.parts.mkdir(parents=True, exist_ok=True)
             probe = self.parts / f".probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"")
             probe.unlink()
+            record = self.root / VERSION_FILE
+            if not record.exists():
+                tmp = self.root / f".{VERSION_FILE}.{_host()}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+                tmp.write_text(json.dumps({"format": "simstudy", "version": STORE_VERSION}) + "\n")
+                os.replace(tmp, record)
         except OSError as e:
             raise StudyError(f"output directory {str(self.root)!r} is not writable: "
                              f"{e.strerror or e}") from None
@@ -254,6 +310,7 @@ class Store:
         table = pa.Table.from_pandas(df, preserve_index=False)
         meta = dict(table.schema.metadata or {})
         meta[KEY_META] = key.encode()
+        meta[VERSION_META] = str(STORE_VERSION).encode()
         # the digest of what a read returns (NaN, None and dtypes as Arrow gives them back)
         meta[DIGEST_META] = content_digest(table.to_pandas()).encode()
         table = table.replace_schema_metadata(meta)
@@ -291,6 +348,9 @@ class Store:
         meta = table.schema.metadata or {}
         if KEY_META not in meta or DIGEST_META not in meta:
             raise BadPart("no checksum (written before parts recorded one)")
+        version = meta.get(VERSION_META, b"1").decode(errors="replace")
+        if version != str(STORE_VERSION):
+            raise BadPart(f"written by store version {version}, not {STORE_VERSION}")
         stored_key = meta[KEY_META].decode(errors="replace")
         if stored_key != key:
             raise BadPart(f"holds chunk {stored_key}, not {key} (a part copied over another)")
@@ -325,7 +385,9 @@ class Store:
             return None
 
     def read(self, keys):
-        """Concatenate the verified parts of ``keys`` (all must exist and be intact)."""
+        """Concatenate the verified parts of ``keys`` (all must exist and be intact; the store
+        must be of this version, :meth:`check_version`)."""
+        self.check_version()
         keys = list(keys)
         missing = [k for k in keys if not self.has(k)]
         if missing:

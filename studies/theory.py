@@ -12,8 +12,10 @@ Three groups:
 * **Least squares** (full-batch gradient descent on a linear model with MSE): the Hessian, its
   extreme eigenvalues, the stability threshold :math:`2/\lambda_{max}`, the best fixed step and
   the contraction per step.
-* **Sharpness** of any loss given its gradient: Hessian-vector products by central differences,
-  power iteration and Lanczos for :math:`\lambda_{max}`, the dense Hessian of a small network.
+* **Sharpness** of any loss given its gradient: Lanczos on Hessian-vector products by central
+  differences for :math:`\lambda_{max}`, the dense Hessian of a small network (the batchnorm
+  study's sharpness at initialisation; the tests' power-iteration reference is in
+  ``tests/naive.py``).
 
 Novikoff's perceptron bound lives in :mod:`simcore.perceptron` (``novikoff_bound``, ``margin``,
 ``radius``) and is not repeated here.
@@ -56,7 +58,7 @@ __all__ = [
     "ls_design", "ls_hessian", "ls_spectrum", "ls_threshold", "ls_optimal_step",
     "ls_contraction", "ls_optimal_contraction", "ls_condition_number", "ls_solution",
     "LSSolution",
-    "hessian_vector_product", "exact_hessian", "sharpness_power_iteration", "sharpness_lanczos",
+    "exact_hessian", "sharpness_lanczos",
     "mlp_grad_fn", "mlp_sharpness",
     # batchnorm
     "bn_scale_variant_mask", "hessian_block_sharpness", "bn_scale_variant_sharpness",
@@ -1138,37 +1140,14 @@ def _default_eps(theta, eps):
     return _positive("eps", eps)
 
 
-def hessian_vector_product(grad_fn, theta, v, eps=None):
-    r"""The Hessian-vector product :math:`H v` by central differences of the gradient:
+def _hvp(grad_fn, theta, v, h):
+    r"""The Hessian-vector product :math:`H v` by central differences of the gradient,
 
     .. math:: H v \approx \|v\| \frac{\nabla L(\theta + h \hat v) - \nabla L(\theta - h \hat v)}{2h},
-              \qquad \hat v = v / \|v\|
+              \qquad \hat v = v / \|v\|,
 
     with error :math:`O(h^2)` from the third derivatives and :math:`O(\epsilon/h)` from rounding;
-    exact to rounding for a quadratic loss.
-
-    Parameters
-    ----------
-    grad_fn : callable
-        Flat float64 parameters (n,) -> flat gradient (n,).
-    theta, v : (n,) array_like
-    eps : float > 0, optional
-        The step h; default :math:`\epsilon_{mach}^{1/3} \max(1, \|\theta\|_\infty)` (about 6e-6).
-
-    Returns
-    -------
-    (n,) float64 array
-    """
-    _check_grad_fn(grad_fn)
-    theta = _theta(theta)
-    v = _validate.array("v", v, ndim=1, dtype=np.float64)
-    if v.shape != theta.shape:
-        raise ValueError(f"v must have shape {theta.shape} to match theta, got {v.shape}")
-    h = _default_eps(theta, eps)
-    return _hvp(grad_fn, theta, v, h)
-
-
-def _hvp(grad_fn, theta, v, h):
+    exact to rounding for a quadratic loss (the Lanczos iterations' matrix-vector product)."""
     norm = float(np.linalg.norm(v))
     if norm == 0.0:
         return np.zeros_like(theta)
@@ -1183,7 +1162,10 @@ def exact_hessian(grad_fn, theta, eps=None):
     .. math:: H_{:,j} = \frac{\nabla L(\theta + h e_j) - \nabla L(\theta - h e_j)}{2h},
               \qquad H \leftarrow (H + H^T)/2
 
-    2n gradient evaluations: for small networks. Arguments as :func:`hessian_vector_product`.
+    2n gradient evaluations: for small networks (:func:`sharpness_lanczos` uses it below 4
+    parameters, where ARPACK cannot run). ``grad_fn``: flat float64 parameters (n,) -> flat
+    gradient (n,); ``eps``: the step h, by default :math:`\epsilon_{mach}^{1/3}
+    \max(1, \|\theta\|_\infty)` (about 6e-6).
 
     Returns
     -------
@@ -1202,101 +1184,25 @@ def exact_hessian(grad_fn, theta, eps=None):
     return 0.5 * (H + H.T)
 
 
-def _start_vector(n, v0, seed):
-    if v0 is None:
-        v = np.random.default_rng(seed).standard_normal(n)
-    else:
-        v = _validate.array("v0", v0, ndim=1, dtype=np.float64)
-        if v.shape != (n,):
-            raise ValueError(f"v0 must have shape ({n},) to match theta, got {v.shape}")
-    norm = np.linalg.norm(v)
-    if norm == 0.0:
-        raise ValueError("v0 must not be zero")
-    return v / norm
-
-
-def _power(matvec, v, iters, tol):
-    """Power iteration; returns (Rayleigh quotient, unit vector, iterations, converged)."""
-    lam = 0.0
-    for k in range(1, iters + 1):
-        w = matvec(v)
-        lam = float(v @ w)
-        resid = float(np.linalg.norm(w - lam * v))
-        wn = float(np.linalg.norm(w))
-        if wn == 0.0:  # H v = 0: v is an eigenvector with eigenvalue 0
-            return 0.0, v, k, True
-        if resid <= tol * abs(lam):
-            return lam, v, k, True
-        v = w / wn
-    return lam, v, iters, False
-
-
-def sharpness_power_iteration(grad_fn, theta, iters=1000, tol=1e-6, seed=0, eps=None, v0=None,
-                              full_output=False):
-    r"""The sharpness :math:`\lambda_{max}(H)` (the largest eigenvalue, not the largest in
-    magnitude) by power iteration on Hessian-vector products.
-
-    Power iteration :math:`v \leftarrow Hv/\|Hv\|` converges to the eigenvalue of largest
-    magnitude; its Rayleigh quotient :math:`\lambda = v^T H v` is returned when it is >= 0.
-    If it is negative (a saddle whose negative curvature dominates), the iteration is rerun on
-    the shifted :math:`H + c I`, :math:`c = |\lambda|`, whose eigenvalues are all >= 0 and whose
-    dominant one is :math:`\lambda_{max} + c`. Stops when the residual
-    :math:`\|Hv - \lambda v\| \le \text{tol}\, |\lambda|`; the eigenvalue's error is then about
-    :math:`\text{tol}^2 |\lambda|^2 / \text{gap}`. The number of steps grows like
-    :math:`1/\ln(\lambda_1/|\lambda_2|)`: use :func:`sharpness_lanczos` when the top of the
-    spectrum is crowded.
-
-    Parameters
-    ----------
-    grad_fn : callable
-        Flat float64 parameters -> flat gradient (e.g. :func:`mlp_grad_fn`).
-    theta : (n,) array_like
-    iters : int >= 1
-        Maximum number of Hessian-vector products per phase.
-    tol : float > 0
-        Relative residual at which to stop.
-    seed : int >= 0
-        Seed of the random start vector.
-    eps : float > 0, optional
-        Finite-difference step, see :func:`hessian_vector_product`.
-    v0 : (n,) array_like, optional
-        Start vector instead of a random one (e.g. the previous step's, to track sharpness
-        during training).
-    full_output : bool
-        Also return the eigenvector, the number of products and whether it converged.
-
-    Returns
-    -------
-    float, or (float, (n,) array, int, bool) with ``full_output``.
-    """
-    _check_grad_fn(grad_fn)
-    theta = _theta(theta)
-    iters = _validate.integer("iters", iters, minimum=1)
-    tol = _positive("tol", tol)
-    seed = _validate.integer("seed", seed, minimum=0)
-    h = _default_eps(theta, eps)
-    v = _start_vector(theta.size, v0, seed)
-
-    def matvec(x):
-        return _hvp(grad_fn, theta, x, h)
-
-    lam, v, k, ok = _power(matvec, v, iters, tol)
-    if lam < 0:
-        c = -lam
-        lam_s, v, k2, ok = _power(lambda x: matvec(x) + c * x, v, iters, tol)
-        lam, k = lam_s - c, k + k2
-    if full_output:
-        return lam, v, k, ok
-    return lam
-
-
 def sharpness_lanczos(grad_fn, theta, tol=1e-10, seed=0, eps=None):
     r"""The sharpness :math:`\lambda_{max}(H)` by Lanczos (``scipy.sparse.linalg.eigsh``,
     ``which="LA"``) on central-difference Hessian-vector products.
 
     Converges in far fewer products than power iteration when the top eigenvalues are close,
-    and finds the largest algebraic eigenvalue directly, whatever the signs. Arguments as
-    :func:`sharpness_power_iteration`.
+    and finds the largest algebraic eigenvalue directly, whatever the signs. The batchnorm
+    study calls it through :func:`mlp_sharpness` and :func:`hessian_block_sharpness`.
+
+    Parameters
+    ----------
+    grad_fn : callable
+        Flat float64 parameters (n,) -> flat gradient (n,) (e.g. :func:`mlp_grad_fn`).
+    theta : (n,) array_like
+    tol : float >= 0
+        ARPACK's relative tolerance (0: machine precision).
+    seed : int >= 0
+        Seed of the random start vector.
+    eps : float > 0, optional
+        Finite-difference step of the Hessian-vector products, as :func:`exact_hessian`.
 
     Returns
     -------
@@ -1328,7 +1234,8 @@ def mlp_grad_fn(net, X, y):
     r"""The gradient of ``net``'s mean training loss on (X, y) as a function of its flat
     parameters: ``theta (n_params,) -> grad (n_params,)``, both float64.
 
-    ``theta`` is ``net.pack(params)`` (the layout of :attr:`simcore.MLP.slots`). The gradient is
+    ``theta`` is ``net.pack(params)`` (the layout of :attr:`simcore.MLP.slots`); the batchnorm
+    study's sharpness at initialisation differentiates it (:func:`mlp_sharpness`). The gradient is
     evaluated by a float64 twin of ``net`` (same sizes, activation, loss, batch norm), so finite
     differences of it are accurate whatever ``net.dtype`` is. With batch norm it uses the batch's
     statistics and updates nothing, so the function is deterministic.
@@ -1358,11 +1265,14 @@ def mlp_grad_fn(net, X, y):
     return grad_fn
 
 
-def mlp_sharpness(net, params, X, y, method="lanczos", **kwargs):
-    r"""The sharpness :math:`\lambda_{max}` of ``net``'s loss Hessian at ``params`` on (X, y).
+def mlp_sharpness(net, params, X, y, **kwargs):
+    r"""The sharpness :math:`\lambda_{max}` of ``net``'s loss Hessian at ``params`` on (X, y),
+    by :func:`sharpness_lanczos` on :func:`mlp_grad_fn` (``kwargs`` go to it).
 
-    Compare :math:`2/\lambda_{max}` with the measured divergence threshold of full-batch GD, and
-    track :math:`\lambda_{max}\eta/2` during training (edge of stability, Cohen et al. 2021).
+    The batchnorm study compares it, at initialisation, with the scale-variant block's
+    (:func:`bn_scale_variant_sharpness`); compare :math:`2/\lambda_{max}` with the measured
+    divergence threshold of full-batch GD (the grid's own probe is the compiled
+    :func:`simcore.hessian.sharpness`).
 
     Parameters
     ----------
@@ -1370,20 +1280,13 @@ def mlp_sharpness(net, params, X, y, method="lanczos", **kwargs):
     params : list of dict
         As from ``net.init``.
     X, y : the full batch
-    method : {"lanczos", "power"}
-        :func:`sharpness_lanczos` or :func:`sharpness_power_iteration`; ``kwargs`` go to it.
 
     Returns
     -------
-    float (or the ``full_output`` tuple of power iteration)
+    float
     """
-    if method not in ("lanczos", "power"):
-        raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
     grad_fn = mlp_grad_fn(net, X, y)
-    theta = net.pack(params).astype(np.float64)
-    if method == "lanczos":
-        return sharpness_lanczos(grad_fn, theta, **kwargs)
-    return sharpness_power_iteration(grad_fn, theta, **kwargs)
+    return sharpness_lanczos(grad_fn, net.pack(params).astype(np.float64), **kwargs)
 
 
 # ============================================================================================
@@ -1421,7 +1324,8 @@ def hessian_block_sharpness(grad_fn, theta, mask, tol=1e-10, seed=0, eps=None):
     by :func:`sharpness_lanczos` on the gradient restricted to :math:`S`,
     :math:`g_S(x) = \nabla_S L(\theta \text{ with } \theta_S = x)`, whose Jacobian is
     :math:`H_{SS}`. Gradient descent restricted to :math:`S` is stable near ``theta`` iff
-    :math:`\eta < 2/\lambda_{max}(H_{SS})`.
+    :math:`\eta < 2/\lambda_{max}(H_{SS})`. The batchnorm study calls it through
+    :func:`bn_scale_variant_sharpness`.
 
     Parameters
     ----------

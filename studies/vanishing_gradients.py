@@ -75,6 +75,7 @@ from scipy import optimize, stats
 
 from . import runner, theory
 from . import spec as specmod
+from .rows import of_kind, per_run
 
 NAME = "vanishing-gradients"
 TITLE = "Vanishing and exploding gradients: mean field, the 1/4 per sigmoid layer, initialisation, batch norm"
@@ -98,10 +99,6 @@ ACTS = ("sigmoid", "tanh", "relu")
 
 # --------------------------------------------------------------------------------------------
 # row selection
-
-def _runs(rows):
-    return rows.drop_duplicates("point").set_index("point", drop=False)
-
 
 def meanfield_rows(data):
     m = ((data["init"] == "normal") & (~data["batchnorm"].astype(bool)) & (data["data_n"] == 1)
@@ -219,7 +216,7 @@ def pairing_ratios(data):
         return pd.DataFrame()
     first = rows[rows["layer"] == 1].set_index("point")["grad_norm"]
     last = rows[rows["layer"] == rows["depth"]].set_index("point")["grad_norm"]
-    runs = _runs(rows)
+    runs = per_run(rows)
     out = runs[["point", "activation", "init", "init_scale", "bias_scale", "batchnorm", "depth", "seed"]].copy()
     out["batchnorm"] = out["batchnorm"].astype(bool)
     out["g1"] = first.reindex(out.index).to_numpy()
@@ -488,7 +485,7 @@ def trainable_table(data, points):
     rows = trainable_rows(data)
     if rows.empty:
         return pd.DataFrame()
-    runs = _runs(rows)
+    runs = per_run(rows)
     rec = []
     for _, run in runs.iterrows():
         y = _sizes(points[int(run["point"])])[2]
@@ -556,8 +553,8 @@ def _check_sigmoid_bound(report, data, points):
                  "recorded step and every layer l, ||dL/dW_l||_F / (||A_{l-1}||_F ||dL/dz_L||_F) <= "
                  "(1/4)^(L-l) prod_{k>l} ||W_k||_F")
     if t.empty:
-        report.check("sigmoid_bound", statement, "measured/bound <= 1", "no runs", False,
-                     "no sigmoid networks without batch norm trained with mse in this grid")
+        report.missing("sigmoid_bound", statement, "sigmoid networks without batch norm trained with mse",
+                       kind="check")
         return t
     t = t[np.isfinite(t["measured"]) & (t["bound"] > 0)]
     worst = float((t["measured"] / t["bound"]).max())
@@ -1117,7 +1114,7 @@ def _fig_dead(report, dead):
 
 def analyse(data, spec, report):
     points = {p["point"]: p for p in specmod.expand(spec)}
-    data = data[data["kind"] == "mlp"].copy()
+    data = of_kind(data, "mlp").copy()
     # samples per network, from the data each point trained on
     n_of = {k: _sizes(p)[1].shape[0] for k, p in points.items() if p["kind"] == "mlp"}
     data["data_n"] = data["point"].map(n_of).astype(int)
@@ -1180,7 +1177,7 @@ def analyse(data, spec, report):
     _fig_training(report, data)
     tr = training_rows(data)
     if not tr.empty:
-        fin = _runs(tr)
+        fin = per_run(tr)
         report.table(fin.groupby(["activation", "init", "batchnorm"])
                      .agg(final_loss_median=("final_loss", "median"), diverged_share=("diverged", "mean"))
                      .reset_index(), "Training runs: final loss and divergence")

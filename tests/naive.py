@@ -316,3 +316,69 @@ def ref_fastmath32(name, x):
     """f(x) of float32 x: NumPy's float64 f of x widened to float64, rounded to float32."""
     with np.errstate(all="ignore"):
         return FASTMATH_REFS[name](x.astype(np.float64)).astype(np.float32)
+
+
+def ref_forward_layers(net, params, X, state=None):
+    """Every hidden layer's z_l = a_{l-1} W_l + b_l, y_l (batch-normalised z_l, or z_l), a_l =
+    f(y_l) and batch norm's (mu_l, var_l) (the batch's, biased, or ``state``'s running ones),
+    and the logits, in float64: a dict of lists ``z``, ``y``, ``a``, ``mean``, ``var`` and
+    ``logits``, what ``MLP.forward`` returns."""
+    a = np.asarray(X, np.float64)
+    out = {"z": [], "y": [], "a": [], "mean": [], "var": []}
+    for l, p in enumerate(params[:-1]):
+        z = a @ p["W"] + p["b"]
+        y = z
+        if "gamma" in p:
+            if state is None:
+                mu, var = z.mean(axis=0), z.var(axis=0)
+            else:
+                mu, var = state[l]["running_mean"], state[l]["running_var"]
+            y = p["gamma"] * (z - mu) / np.sqrt(var + BN_EPS) + p["beta"]
+            out["mean"].append(mu)
+            out["var"].append(var)
+        a = REF_ACT[net.activation](y)
+        for key, v in (("z", z), ("y", y), ("a", a)):
+            out[key].append(v)
+    out["logits"] = a @ params[-1]["W"] + params[-1]["b"]
+    return out
+
+
+# --- sharpness: power iteration on Hessian-vector products (a reference for studies.theory's
+# Lanczos and exact Hessian) --------------------------------------------------------------
+
+def ref_hessian_vector_product(grad_fn, theta, v, h=6e-6):
+    """H v ~ (grad(theta + h v) - grad(theta - h v)) / (2 h) for a unit v, scaled back by |v|."""
+    norm = np.linalg.norm(v)
+    if norm == 0.0:
+        return np.zeros_like(theta)
+    step = h * np.asarray(v, np.float64) / norm
+    return norm * (np.asarray(grad_fn(theta + step)) - np.asarray(grad_fn(theta - step))) / (2.0 * h)
+
+
+def ref_sharpness_power_iteration(grad_fn, theta, iters=1000, tol=1e-6, seed=0, v0=None):
+    """lambda_max(H), the largest eigenvalue (not the largest in magnitude), by power iteration
+    v <- H v / |H v| until |H v - lambda v| <= tol |lambda|; when the Rayleigh quotient comes out
+    negative, again on H + |lambda| I (all eigenvalues >= 0), minus |lambda|. Returns (lambda,
+    unit eigenvector, Hessian-vector products, converged)."""
+    theta = np.asarray(theta, np.float64)
+    v = np.random.default_rng(seed).standard_normal(theta.size) if v0 is None else np.asarray(v0, float)
+    v = v / np.linalg.norm(v)
+
+    def power(matvec, v):
+        lam = 0.0
+        for k in range(1, iters + 1):
+            w = matvec(v)
+            lam = float(v @ w)
+            if np.linalg.norm(w - lam * v) <= tol * abs(lam):
+                return lam, v, k, True
+            v = w / np.linalg.norm(w)
+        return lam, v, iters, False
+
+    def hv(x):
+        return ref_hessian_vector_product(grad_fn, theta, x)
+
+    lam, v, k, ok = power(hv, v)
+    if lam < 0:
+        shifted, v, k2, ok = power(lambda x: hv(x) - lam * x, v)
+        lam, k = shifted + lam, k + k2
+    return lam, v, k, ok

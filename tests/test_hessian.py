@@ -38,7 +38,7 @@ def exact_hessian(net, params, X, y):
         for name, (o, size, shape), transposed in entries:
             t = theta[o:o + size].reshape(shape)
             d[name] = t.T if transposed else t
-        return torch_loss(net, functional_call(model, d, (Xt,)), y, tdt)
+        return torch_loss(net, functional_call(model, d, (Xt,)), y)
 
     theta = torch.tensor(net.pack(params), dtype=tdt)
     return torch.autograd.functional.hessian(loss, theta).numpy()

@@ -18,7 +18,7 @@ import pytest
 
 import simcore
 from conftest import ACTS, FD_TOL, INITS, LOSSES, central_diff, flat, rel_err
-from naive import ref_forward, ref_loss, ref_output
+from naive import ref_forward, ref_forward_layers, ref_loss, ref_output
 from simcore import MLP, _validate
 from simcore.mlp import TRAIN_NO_UPDATE, loss_and_grad_kernel
 
@@ -590,18 +590,22 @@ def test_state_that_cannot_be_updated_in_place_raises(kind):
         net.loss_and_grad(params, X, y, state=state)
 
 
+def _shifted_state(net):
+    """Running statistics away from init_state's zeros and ones, so eval mode differs."""
+    state = net.init_state()
+    for layer in state:
+        for k in layer:
+            layer[k] = layer[k] + (0.3 if k == "running_var" else -0.1)
+    return state
+
+
 @pytest.mark.parametrize("bn", [False, True])
 @pytest.mark.parametrize("eval_mode", [False, True])
 def test_activation_inputs_match_the_numpy_reference(bn, eval_mode):
     net = MLP([3, 5, 4, 2], activation="sigmoid", loss="ce", batchnorm=bn)
     params = net.init(seed=3, bias_scale=0.2)
     X = np.random.default_rng(0).normal(size=(9, 3))
-    state = None
-    if eval_mode:
-        state = net.init_state()
-        for l in range(len(state)):
-            for k in state[l]:
-                state[l][k] = state[l][k] + (0.3 if k == "running_var" else -0.1)
+    state = _shifted_state(net) if eval_mode else None
     got = net.activation_inputs(params, X, state=state)
     _, ref = ref_forward(net, params, X, state=copy.deepcopy(state) if state is not None else None)
     assert len(got) == 2 and [g.shape for g in got] == [(9, 5), (9, 4)]
@@ -609,6 +613,46 @@ def test_activation_inputs_match_the_numpy_reference(bn, eval_mode):
         np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="X must have shape"):
         net.activation_inputs(params, X[:, :2])
+
+
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("eval_mode", [False, True])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_forward_matches_the_numpy_reference(bn, eval_mode, dtype):
+    """Every layer's z, y, a, batch norm's statistics (the batch's in training mode, the state's
+    in eval mode) and the logits, against naive.ref_forward_layers; the statistics' state
+    normalises as the batch did; nothing is updated."""
+    net = MLP([3, 5, 4, 2], activation="tanh", loss="ce", batchnorm=bn, dtype=dtype)
+    params = net.init(seed=3, bias_scale=0.2)
+    X = np.random.default_rng(0).normal(size=(9, 3)) * 2.0 + 0.5
+    state = _shifted_state(net) if eval_mode else None
+    before = copy.deepcopy(state)
+    fw = net.forward(params, X, state=state)
+    p64 = [{k: np.asarray(v, np.float64) for k, v in p.items()} for p in params]
+    ref = ref_forward_layers(net, p64, np.asarray(X, dtype), state=state)
+    tol = 1e-12 if dtype == "float64" else 2e-5
+    for key in ("z", "y", "a", "mean", "var"):
+        got = getattr(fw, key)
+        assert len(got) == (len(ref[key]) if key in ("mean", "var") else 2)
+        assert len(got) == (2 if bn or key not in ("mean", "var") else 0)
+        for g, r in zip(got, ref[key]):
+            assert g.dtype == np.dtype(dtype)
+            np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fw.logits, ref["logits"], rtol=tol, atol=tol)
+    for g, r in zip(fw.y, net.activation_inputs(params, X, state=state)):
+        np.testing.assert_array_equal(g, r)
+    if state is not None:
+        for s, b in zip(state, before):
+            for k in s:
+                np.testing.assert_array_equal(s[k], b[k])
+    if bn and not eval_mode:
+        again = net.forward(params, X, state=fw.state())
+        np.testing.assert_allclose(again.logits, fw.logits, rtol=10 * tol, atol=10 * tol)
+    with pytest.raises(ValueError, match="X must have shape"):
+        net.forward(params, X[:, :2])
+    if bn:
+        with pytest.raises(ValueError, match="at least 2 rows"):
+            net.forward(params, X[:1])
 
 
 # ============================================================================================

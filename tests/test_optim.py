@@ -15,6 +15,7 @@ import simcore
 from conftest import DTYPES, flat, rel_err
 from naive import ref_adam, ref_gd, ref_momentum
 from simcore import MLP, Optimizer, optim
+from simcore.interop import from_torch
 from torch_oracle import torch_loss_and_grad, torch_model
 
 torch.set_num_threads(1)
@@ -120,21 +121,6 @@ SIMCORE_OPT = {
 }
 
 
-def _torch_params_as_list(model, params):
-    """The torch model's parameters in simcore's list-of-dicts layout."""
-    mods = [m for m in model if isinstance(m, (torch.nn.Linear, torch.nn.BatchNorm1d))]
-    it, out = iter(mods), []
-    for p in params:
-        lin = next(it)
-        d = {"W": lin.weight.detach().numpy().T.copy(), "b": lin.bias.detach().numpy().copy()}
-        if "gamma" in p:
-            bn = next(it)
-            d["gamma"] = bn.weight.detach().numpy().copy()
-            d["beta"] = bn.bias.detach().numpy().copy()
-        out.append(d)
-    return out
-
-
 # Adam is run without batch norm: the bias just before a batch norm has a gradient that is 0 in
 # theory and +-1e-17 in practice, and Adam's normalisation turns that noise into eta-sized steps
 # of random sign in either implementation.
@@ -160,7 +146,7 @@ def test_optimizer_matches_torch_over_10_steps(name, bn):
         topt.step()
         opt.step(params, grads)
         assert abs(loss - tloss) <= 1e-12 * abs(tloss), step
-        assert rel_err(flat(params), flat(_torch_params_as_list(model, params))) <= 1e-12, step
+        assert rel_err(flat(params), flat(from_torch(model, loss=net.loss)[1])) <= 1e-12, step
     assert opt.t == 10
     assert rel_err(flat(params), start) > 1e-3  # the parameters really moved
 

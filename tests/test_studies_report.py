@@ -116,6 +116,22 @@ def test_missing_runs_fail_the_prediction_by_name(tmp_path):
     assert c.passed is False and "runs on data set 'xor'" in c.note
 
 
+def test_missing_runs_of_a_check_or_an_observation(tmp_path):
+    """One path for every kind of claim: a check fails, an observation records nothing; both
+    measure "no runs" and name what the grid lacks. A prediction still needs its assumptions."""
+    r = Report(tmp_path / "r", "t")
+    c = r.missing("c", "s", "batch-norm networks", kind="check")
+    o = r.missing("o", "s", "digits runs", kind="observation")
+    assert (c.kind, c.passed, c.measured) == ("check", False, "no runs")
+    assert (o.kind, o.passed, o.measured) == ("observation", None, "no runs")
+    assert "the grid has no batch-norm networks" in c.note and "digits runs" in o.note
+    assert r.counts() == {"predictions": (0, 0), "checks": (0, 1), "observations": 1}
+    with pytest.raises(ValueError, match="assumptions"):
+        r.missing("p", "s", "runs")
+    with pytest.raises(ValueError, match="kind must be"):
+        r.missing("q", "s", "runs", kind="claim")
+
+
 def test_a_report_without_predictions_says_so(tmp_path):
     r = Report(tmp_path / "r", "t")
     r.observation("o", "what the data show", 3)

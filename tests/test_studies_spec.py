@@ -99,7 +99,7 @@ def _plan_from_every_point(spec):
     for p in specmod.expand(spec):
         groups.setdefault(runner.group_key(p), []).append(p)
     size = spec["chunk_size"]
-    return [chunk_key(m[0]["kind"], [runner._hashed(p) for p in m[i:i + size]])
+    return [chunk_key(m[0]["kind"], m[i:i + size])
             for m in groups.values() for i in range(0, len(m), size)]
 
 

@@ -2,6 +2,7 @@
 pre-checksum parts are found, named and recomputed), one run per directory (the lock), pid-named
 temporary files that no other run deletes, and concurrent writers (Dask workers) kept apart."""
 import concurrent.futures
+import json
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 from studies import cli, runner
 from studies import spec as specmod
-from studies.store import Store, content_digest
+from studies.store import STORE_VERSION, Store, content_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,10 +79,19 @@ def _without_metadata(path):
     pd.read_parquet(path).to_parquet(path, index=False)
 
 
+def _as_version_1(path):
+    """A part whose metadata says store version 1 (as a part of an older store copied in)."""
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata)
+    meta[b"simstudy.version"] = b"1"
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
 @pytest.mark.parametrize("damage, reason", [
     (_truncate, "unreadable"),
     (_change_a_value, "checksum mismatch"),
     (_without_metadata, "no checksum"),
+    (_as_version_1, "written by store version 1, not 2"),
 ])
 def test_a_bad_part_is_named_by_report_and_recomputed_by_a_rerun(capsys, clean_run, tmp_path, damage, reason):
     grid, out, parts = _copy_run(clean_run, tmp_path)
@@ -309,3 +319,44 @@ def test_another_thread_is_refused_the_lock_like_another_process(tmp_path):
                              capture_output=True, text=True, timeout=60).stdout
         assert f"pid {os.getpid()}" in out          # still held after the inner block left
     assert not (store.root / ".lock.owner").exists()
+
+
+def test_a_store_records_its_version(clean_run):
+    _, out, _ = clean_run
+    assert json.loads((out / "store.json").read_text()) == {"format": "simstudy", "version": STORE_VERSION}
+    assert Store(out).version() == STORE_VERSION == 2
+    assert Store(out / "nowhere").version() is None      # a new store: no parts, no record
+
+
+_OLD = "give another --out, or delete"
+_NEW = "a newer simstudy wrote it"
+
+
+@pytest.mark.parametrize("record, message, advice", [
+    ('{"format": "simstudy", "version": 1}', "holds results of store version 1, this simstudy reads "
+                                             "and writes version 2: version 2 stores the data set's", _OLD),
+    (None, "holds results of store version 1", _OLD),   # parts from before versions were recorded
+    ('{"version": 3}', "store version 3, this simstudy reads and writes version 2", _NEW),
+    ("not json", "is not a simstudy store version record", "give another --out"),
+    ('{"version": "2"}', "records version '2', not an integer", "give another --out"),
+])
+def test_a_store_of_another_version_is_refused_by_run_and_report(capsys, clean_run, tmp_path, record,
+                                                                  message, advice):
+    """Its parts are neither reused nor mixed with new ones: run and report stop at once with
+    one line saying what to do, and nothing in the directory changes."""
+    grid, out, parts = _copy_run(clean_run, tmp_path)
+    if record is None:
+        (out / "store.json").unlink()
+    else:
+        (out / "store.json").write_text(record)
+    before = sorted(p.name for p in (out / "parts").iterdir())
+    for argv in (["run", str(grid), "--out", str(out)], ["report", str(out)]):
+        err = _one_line_error(capsys, argv)
+        assert message in err and advice in err and str(out) in err
+    assert sorted(p.name for p in (out / "parts").iterdir()) == before
+
+
+def test_a_fresh_directory_becomes_a_store_of_this_version(tmp_path):
+    store = Store(tmp_path / "new").prepare()
+    assert store.version() == STORE_VERSION
+    assert json.loads((tmp_path / "new" / "store.json").read_text())["version"] == STORE_VERSION

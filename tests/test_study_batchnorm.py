@@ -369,19 +369,22 @@ def test_split_holdout():
         runner.split_holdout(X[:2], y[:2], 0.25)
 
 
-def test_bn_forward_and_holdout_accuracy():
-    """bn_forward's activation inputs are simcore's; held-out accuracy with the training set's
-    statistics, evaluated on the training set, is the training-mode accuracy."""
+def test_holdout_accuracy_and_the_eps_correction():
+    """Held-out accuracy with the training set's statistics, evaluated on the training set, is
+    the training-mode accuracy; the eps correction of scale invariance is eps / (var + eps)
+    gamma dL/dgamma with var the batch variance of z."""
     net, X, y = _digits_net()
     params = net.init(seed=2)
-    zs, ys, stats = runner.bn_forward(net, params, X)
-    for u, v in zip(ys, net.activation_inputs(params, X)):
-        np.testing.assert_allclose(u, v, atol=1e-12)
     train = float(np.mean(net.predict(params, X).argmax(1) == y))
     assert runner.holdout_accuracy(net, params, X, X, y) == pytest.approx(train)
+    _, grads = net.loss_and_grad(params, X, y)
+    z = X @ params[0]["W"] + params[0]["b"]
+    want = 1e-5 / (z.var(0) + 1e-5) * params[0]["gamma"] * grads[0]["gamma"]
+    np.testing.assert_allclose(study.scale_correction(net, params, X, grads)[0], want, rtol=1e-9, atol=1e-300)
     plain, _, _ = _digits_net(batchnorm=False)
     p0 = plain.init(seed=2)
-    np.testing.assert_allclose(runner.bn_forward(plain, p0, X)[0][0], X @ p0[0]["W"] + p0[0]["b"])
+    acc = float(np.mean(plain.predict(p0, X).argmax(1) == y))
+    assert runner.holdout_accuracy(plain, p0, X, X, y) == pytest.approx(acc)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -400,7 +403,9 @@ def test_spec_errors(extra, message):
         specmod.load(tomllib.loads(text), name="g")
 
 
-def test_new_keys_keep_chunk_keys_at_default():
+def test_keys_at_their_default_make_the_same_chunks():
+    """A key given at its default value makes the same points, so the same chunk keys (every
+    key enters the hash, studies.store version 2); another value makes other chunks."""
     import tomllib
     base = "[grids.g]\ndata = 'moons'\nlr = 0.1\nwidths = [4]\n"
     a = runner.plan(specmod.load(tomllib.loads(base), name="g"))

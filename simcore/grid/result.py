@@ -1,9 +1,10 @@
-"""GridResult: what a grid of trainings returns, and its long-form telemetry."""
-from dataclasses import dataclass, field
+"""GridResult: what a grid of trainings returns, its long-form telemetry, and its file."""
+from dataclasses import MISSING, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 
+from .. import io
 from .core import QUANTITIES
 
 
@@ -26,6 +27,19 @@ class GridResult:
         per-network parameter lists.
     record_steps : (R,) int64
         The steps at which telemetry was recorded (0, k, 2k, ..., and the last step).
+    config : pandas.DataFrame
+        One row per network, in the grid's order, with the columns ``network`` (0..G-1),
+        ``arch`` (the layer widths joined by "-", e.g. "2-16-16-1"), ``activation``,
+        ``batchnorm`` (bool), ``lr``, ``seed`` (uint64: the key of its initial draw and
+        minibatch orders), ``init_scale``, ``bias_scale``, ``momentum`` (0 for an optimizer
+        without it), ``strategy`` (how it was trained: "lanes", "gemm" or "cuda"), and
+        ``final_loss``, ``diverged``, ``diverged_at`` as the attributes above.
+    nets : list of MLP or None
+        The G networks' architectures (one MLP per network, the same object for networks of one
+        architecture), or None where the result was built without them.
+
+    ``print(res)`` gives a one-line summary; :meth:`history` the telemetry; :meth:`save` and
+    :meth:`load` a file (:mod:`simcore.io`).
     """
 
     final_loss: np.ndarray
@@ -35,6 +49,22 @@ class GridResult:
     record_steps: np.ndarray
     config: pd.DataFrame = field(repr=False)
     _groups: list = field(repr=False)   # [(network indices, rec_loss (R, Gg), rec_layer (R, L, NQ, Gg))]
+    nets: list = field(default=None, repr=False)
+
+    def __repr__(self):
+        G = len(self.final_loss)
+        archs = list(dict.fromkeys(
+            f"{a} {act}" + (" batchnorm" if bn else "")
+            for a, act, bn in zip(self.config["arch"], self.config["activation"], self.config["batchnorm"])))
+        shown = ", ".join(archs[:3]) + (f", +{len(archs) - 3} more" if len(archs) > 3 else "")
+        kept = self.final_loss[~self.diverged]
+        if kept.size:
+            loss = f"final loss {np.nanmin(kept):.4g} to {np.nanmax(kept):.4g}"
+        else:
+            loss = "no final loss (all diverged)"
+        n_arch = f"{len(archs)} architecture" + ("s" if len(archs) > 1 else "")
+        return (f"GridResult(G={G}, {n_arch} ({shown}), {int(self.record_steps[-1])} steps, "
+                f"{len(self.record_steps)} records, {int(self.diverged.sum())} diverged, {loss})")
 
     def history(self):
         """Long-form telemetry: one row per (network, recorded step, layer).
@@ -64,3 +94,124 @@ class GridResult:
         after = self.diverged_at[df["network"].to_numpy()]
         df = df[(after < 0) | (df["step"].to_numpy() <= after)]
         return df.sort_values(["network", "step", "layer"], kind="stable").reset_index(drop=True)
+
+    # --- the file ------------------------------------------------------------------------------
+    def save(self, path):
+        """Write this result to ``path``: a simcore ``.npz`` archive (no pickle), format
+        ``"simcore.grid_result"`` of :data:`simcore.io.FORMAT_VERSION`.
+
+        Besides the format's common keys (:mod:`simcore.io`), the JSON header holds:
+
+        - ``fields``: for every attribute but ``config`` and ``nets``, the skeleton of its value
+          (``final_loss``, ``diverged``, ``diverged_at``, ``record_steps`` are arrays of those
+          names, pooled when small as every array of the format; ``params`` is ``params/<layer>/<name>`` stacked on a leading G axis for one
+          architecture, ``params/<network>/<layer>/<name>`` for a list of networks; ``_groups``
+          the telemetry, ``_groups/<i>/0`` the networks of group i, ``/1`` its losses (R, Gg),
+          ``/2`` its per-layer quantities (R, L, NQ, Gg)). An attribute added later with a
+          default (an optimizer ``state``, say) is stored the same way, and a file without it
+          loads with the default;
+        - ``config``: ``{"columns": [[name, dtype], ...]}``, column i in the array ``config/<i>``
+          (strings as fixed-width unicode, restored to the column's pandas dtype);
+        - ``networks``: null, or ``{"architectures": [constructor arguments, ...], "index":
+          skeleton}``, network g being ``architectures[index[g]]``.
+
+        ``GridResult.load(path)`` gives back every array bitwise, the same ``config`` and
+        the same :meth:`history`.
+
+        Raises
+        ------
+        TypeError
+            ``path`` not a path; an attribute holding something other than arrays in nested
+            lists, tuples and dicts.
+        """
+        arrays = {}
+        stored = {f.name: io.encode_tree(getattr(self, f.name), f.name, arrays)
+                  for f in fields(self) if f.name not in ("config", "nets")}
+        header = {"fields": stored, "config": _encode_config(self.config, arrays),
+                  "networks": _encode_nets(self.nets, arrays)}
+        io.write(path, io.GRID_FORMAT, header, arrays)
+
+    @classmethod
+    def load(cls, path):
+        """The GridResult :meth:`save` wrote to ``path``.
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        ValueError
+            Naming ``path``: not a simcore file, corrupt or truncated, of another format or
+            format version, an array or attribute missing.
+        """
+        header, arrays = io.read(path, io.GRID_FORMAT, ("fields", "config", "networks"))
+        path = io.check_path(path)
+        stored = header["fields"]
+        if not isinstance(stored, dict):
+            raise ValueError(f"{path}: malformed header (fields is not a JSON object)")
+        names = {f.name for f in fields(cls)} - {"config", "nets"}
+        unknown = sorted(set(stored) - names)
+        if unknown:
+            raise ValueError(f"{path}: holds attributes this simcore does not know: {unknown}")
+        kwargs = {"config": _decode_config(header["config"], arrays, path),
+                  "nets": _decode_nets(header["networks"], arrays, path)}
+        for f in fields(cls):
+            if f.name in stored:
+                kwargs[f.name] = io.decode_tree(stored[f.name], arrays, path)
+            elif f.name in names and f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"{path}: the attribute {f.name!r} is missing")
+        return cls(**kwargs)
+
+
+def _encode_config(config, arrays):
+    """The config's header entry; its columns go into ``arrays`` as ``config/<i>``."""
+    columns = []
+    for i, name in enumerate(config.columns):
+        col = config[name]
+        kind = str(col.dtype)
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biuf":
+            arrays[f"config/{i}"] = col.to_numpy()
+        elif all(isinstance(v, str) for v in col):
+            arrays[f"config/{i}"] = np.array(col.tolist(), dtype=str)
+        else:
+            raise TypeError(f"config column {name!r} ({kind}) holds values other than numbers and "
+                            f"strings, which the format does not store")
+        columns.append([str(name), kind])
+    return {"columns": columns}
+
+
+def _decode_config(entry, arrays, path):
+    try:
+        columns = entry["columns"]
+        data = {}
+        for i, (name, kind) in enumerate(columns):
+            key = f"config/{i}"
+            if key not in arrays:
+                raise ValueError(f"{path}: the array {key!r} is missing (a truncated or edited file?)")
+            values = arrays[key]
+            data[name] = values if values.dtype.kind in "biuf" else pd.array(values.tolist(), dtype=kind)
+    except (TypeError, KeyError):
+        raise ValueError(f"{path}: malformed header (config)") from None
+    return pd.DataFrame(data)
+
+
+def _encode_nets(nets, arrays):
+    """The networks' header entry: each distinct architecture once, and an index per network."""
+    if nets is None:
+        return None
+    specs, index = {}, []
+    for m in nets:
+        key = tuple(sorted((k, str(v)) for k, v in io.net_spec(m).items()))
+        index.append(specs.setdefault(key, (len(specs), io.net_spec(m)))[0])
+    return {"architectures": [spec for _, spec in specs.values()],
+            "index": io.encode_tree(np.array(index, np.int64), "nets/index", arrays)}
+
+
+def _decode_nets(entry, arrays, path):
+    if entry is None:
+        return None
+    try:
+        built = [io.net_from_spec(spec, path) for spec in entry["architectures"]]
+        index = io.decode_tree(entry["index"], arrays, path)
+        return [built[i] for i in index.tolist()]
+    except (TypeError, KeyError, IndexError, AttributeError):
+        raise ValueError(f"{path}: malformed header (networks)") from None
