@@ -49,9 +49,11 @@ $(VENV)/.docs: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 # docs/_build/html, offline; every gallery example runs; a warning or a failing example fails it.
-# -E rereads every page so an API page never lags a docstring edit.
+# The generated API stubs and gallery pages are made afresh (a stale one, of a function since
+# removed, would fail the build), and -E rereads every page so none lags a docstring edit.
 SPHINXOPTS ?=
 docs: $(VENV)/.docs
+	rm -rf docs/generated docs/auto_examples
 	$(BIN)/python -m sphinx -E -W --keep-going -q -b html $(SPHINXOPTS) docs docs/_build/html
 	@echo "docs/_build/html/index.html"
 

@@ -19,8 +19,8 @@ API = "\n".join(p.read_text() for p in (DOCS / "api").glob("*.rst"))
 # modules whose every public function and class the API reference lists
 DOCUMENTED = ["simcore.scalar", "simcore.activations", "simcore.losses", "simcore.layers", "simcore.optim",
               "simcore.init", "simcore.datasets", "simcore.perceptron", "simcore.hessian", "simcore.grid.core",
-              "simcore.interrupt", "simcore.fastmath", "simcore.gemm", "studies.theory", "studies.spec",
-              "studies.store", "studies.report"]
+              "simcore.interrupt", "simcore.fastmath", "simcore.gemm", "simcore.io", "simcore.interop",
+              "studies.theory", "studies.spec", "studies.store", "studies.report", "studies.rows"]
 
 
 def _public(modname):
