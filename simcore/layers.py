@@ -32,6 +32,36 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
 
+# --- batch normalisation's per-unit formulas: the single network, the CPU grid and the GPU grid
+# call these, so each is written once (docs/architecture.md, *Write the math once*); compiled
+# without reassociation, as the grid kernels that inline them (simcore._jit.cpu_kernel) ---------
+
+@cpu_kernel(ordered=True)
+def bn_inv_std(var, eps):
+    r""":math:`1/\sqrt{\sigma^2 + \epsilon}` from the biased batch variance."""
+    return 1.0 / math.sqrt(var + eps)
+
+
+@cpu_kernel(ordered=True)
+def bn_normalize(z, mu, inv_std):
+    r""":math:`\hat z = (z - \mu) / \sqrt{\sigma^2 + \epsilon}`."""
+    return (z - mu) * inv_std
+
+
+@cpu_kernel(ordered=True)
+def bn_affine(gamma, xhat, beta):
+    r""":math:`y = \gamma \hat z + \beta`."""
+    return gamma * xhat + beta
+
+
+@cpu_kernel(ordered=True)
+def bn_input_grad(dy, xhat, gamma, inv_std, n, sum_dy, sum_dy_xhat):
+    r""":math:`\partial z = \frac{\gamma}{n\sqrt{\sigma^2+\epsilon}}(n\,\partial y - \nabla_\beta
+    - \hat z \nabla_\gamma)`, with :math:`\nabla_\beta = \sum_i \partial y_i` (``sum_dy``) and
+    :math:`\nabla_\gamma = \sum_i \partial y_i \hat z_i` (``sum_dy_xhat``) over the n samples."""
+    return (gamma * inv_std / n) * (n * dy - sum_dy - xhat * sum_dy_xhat)
+
+
 # --- compiled kernels ----------------------------------------------------------------------
 
 @cpu_kernel
@@ -79,11 +109,11 @@ def batchnorm_forward_kernel(z, gamma, beta, y, xhat, inv_std, running_mean, run
             var[j] += d * d
     for j in range(m):
         var[j] /= n
-        inv_std[j] = 1.0 / math.sqrt(var[j] + eps)
+        inv_std[j] = bn_inv_std(var[j], eps)
     for i in range(n):
         for j in range(m):
-            xhat[i, j] = (z[i, j] - mu[j]) * inv_std[j]
-            y[i, j] = gamma[j] * xhat[i, j] + beta[j]
+            xhat[i, j] = bn_normalize(z[i, j], mu[j], inv_std[j])
+            y[i, j] = bn_affine(gamma[j], xhat[i, j], beta[j])
     if update_running:
         unbias = n / (n - 1.0) if n > 1 else 1.0
         for j in range(m):
@@ -117,8 +147,8 @@ def batchnorm_backward_kernel(dy, xhat, inv_std, gamma, dz, dgamma, dbeta):
         dgamma[j] = sum_dy_xhat[j]
     for i in range(n):
         for j in range(m):
-            dz[i, j] = (gamma[j] * inv_std[j] / n) * (
-                n * dy[i, j] - sum_dy[j] - xhat[i, j] * sum_dy_xhat[j])
+            dz[i, j] = bn_input_grad(dy[i, j], xhat[i, j], gamma[j], inv_std[j], n, sum_dy[j],
+                                     sum_dy_xhat[j])
 
 
 # --- validated, allocating versions for NumPy users ----------------------------------------

@@ -65,6 +65,37 @@ def unit_loss(code, z, y):
     return bce_unit(z, y)
 
 
+# --- the softmax cross-entropy couples a row's k units; each kernel runs the row's loop (the lanes
+# kernel across networks, the GPU across samples) around these two formulas -------------------
+
+@cpu_kernel(ordered=True)
+def ce_row_loss(zmax, total, zy):
+    r"""One row's :math:`\log \sum_j e^{z_j} - \sum_j y_j z_j` by the log-sum-exp trick, from
+    :math:`z_{max}`, ``total`` :math:`= \sum_j e^{z_j - z_{max}}` and ``zy`` :math:`= \sum_j y_j z_j`."""
+    return zmax + math.log(total) - zy
+
+
+@cpu_kernel(ordered=True)
+def ce_delta(e, inv_total, y):
+    r""":math:`\partial / \partial z_j` of one row's loss: :math:`p_j - y_j`, with
+    :math:`p_j = e_j / \sum_i e_i` (``e`` :math:`= e^{z_j - z_{max}}`, ``inv_total`` the row's
+    :math:`1/\sum_i e^{z_i - z_{max}}`)."""
+    return e * inv_total - y
+
+
+@cpu_kernel(ordered=True)
+def output_grad(code, z, out):
+    r"""The diagonal derivative :math:`\partial\,\mathrm{out}_j / \partial z_j` of the network's
+    output function for loss ``code``, given out = that output: 1 (identity, ``mse``),
+    :math:`\sigma'(z)` (``mse_sigmoid``, ``bce``), :math:`p_j (1 - p_j)` (softmax, ``ce``). The
+    telemetry's output-layer saturation reads it."""
+    if code == 0:
+        return 1.0
+    if code == 3:
+        return out * (1.0 - out)
+    return sigmoid_grad(z, out)
+
+
 # name -> (code, per-unit formula; None for ce, whose softmax couples a row). The code is what
 # compiled kernels switch on.
 LOSSES = {"mse": (0, mse_unit), "mse_sigmoid": (1, mse_sigmoid_unit), "bce": (2, bce_unit),
@@ -96,10 +127,10 @@ def loss_grad(code, z, y, dz):
                 dz[i, j] = e
                 s += e
                 zy += y[i, j] * z[i, j]
-            total += zmax + math.log(s) - zy
+            total += ce_row_loss(zmax, s, zy)
             inv_s = 1.0 / s
             for j in range(k):
-                dz[i, j] = (dz[i, j] * inv_s - y[i, j]) * inv_n
+                dz[i, j] = ce_delta(dz[i, j], inv_s, y[i, j]) * inv_n
         return total * inv_n
     inv_m = 1.0 / (n * k)
     for i in range(n):

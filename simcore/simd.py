@@ -6,10 +6,10 @@ Why this module exists
 The grid engine keeps the networks of a block in lanes (docs/architecture.md, *A strategy per size*) and its
 dense layers are small matrix products per lane. A matrix product is fast only when it is
 *register-blocked*: a handful of output rows stay in registers while the inputs stream past,
-so each fused multiply-add needs one load instead of three loads and a store. Written as plain
-loops, LLVM will not do this for numba arrays: it knows nothing about aliasing between them,
-so its loop vectoriser must prove at run time that the outputs overlap none of the inputs, and
-for a blocked loop body (8 outputs, 9 inputs) it gives up ("too many memory checks needed");
+so each fused multiply-add needs a fraction of a load instead of three loads and a store.
+Written as plain loops, LLVM will not do this for numba arrays: it knows nothing about aliasing
+between them, so its loop vectoriser must prove at run time that the outputs overlap none of the
+inputs, and for a blocked loop body (8 outputs, 9 inputs) it gives up ("too many memory checks needed");
 the SLP vectoriser never adds run-time checks at all. Written with the vectors below, the
 blocking is explicit and nothing needs to be proved (docs/benchmarks.md, "Measurements behind
 the code's choices").
@@ -29,11 +29,12 @@ compiled code.
 ``vzero(arr)``          a vector of zeros of arr's dtype
 ``vsplat(arr, x)``      a vector of arr's dtype with every element x
 
-Register blocks: a tuple of 8 vectors (after inlining, 8 registers), rows ``stride`` apart:
-``load8(arr, o, stride)``, ``store8(arr, o, stride, acc)``, ``fma8(x, arr, o, stride, acc)``
-(acc[q] + x * arr[o + q*stride]). Rows of 4 for :mod:`simcore.gemm`'s micro-kernel:
-``load4``, ``store4`` and ``fma4(x, r, acc)`` (acc[q] + x * r[q], the 4 vectors r loaded once
-and shared by every row of the tile), and rows of 2 (``load2``, ``store2``, ``fma2``) for its tails.
+Register rows: a tuple of 4 vectors (after inlining, 4 registers), ``stride`` apart in memory:
+``load4(arr, o, stride)``, ``store4(arr, o, stride, v)`` and ``fma4(x, r, acc)`` (acc[q] + x * r[q],
+the 4 vectors r loaded once and shared by every row of a tile), the building blocks of the grid
+engine's dense tiles and of :mod:`simcore.gemm`'s micro-kernel; tiles of 4 such rows
+(``load4x4``, ``store4x4``, ``fma4x4``) for the grid engine; rows of 2 (``load2``, ``store2``,
+``fma2``) for the micro-kernel's tails.
 
 No bounds are checked (as numba's own indexing, which checks none either): callers index
 within the array. The multiply-add carries only the ``contract`` flag, so the sum is evaluated
@@ -163,32 +164,6 @@ def vsplat(typingctx, arr, x):
     return vt(arr, x), codegen
 
 
-# --- register blocks of 8 vectors ------------------------------------------------------------
-
-@scalar
-def load8(arr, o, stride):
-    """The 8 vectors arr[o + q * stride], q = 0..7."""
-    return (vload(arr, o), vload(arr, o + stride), vload(arr, o + 2 * stride),
-            vload(arr, o + 3 * stride), vload(arr, o + 4 * stride), vload(arr, o + 5 * stride),
-            vload(arr, o + 6 * stride), vload(arr, o + 7 * stride))
-
-
-@scalar
-def store8(arr, o, stride, v):
-    """arr[o + q * stride] = v[q] for q = 0..7."""
-    for q in literal_unroll((0, 1, 2, 3, 4, 5, 6, 7)):
-        vstore(arr, o + q * stride, v[q])
-
-
-@scalar
-def fma8(x, arr, o, stride, acc):
-    """acc[q] + x * arr[o + q * stride] for q = 0..7."""
-    m = load8(arr, o, stride)
-    return (vfma(x, m[0], acc[0]), vfma(x, m[1], acc[1]), vfma(x, m[2], acc[2]),
-            vfma(x, m[3], acc[3]), vfma(x, m[4], acc[4]), vfma(x, m[5], acc[5]),
-            vfma(x, m[6], acc[6]), vfma(x, m[7], acc[7]))
-
-
 # --- register rows of 4 vectors (the GEMM micro-kernel of simcore.gemm) -----------------------
 
 @scalar
@@ -210,6 +185,30 @@ def fma4(x, r, acc):
     """acc[q] + x * r[q] for q = 0..3 (x one vector, r and acc rows of 4)."""
     return (vfma(x, r[0], acc[0]), vfma(x, r[1], acc[1]), vfma(x, r[2], acc[2]),
             vfma(x, r[3], acc[3]))
+
+
+# --- tiles of 4 x 4 vectors (the grid engine's dense layers) ---------------------------------
+
+@scalar
+def load4x4(arr, o, stride, row_stride):
+    """The tile of 4 rows of 4 vectors arr[o + q * stride + p * row_stride], q, p = 0..3."""
+    return (load4(arr, o, row_stride), load4(arr, o + stride, row_stride),
+            load4(arr, o + 2 * stride, row_stride), load4(arr, o + 3 * stride, row_stride))
+
+
+@scalar
+def store4x4(arr, o, stride, row_stride, t):
+    """arr[o + q * stride + p * row_stride] = t[q][p] for q, p = 0..3."""
+    for q in literal_unroll((0, 1, 2, 3)):
+        store4(arr, o + q * stride, row_stride, t[q])
+
+
+@scalar
+def fma4x4(arr, o, stride, r, t):
+    """t[q][p] + arr[o + q * stride] * r[p]: each row q of the tile multiplies its own vector
+    of arr by the row of 4 vectors r, which is loaded once and shared by the 4 rows."""
+    return (fma4(vload(arr, o), r, t[0]), fma4(vload(arr, o + stride), r, t[1]),
+            fma4(vload(arr, o + 2 * stride), r, t[2]), fma4(vload(arr, o + 3 * stride), r, t[3]))
 
 
 @scalar

@@ -146,6 +146,10 @@ def test_auto_picks_lanes_for_narrow_full_grids_and_gemm_otherwise():
     assert choose_strategy(narrow, 1) == "gemm"  # a block of one network costs as much as LANES
     assert choose_strategy(narrow, threads * LANES) == "lanes"
     assert choose_strategy(MLP([3, 1], loss="mse"), 1000) == "lanes"
+    # the width threshold, 5 vectors: 40 float64 or 80 float32 units (README, "Which strategy runs when")
+    for dtype, edge in (("float64", 40), ("float32", 80)):
+        assert choose_strategy(MLP([2, edge - 1, 1], dtype=dtype), 256) == "lanes"
+        assert choose_strategy(MLP([2, edge, 1], dtype=dtype), 256) == "gemm"
 
 
 def test_strategy_is_validated(moons):

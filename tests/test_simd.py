@@ -73,9 +73,10 @@ def _dense_reference(a, th, ow, ob, fi, fo):
     return b[None] + np.einsum("sil,ijl->sjl", a.astype(np.float64), W), W
 
 
-# fan-in / fan-out around the register block (8): whole blocks, tails only, both
+# samples, fan-in and fan-out around the register tile (4 samples x 4 units): whole tiles, tails
+# only, both
 SHAPES = [(16, 2, 16), (16, 16, 16), (16, 16, 1), (3, 5, 11), (7, 19, 9), (1, 1, 1), (4, 8, 24),
-          (2, 17, 8), (5, 9, 3)]
+          (2, 17, 8), (5, 9, 3), (6, 4, 5), (9, 3, 4)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -116,13 +117,14 @@ def test_dense_kernels_against_numpy(dtype, ns, fi, fo):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_blocking_does_not_change_a_result(dtype):
+def test_tiling_does_not_change_a_result(dtype):
     """The kernels sum in the order of the plain loops (z = b + a_0 W_0 + a_1 W_1 + ...;
-    gradients over samples in order), whether an output sits in a register block of 8 or in the
-    one-at-a-time tail: a unit computed alone (fan-out 1) equals, bit for bit, the same unit
-    computed inside a layer of 16 (two blocks), forward and backward."""
+    gradients over samples in order), whether a unit or a sample sits in a register tile of 4 or
+    in a one-at-a-time tail: a unit computed alone (fan-out 1) equals, bit for bit, the same unit
+    computed inside a layer of 18 (four tiles and a tail of 2), and a sample computed alone the
+    same sample inside a chunk of 7 (a tile of 4 and a tail of 3), forward and backward."""
     rng = np.random.default_rng(7)
-    ns, fi, fo = 3, 16, 16
+    ns, fi, fo = 7, 18, 18
     a = rng.standard_normal((ns, fi, LANES)).astype(dtype)
     th = rng.standard_normal((fi * fo + fo, LANES)).astype(dtype)
     delta = rng.standard_normal((ns, fo, LANES)).astype(dtype)
@@ -131,7 +133,7 @@ def test_blocking_does_not_change_a_result(dtype):
     gr = np.zeros_like(th)
     da = np.empty_like(a)
     cpu._dense_backward(a, th, 0, fi * fo, fi, fo, delta, gr, da, True)
-    for j in (0, 8, 13):
+    for j in (0, 5, 13, 17):
         th1 = np.concatenate([th[j:fi * fo:fo], th[fi * fo + j:fi * fo + j + 1]])  # W[:, j], b[j]
         z1 = np.empty((ns, 1, LANES), dtype)
         cpu._dense_forward(a, th1, 0, fi, fi, 1, z1)
@@ -140,6 +142,14 @@ def test_blocking_does_not_change_a_result(dtype):
         cpu._dense_backward(a, th1, 0, fi, fi, 1, delta[:, j:j + 1].copy(), gr1, np.empty_like(a), False)
         np.testing.assert_array_equal(gr1[:fi], gr[j:fi * fo:fo])
         np.testing.assert_array_equal(gr1[fi], gr[fi * fo + j])
+    for s in (0, 3, 4, 6):  # in the tile and in the tail
+        z1 = np.empty((1, fo, LANES), dtype)
+        cpu._dense_forward(a[s:s + 1].copy(), th, 0, fi * fo, fi, fo, z1)
+        np.testing.assert_array_equal(z1[0], z[s])
+        da1 = np.empty((1, fi, LANES), dtype)
+        cpu._dense_backward(a[s:s + 1].copy(), th, 0, fi * fo, fi, fo, delta[s:s + 1].copy(),
+                            np.zeros_like(th), da1, True)
+        np.testing.assert_array_equal(da1[0], da[s])
 
 
 def test_dense_kernels_refuse_arrays_of_another_lane_count():

@@ -92,7 +92,7 @@ def choose_strategy(net, G):
     return "lanes"
 
 
-GEMM_VECTORS = 3  # a hidden layer of 3 vectors (24 float64, 48 float32 units) or more: "gemm"
+GEMM_VECTORS = 5  # a hidden layer of 5 vectors (40 float64, 80 float32 units) or more: "gemm"
 LANES_FILL = 2    # lanes need G >= LANES / LANES_FILL networks per thread to pay off
 
 
@@ -462,4 +462,5 @@ def _assemble(job, runs):
         "bias_scale": per["bias_scale"], "momentum": per["momentum"], "strategy": strategies,
         "final_loss": final_loss, "diverged": diverged_at >= 0, "diverged_at": diverged_at})
     return GridResult(final_loss=final_loss, diverged=diverged_at >= 0, diverged_at=diverged_at,
-                      params=params_out, record_steps=record_steps, config=config, _groups=out_groups)
+                      params=params_out, record_steps=record_steps, config=config, _groups=out_groups,
+                      nets=list(nets))

@@ -25,7 +25,7 @@ NQ = len(QUANTITIES)
 __all__ = ["FAN_IN", "FAN_OUT", "OFF_W", "OFF_B", "OFF_GAMMA", "OFF_BETA", "OFF_RUN", "OPT_CODE",
            "DIVERGE_FACTOR", "SATURATED", "PERM_STREAM", "ADAM_BETA1", "ADAM_BETA2", "ADAM_EPS",
            "QUANTITIES", "NQ", "batch_order", "optimizer_step", "adam_corrections", "is_diverged",
-           "check_batchnorm_layout"]
+           "saturated", "shifted_moments", "check_batchnorm_layout"]
 
 
 @cpu_kernel(ordered=True)
@@ -58,6 +58,23 @@ def is_diverged(loss, loss0):
     """A network has diverged when its loss is non-finite or above DIVERGE_FACTOR times loss0,
     the loss it is compared with (its own at step 0, or the ``divergence_ref`` it was given)."""
     return not (math.isfinite(loss) and loss <= DIVERGE_FACTOR * max(loss0, 1e-300))
+
+
+@cpu_kernel(ordered=True)
+def saturated(deriv):
+    """1.0 where a unit counts as saturated (|f'(y)| < ``SATURATED``), else 0.0: summed and
+    divided by the count, the telemetry's ``saturated`` fraction."""
+    return 1.0 if abs(deriv) < SATURATED else 0.0
+
+
+@cpu_kernel(ordered=True)
+def shifted_moments(shift, sum_d, sum_d2, m):
+    r"""Mean and standard deviation of m values x from the sums of :math:`d = x - c` and
+    :math:`d^2` about a shift c (the first value): :math:`\bar x = c + \bar d`,
+    :math:`s = \sqrt{\max(\overline{d^2} - \bar d^2, 0)}`; the shift keeps the variance exact
+    when the values are nearly constant far from zero."""
+    mean_d = sum_d / m
+    return shift + mean_d, math.sqrt(max(sum_d2 / m - mean_d * mean_d, 0.0))
 
 
 @cpu_kernel(ordered=True)

@@ -24,7 +24,7 @@ constant trip count LLVM unrolls ``for k in range(LANES)`` into scalar code and,
 nothing about aliasing between numba's arrays, cannot pack it again (SLP); with a run-time
 count its loop vectoriser emits packed AVX-512 code behind a cheap run-time overlap check,
 more than twice as fast (docs/benchmarks.md, "Measurements behind the code's choices"). The dense layers themselves go further: they are register-blocked with the explicit vectors of
-:mod:`simcore.simd` (see ``JB`` below).
+:mod:`simcore.simd` (see ``SB`` below).
 
 Compile time: the kernel is compiled twice, with and without batch norm (:func:`train_kernel`),
 so that a network without batch norm does not compile the batch-norm layers. Nothing else is
@@ -40,26 +40,30 @@ import numpy as np
 from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..interrupt import stop_requested
-from ..layers import BN_EPS
-from ..losses import bce_unit, mse_sigmoid_unit, mse_unit
-from ..scalar import exp, sigmoid, sigmoid_grad
-from ..simd import VBYTES, fma8, load8, store8, vfma, vload, vsplat, vstore, vzero, width
-from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, SATURATED,
-                   adam_corrections, batch_order, check_batchnorm_layout, is_diverged,
-                   optimizer_step)
+from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
+from ..losses import bce_unit, ce_delta, ce_row_loss, mse_sigmoid_unit, mse_unit, output_grad
+from ..scalar import exp, sigmoid
+from ..simd import (VBYTES, fma4, fma4x4, load4, load4x4, store4, store4x4, vfma, vload, vsplat, vstore,
+                    vzero, width)
+from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
+                   batch_order, check_batchnorm_layout, is_diverged, optimizer_step, saturated,
+                   shifted_moments)
 
 LANES = 32                # networks per block: four AVX-512 registers of float64
 CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
 # --- layers in lanes: arrays are (samples, units, LANES); th and gr are (params, LANES) --------
 
 # The dense layers are the engine's matrix products, register-blocked with explicit vectors
-# (simcore.simd explains why LLVM will not block them by itself): a block of JB = 8 rows of
-# outputs, one vector of V = width(th) lanes each, stays in registers (a tuple of 8 vectors)
-# while the other operand streams past, so every multiply-add costs one load. Lane rows are
-# LANES apart, a constant, which keeps the addressing in immediate offsets. Each sum runs in
-# the order of the textbook loop (z = b, then + a_i W_ij for i = 0, 1, ...; gradients summed
-# over samples in order), so a result does not depend on the blocking (tests/test_simd.py).
-JB = 8
+# (simcore.simd explains why LLVM will not block them by itself). A tile of SB = 4 samples x 4
+# outputs (or inputs), one vector of V = width(th) lanes each, stays in 16 registers while the
+# other operand streams past: each weight vector loaded serves SB samples, so a block's weights
+# (64 KiB for a 16x16 layer of 32 float64 lanes, more than L1) stream from L2 once per SB samples
+# instead of once per sample (docs/benchmarks.md, "Where the time went"). Tails (ns % SB samples, fo % 4
+# outputs) take tiles of one. Lane rows are LANES apart, a constant, which keeps the addressing
+# in immediate offsets. Each sum runs in the order of the textbook loop (z = b, then + a_i W_ij
+# for i = 0, 1, ...; gradients summed over samples in order), so a result does not depend on
+# the tiling (tests/test_simd.py).
+SB = 4
 assert LANES % 16 == 0  # whole vectors of 16 float32 or 8 float64 per block of lanes
 
 
@@ -72,23 +76,49 @@ def _dense_forward(a, th, ow, ob, fi, fo, z):
     if nl != LANES or a.shape[2] != LANES or th.shape[1] != LANES:
         raise ValueError("dense kernels need arrays of LANES lanes")  # unchecked vector access below
     af, tf, zf = a.reshape(-1), th.reshape(-1), z.reshape(-1)
-    for s in range(a.shape[0]):
+    ns = a.shape[0]
+    ra, rz, rw = fi * LANES, fo * LANES, fo * LANES  # next sample in a, in z; next input row of W
+    s = 0
+    while s + SB <= ns:  # tiles of SB samples
         j = 0
-        while j + JB <= fo:  # JB outputs at a time, in registers
+        while j + 4 <= fo:  # x 4 outputs: 16 accumulators
             for c in range(0, nl, V):
-                acc = load8(tf, (ob + j) * LANES + c, LANES)
+                x, w = s * ra + c, (ow + j) * LANES + c
+                b = load4(tf, (ob + j) * LANES + c, LANES)
+                t = (b, b, b, b)
                 for i in range(fi):
-                    acc = fma8(vload(af, (s * fi + i) * LANES + c), tf, (ow + i * fo + j) * LANES + c,
-                                LANES, acc)
-                store8(zf, (s * fo + j) * LANES + c, LANES, acc)
-            j += JB
-        while j < fo:  # the last fo % JB outputs, one at a time
+                    t = fma4x4(af, x + i * LANES, ra, load4(tf, w + i * rw, LANES), t)
+                store4x4(zf, (s * fo + j) * LANES + c, rz, LANES, t)
+            j += 4
+        while j < fo:  # x the last fo % 4 outputs, one at a time: SB accumulators, one per sample
             for c in range(0, nl, V):
+                x, w = s * ra + c, (ow + j) * LANES + c
+                b = vload(tf, (ob + j) * LANES + c)
+                zs = (b, b, b, b)
+                for i in range(fi):
+                    zs = fma4(vload(tf, w + i * rw), load4(af, x + i * LANES, ra), zs)
+                store4(zf, (s * fo + j) * LANES + c, rz, zs)
+            j += 1
+        s += SB
+    while s < ns:  # the last ns % SB samples, one at a time
+        j = 0
+        while j + 4 <= fo:
+            for c in range(0, nl, V):
+                x, w = s * ra + c, (ow + j) * LANES + c
+                z0 = load4(tf, (ob + j) * LANES + c, LANES)
+                for i in range(fi):
+                    z0 = fma4(vload(af, x + i * LANES), load4(tf, w + i * rw, LANES), z0)
+                store4(zf, (s * fo + j) * LANES + c, LANES, z0)
+            j += 4
+        while j < fo:
+            for c in range(0, nl, V):
+                x, w = s * ra + c, (ow + j) * LANES + c
                 z0 = vload(tf, (ob + j) * LANES + c)
                 for i in range(fi):
-                    z0 = vfma(vload(af, (s * fi + i) * LANES + c), vload(tf, (ow + i * fo + j) * LANES + c), z0)
+                    z0 = vfma(vload(af, x + i * LANES), vload(tf, w + i * rw), z0)
                 vstore(zf, (s * fo + j) * LANES + c, z0)
             j += 1
+        s += 1
 
 
 @cpu_kernel(ordered=True)
@@ -101,51 +131,103 @@ def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
     if nl != LANES or a.shape[2] != LANES or th.shape[1] != LANES or delta.shape[2] != LANES:
         raise ValueError("dense kernels need arrays of LANES lanes")  # unchecked vector access below
     af, tf, df, gf, daf = a.reshape(-1), th.reshape(-1), delta.reshape(-1), gr.reshape(-1), da.reshape(-1)
-    # --- bias and weight gradients: JB gradient rows in registers, the samples streaming past.
-    # The bias is the weight of an input fixed at 1: 1 * delta is exact, so its multiply-add
-    # rounds as the plain sum gr + delta would.
+    ra, rd, rw = fi * LANES, fo * LANES, fo * LANES  # next sample in a, in delta; next input row of W
+    # --- the bias gradients: the weight of an input fixed at 1 (1 * delta is exact, so each
+    # multiply-add rounds as the plain sum gr + delta would); 4 rows in registers, samples streaming
     one = vsplat(th, 1.0)
-    for i in range(-1, fi):  # i = -1: the bias
-        j = 0
-        while j + JB <= fo:
-            for c in range(0, nl, V):
-                g = ((ob + j) if i < 0 else (ow + i * fo + j)) * LANES + c
-                acc = load8(gf, g, LANES)
+    j = 0
+    while j < fo:
+        jb = 4 if j + 4 <= fo else 1
+        for c in range(0, nl, V):
+            g = (ob + j) * LANES + c
+            if jb == 4:
+                acc = load4(gf, g, LANES)
                 for s in range(ns):
-                    x = one if i < 0 else vload(af, (s * fi + i) * LANES + c)
-                    acc = fma8(x, df, (s * fo + j) * LANES + c, LANES, acc)
-                store8(gf, g, LANES, acc)
-            j += JB
-        while j < fo:  # the last fo % JB rows, one at a time
-            for c in range(0, nl, V):
-                g = ((ob + j) if i < 0 else (ow + i * fo + j)) * LANES + c
+                    acc = fma4(one, load4(df, s * rd + j * LANES + c, LANES), acc)
+                store4(gf, g, LANES, acc)
+            else:
                 g0 = vload(gf, g)
                 for s in range(ns):
-                    x = one if i < 0 else vload(af, (s * fi + i) * LANES + c)
-                    g0 = vfma(x, vload(df, (s * fo + j) * LANES + c), g0)
+                    g0 = vfma(one, vload(df, s * rd + j * LANES + c), g0)
                 vstore(gf, g, g0)
+        j += jb
+    # --- the weight gradients: tiles of 4 inputs x 4 outputs in registers, samples streaming past
+    i = 0
+    while i + 4 <= fi:
+        j = 0
+        while j + 4 <= fo:
+            for c in range(0, nl, V):
+                g = (ow + i * fo + j) * LANES + c
+                t = load4x4(gf, g, rw, LANES)  # rows: inputs i..i+3, each of outputs j..j+3
+                for s in range(ns):
+                    t = fma4x4(af, s * ra + i * LANES + c, LANES, load4(df, s * rd + j * LANES + c, LANES), t)
+                store4x4(gf, g, rw, LANES, t)
+            j += 4
+        while j < fo:  # the last fo % 4 outputs: 4 inputs x 1 output
+            for c in range(0, nl, V):
+                g = (ow + i * fo + j) * LANES + c
+                acc = load4(gf, g, rw)
+                for s in range(ns):
+                    acc = fma4(vload(df, s * rd + j * LANES + c), load4(af, s * ra + i * LANES + c, LANES),
+                               acc)
+                store4(gf, g, rw, acc)
             j += 1
+        i += 4
+    while i < fi:  # the last fi % 4 inputs, one at a time
+        j = 0
+        while j < fo:
+            jb = 4 if j + 4 <= fo else 1
+            for c in range(0, nl, V):
+                g = (ow + i * fo + j) * LANES + c
+                if jb == 4:
+                    acc = load4(gf, g, LANES)
+                    for s in range(ns):
+                        acc = fma4(vload(af, s * ra + i * LANES + c), load4(df, s * rd + j * LANES + c, LANES),
+                                   acc)
+                    store4(gf, g, LANES, acc)
+                else:
+                    g0 = vload(gf, g)
+                    for s in range(ns):
+                        g0 = vfma(vload(af, s * ra + i * LANES + c), vload(df, s * rd + j * LANES + c), g0)
+                    vstore(gf, g, g0)
+            j += jb
+        i += 1
     if not want_da:
         return
-    # --- da = delta W^T: JB inputs in registers, the fo outputs streaming past
-    for s in range(ns):
+    # --- da = delta W^T: tiles of SB samples x 4 inputs in registers, the fo outputs streaming past
+    s = 0
+    while s < ns:
+        sb = SB if s + SB <= ns else 1
         i = 0
-        while i + JB <= fi:
+        while i < fi:
+            ib = 4 if i + 4 <= fi else 1
             for c in range(0, nl, V):
+                w = (ow + i * fo) * LANES + c  # W[i, 0]; W[i + q, j] is q rows of rw further
+                o = s * ra + i * LANES + c
                 zero = vzero(th)
-                acc = (zero, zero, zero, zero, zero, zero, zero, zero)
-                for j in range(fo):
-                    acc = fma8(vload(df, (s * fo + j) * LANES + c), tf, (ow + i * fo + j) * LANES + c,
-                                fo * LANES, acc)  # W[i + q, j]: rows fo * LANES apart
-                store8(daf, (s * fi + i) * LANES + c, LANES, acc)
-            i += JB
-        while i < fi:  # the last fi % JB inputs, one at a time
-            for c in range(0, nl, V):
-                d0 = vzero(th)
-                for j in range(fo):
-                    d0 = vfma(vload(df, (s * fo + j) * LANES + c), vload(tf, (ow + i * fo + j) * LANES + c), d0)
-                vstore(daf, (s * fi + i) * LANES + c, d0)
-            i += 1
+                if ib == 4 and sb == SB:
+                    z4 = (zero, zero, zero, zero)
+                    t = (z4, z4, z4, z4)  # rows: samples s..s+3, each of inputs i..i+3
+                    for j in range(fo):
+                        t = fma4x4(df, s * rd + j * LANES + c, rd, load4(tf, w + j * LANES, rw), t)
+                    store4x4(daf, o, ra, LANES, t)
+                elif ib == 4:
+                    d0 = (zero, zero, zero, zero)
+                    for j in range(fo):
+                        d0 = fma4(vload(df, s * rd + j * LANES + c), load4(tf, w + j * LANES, rw), d0)
+                    store4(daf, o, LANES, d0)
+                elif sb == SB:
+                    d0 = (zero, zero, zero, zero)
+                    for j in range(fo):
+                        d0 = fma4(vload(tf, w + j * LANES), load4(df, s * rd + j * LANES + c, rd), d0)
+                    store4(daf, o, ra, d0)
+                else:
+                    d1 = zero
+                    for j in range(fo):
+                        d1 = vfma(vload(df, s * rd + j * LANES + c), vload(tf, w + j * LANES), d1)
+                    vstore(daf, o, d1)
+            i += ib
+        s += sb
 
 
 @cpu_kernel(ordered=True)
@@ -166,11 +248,11 @@ def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc):
                 d = z[s, j, k] - acc[0, k]
                 acc[1, k] += d * d
         for k in range(nl):
-            inv_std[j, k] = 1.0 / math.sqrt(acc[1, k] / nb + BN_EPS)
+            inv_std[j, k] = bn_inv_std(acc[1, k] / nb, BN_EPS)
         for s in range(nb):
             for k in range(nl):
-                xhat[s, j, k] = (z[s, j, k] - acc[0, k]) * inv_std[j, k]
-                y[s, j, k] = th[og + j, k] * xhat[s, j, k] + th[obeta + j, k]
+                xhat[s, j, k] = bn_normalize(z[s, j, k], acc[0, k], inv_std[j, k])
+                y[s, j, k] = bn_affine(th[og + j, k], xhat[s, j, k], th[obeta + j, k])
 
 
 @cpu_kernel(ordered=True)
@@ -190,14 +272,14 @@ def _bn_backward(dy, xhat, inv_std, th, og, obeta, fo, gr, dz, acc):
             gr[og + j, k] += acc[1, k]
         for s in range(nb):
             for k in range(nl):
-                dz[s, j, k] = (th[og + j, k] * inv_std[j, k] / nb) * (
-                    nb * dy[s, j, k] - acc[0, k] - xhat[s, j, k] * acc[1, k])
+                dz[s, j, k] = bn_input_grad(dy[s, j, k], xhat[s, j, k], th[og + j, k], inv_std[j, k], nb,
+                                            acc[0, k], acc[1, k])
 
 
 @cpu_kernel(ordered=True)
 def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
     """Add this chunk's share of the mean loss (over ``n_total`` samples) to ``loss`` (float64,
-    per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES)."""
+    per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES), acc (3, LANES) scratch."""
     nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
     nb, K = z.shape[0], z.shape[1]
     if code == 3:  # softmax cross-entropy with log-sum-exp, per sample and lane
@@ -205,6 +287,7 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
             for k in range(nl):
                 acc[0, k] = z[s, 0, k]
                 acc[1, k] = 0.0
+                acc[2, k] = 0.0
             for j in range(1, K):
                 for k in range(nl):
                     acc[0, k] = max(acc[0, k], z[s, j, k])
@@ -213,13 +296,13 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
                     e = exp(z[s, j, k] - acc[0, k])
                     delta[s, j, k] = e
                     acc[1, k] += e
-                    loss[k] -= Y[s, j, k] * z[s, j, k] / n_total
+                    acc[2, k] += Y[s, j, k] * z[s, j, k]
             for k in range(nl):
-                loss[k] += (acc[0, k] + math.log(acc[1, k])) / n_total
+                loss[k] += ce_row_loss(acc[0, k], acc[1, k], acc[2, k]) / n_total
                 acc[1, k] = 1.0 / acc[1, k]
             for j in range(K):
                 for k in range(nl):
-                    delta[s, j, k] = (delta[s, j, k] * acc[1, k] - Y[s, j, k]) / n_total
+                    delta[s, j, k] = ce_delta(delta[s, j, k], acc[1, k], Y[s, j, k]) / n_total
         return
     inv_m = 1.0 / (n_total * K)
     for s in range(nb):
@@ -265,7 +348,7 @@ def _tele_accumulate(y, a, deriv, acc, first):
                 acc[1, k] += dy * dy
                 acc[2, k] += da
                 acc[3, k] += da * da
-                acc[4, k] += 1.0 if abs(deriv[s, j, k]) < SATURATED else 0.0
+                acc[4, k] += saturated(deriv[s, j, k])
 
 
 @cpu_kernel(ordered=True)
@@ -284,9 +367,8 @@ def _tele_finish(th, gr, ow, n_w, m, acc, out):
         out[0, k] = math.sqrt(out[0, k])
         out[1, k] = math.sqrt(out[1, k])
         for q in range(2):
-            mean_shifted = acc[2 * q, k] / m
-            out[2 + 2 * q, k] = acc[5 + q, k] + mean_shifted
-            out[3 + 2 * q, k] = math.sqrt(max(acc[2 * q + 1, k] / m - mean_shifted * mean_shifted, 0.0))
+            out[2 + 2 * q, k], out[3 + 2 * q, k] = shifted_moments(acc[5 + q, k], acc[2 * q, k],
+                                                                   acc[2 * q + 1, k], m)
         out[6, k] = acc[4, k] / m
 
 
@@ -312,13 +394,9 @@ def _output_lanes(code, z, out, deriv):
             for k in range(nl):
                 if code == 0:
                     out[s, j, k] = z[s, j, k]
-                    deriv[s, j, k] = 1.0
-                elif code == 3:
-                    deriv[s, j, k] = out[s, j, k] * (1.0 - out[s, j, k])
-                else:
-                    p = sigmoid(z[s, j, k])
-                    out[s, j, k] = p
-                    deriv[s, j, k] = sigmoid_grad(z[s, j, k], p)
+                elif code != 3:
+                    out[s, j, k] = sigmoid(z[s, j, k])
+                deriv[s, j, k] = output_grad(code, z[s, j, k], out[s, j, k])
 
 
 @cpu_kernel(ordered=True)
@@ -411,7 +489,7 @@ def train_kernel(batchnorm):
         m = _empty_aligned(P * nl, dt).reshape((P, nl))
         th = _empty_aligned(P * nl, dt).reshape((P, nl))
         order = np.empty(nl * n, np.int64).reshape((nl, n))
-        acc = np.empty(2 * nl, np.float64).reshape((2, nl))
+        acc = np.empty(3 * nl, np.float64).reshape((3, nl))
         tacc = np.empty(n_layers * 7 * nl, np.float64).reshape((n_layers, 7, nl))
         loss = np.empty(nl, np.float64)
         loss0 = np.empty(nl, np.float64)

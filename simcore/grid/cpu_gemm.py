@@ -126,7 +126,7 @@ def train_kernel(batchnorm):
         zero_row[:] = 0.0
         Yb = _empty_aligned(chunk * K, dt)
         order = np.empty(n, np.int64)
-        acc = np.empty(2 * max_w, np.float64)
+        acc = np.empty(3 * max_w, np.float64)
         tacc = np.empty(n_layers * 7, np.float64).reshape((n_layers, 7, 1))
         loss = np.empty(1, np.float64)
         tele = np.empty(NQ, np.float64).reshape((NQ, 1))
@@ -204,7 +204,7 @@ def train_kernel(batchnorm):
                     wl = wp[n_layers - 1]
                     _loss_lanes(loss_code, _cols(Ypre, ybase[n_layers - 1], cn, wl, K),
                                 _view(Yb, origin, cn, K, 1), _cols(D1, origin, cn, wl, K), loss,
-                                acc[:2].reshape((2, 1)), nb)
+                                acc[:3].reshape((3, 1)), nb)
                     for s in range(cn):
                         for j in range(K, wl):
                             D1[s * wl + j] = 0.0

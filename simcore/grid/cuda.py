@@ -42,13 +42,13 @@ from .. import config
 from .. import fastmath
 from .. import interrupt
 from .._jit import _for_gpu, gpu_device, gpu_kernel, scalar
-from ..layers import BN_EPS
-from ..losses import unit_loss
+from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
+from ..losses import ce_delta, ce_row_loss, output_grad, unit_loss
 from ..scalar import (identity, identity_grad, leaky_relu, leaky_relu_grad, normal,
                       relu, relu_grad, sigmoid, sigmoid_grad, softplus, softplus_grad,
                       stream_key, tanh, tanh_grad, uniform)
-from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, SATURATED,
-                   adam_corrections, batch_order, is_diverged, optimizer_step)
+from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
+                   batch_order, is_diverged, optimizer_step, saturated, shifted_moments)
 
 _SHARED_BYTES = 48 * 1024       # the dynamic shared memory every CUDA GPU grants a block
 _SCRATCH_BYTES = 2 * 1024 ** 3  # global scratch memory the engine allows itself
@@ -142,9 +142,18 @@ def act_deriv(code, z, a):
 _act_value = gpu_device(act_value)
 _act_deriv = gpu_device(act_deriv)
 _unit_loss = gpu_device(unit_loss)
+_ce_row_loss = gpu_device(ce_row_loss)
+_ce_delta = gpu_device(ce_delta)
+_output_grad = gpu_device(output_grad)
 _optimizer_step = gpu_device(optimizer_step)
 _adam_corrections = gpu_device(adam_corrections)
 _is_diverged = gpu_device(is_diverged)
+_saturated = gpu_device(saturated)
+_shifted_moments = gpu_device(shifted_moments)
+_bn_inv_std = gpu_device(bn_inv_std)
+_bn_normalize = gpu_device(bn_normalize)
+_bn_affine = gpu_device(bn_affine)
+_bn_input_grad = gpu_device(bn_input_grad)
 _sigmoid = gpu_device(sigmoid)
 _stream_key = gpu_device(stream_key)
 _normal = gpu_device(normal)
@@ -252,13 +261,13 @@ def _bn_forward(z, zb, th, og, obeta, fo, y, yb, xh, xb, istd, ib, st, nb, ns):
         for s in range(nb):
             d = z[p + s] - mu
             var += d * d
-        istd[ib + j] = 1.0 / math.sqrt(var / nb + BN_EPS)
+        istd[ib + j] = _bn_inv_std(var / nb, BN_EPS)
         st[j] = mu
     cuda.syncthreads()
     for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
         for j in range(fo):
-            xh[xb + j * ns + s] = (z[zb + j * ns + s] - st[j]) * istd[ib + j]
-            y[yb + j * ns + s] = th[og + j] * xh[xb + j * ns + s] + th[obeta + j]
+            xh[xb + j * ns + s] = _bn_normalize(z[zb + j * ns + s], st[j], istd[ib + j])
+            y[yb + j * ns + s] = _bn_affine(th[og + j], xh[xb + j * ns + s], th[obeta + j])
 
 
 @gpu_device
@@ -280,8 +289,8 @@ def _bn_backward(dy, dyb, xh, xb, istd, ib, th, og, obeta, fo, gr, dz, dzb, st, 
     for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
         for j in range(fo):
             p = j * ns + s
-            dz[dzb + p] = (th[og + j] * istd[ib + j] / nb) * (
-                nb * dy[dyb + p] - st[2 * j] - xh[xb + p] * st[2 * j + 1])
+            dz[dzb + p] = _bn_input_grad(dy[dyb + p], xh[xb + p], th[og + j], istd[ib + j], nb,
+                                         st[2 * j], st[2 * j + 1])
 
 
 @gpu_device
@@ -297,16 +306,17 @@ def _loss_block(code, z, zb, Y, sidx, delta, db, K, nb, ns, red):
             for j in range(1, K):
                 zmax = max(zmax, z[zb + j * ns + s])
             tot = 0.0
+            zy = 0.0
             for j in range(K):
                 zj = z[zb + j * ns + s]
                 e = _exp(zj - zmax)
                 delta[db + j * ns + s] = e
                 tot += e
-                part -= Y[r, j] * zj / nb
-            part += (zmax + math.log(tot)) / nb
+                zy += Y[r, j] * zj
+            part += _ce_row_loss(zmax, tot, zy) / nb
             inv = 1.0 / tot
             for j in range(K):
-                delta[db + j * ns + s] = (delta[db + j * ns + s] * inv - Y[r, j]) / nb
+                delta[db + j * ns + s] = _ce_delta(delta[db + j * ns + s], inv, Y[r, j]) / nb
         else:
             for j in range(K):
                 value, d = _unit_loss(code, z[zb + j * ns + s], Y[r, j])
@@ -353,7 +363,7 @@ def _tele_sums(last, loss_code, act, y, yb, a, ab, fo, nb, ns, red):
             yv = y[yb + j * ns + s]
             if last:
                 av = _output_value(loss_code, y, yb, j, s, fo, ns)
-                deriv = 1.0 if loss_code == 0 else av * (1.0 - av)
+                deriv = _output_grad(loss_code, yv, av)
             else:
                 av = a[ab + j * ns + s]
                 deriv = _act_deriv(act, yv, av)
@@ -363,7 +373,7 @@ def _tele_sums(last, loss_code, act, y, yb, a, ab, fo, nb, ns, red):
             d = av - ca
             s2 += d
             s3 += d * d
-            s4 += 1.0 if abs(deriv) < SATURATED else 0.0
+            s4 += _saturated(deriv)
     _block_sum(red, 5, s0, s1, s2, s3, s4)
     return cy, ca
 
@@ -503,19 +513,17 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
                 ab = 0 if last else lofs[l + 1, 0]
                 cy, ca = _tele_sums(last, loss_code, act, fb, lofs[l, 1], fb, ab, fo, nb, ns, red)
                 cnt = nb * fo
-                ms_y = red[0] / cnt
-                sd_y = math.sqrt(max(red[T] / cnt - ms_y * ms_y, 0.0))
-                ms_a = red[2 * T] / cnt
-                sd_a = math.sqrt(max(red[3 * T] / cnt - ms_a * ms_a, 0.0))
+                mean_y, sd_y = _shifted_moments(cy, red[0], red[T], cnt)
+                mean_a, sd_a = _shifted_moments(ca, red[2 * T], red[3 * T], cnt)
                 sat = red[4 * T] / cnt
                 _norms(th, gr, layout[l, OFF_W], layout[l, FAN_IN] * fo, red)
                 if tid == 0:
                     if keep:
                         rec_layer[r, l, 0, g] = math.sqrt(red[0])
                         rec_layer[r, l, 1, g] = math.sqrt(red[T])
-                        rec_layer[r, l, 2, g] = cy + ms_y
+                        rec_layer[r, l, 2, g] = mean_y
                         rec_layer[r, l, 3, g] = sd_y
-                        rec_layer[r, l, 4, g] = ca + ms_a
+                        rec_layer[r, l, 4, g] = mean_a
                         rec_layer[r, l, 5, g] = sd_a
                         rec_layer[r, l, 6, g] = sat
                     else:
