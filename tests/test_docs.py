@@ -1,7 +1,8 @@
 """The documentation's sources against the code they describe (the build itself, with warnings as
 errors and every gallery example run, is `make docs`, the last step of `make test`): every public
 name of a documented module is on an API page, every key of the TOML grids is in the reference
-with its default, every gallery example has a title."""
+with its default, every gallery example has a title, and the README (the front page) links every
+page and nothing missing."""
 import ast
 import importlib
 import inspect
@@ -87,3 +88,17 @@ def test_every_gallery_example_has_a_title_and_draws(path):
 
 def test_the_gallery_has_at_least_eight_examples():
     assert len(list((ROOT / "examples").glob("plot_*.py"))) >= 8
+
+
+def test_the_readme_links_every_page_and_every_link_resolves():
+    readme = (ROOT / "README.md").read_text()
+    links = set(re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme))
+    local = {l for l in links if not re.match(r"https?://", l)}
+    broken = sorted(l for l in local if not (ROOT / l).exists())
+    assert not broken, f"README links to missing files: {broken}"
+    pages = {p.relative_to(ROOT).as_posix() for p in DOCS.rglob("*") if p.suffix in (".md", ".rst")
+             and p.relative_to(DOCS).parts[0] not in ("_build", "_templates", "auto_examples", "generated")
+             and p.name != "sg_execution_times.rst"}
+    unlinked = sorted(pages - local)
+    assert not unlinked, f"docs pages the README does not link: {unlinked}"
+    assert "examples/" in local, "the README links the gallery's sources"
