@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install dev clean
+.PHONY: demo test install dev clean docs docs-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,52 @@ $(VENV)/.cuda: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.dev $(VENV)/.installed
 
 # the suite, then the CUDA backend against the CPU one under the simulator (a GPU is not needed;
-# on a machine with one, `$(BIN)/python -m pytest tests/test_cuda_sim.py` runs the same tests on it)
-test: $(VENV)/.dev $(VENV)/.cuda
+# on a machine with one, `$(BIN)/python -m pytest tests/test_cuda_sim.py` runs the same tests on it),
+# then the documentation with warnings as errors (after pytest, so numba's cache is warm for the gallery)
+test: $(VENV)/.dev $(VENV)/.cuda $(VENV)/.docs
 	$(BIN)/python -m pytest -q
 	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/test_cuda_sim.py
+	$(MAKE) --no-print-directory docs
+
+# the examples in simcore's docstrings (not part of make test: about 15 s; the gallery runs in make test)
+.PHONY: doctest
+doctest: $(VENV)/.dev
+	$(BIN)/python -m pytest -q --doctest-modules simcore
+
+# the documentation's extra (Sphinx, pydata-sphinx-theme, numpydoc, sphinx-gallery, myst-parser)
+$(VENV)/.docs: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $@ $(VENV)/.installed
+
+# docs/_build/html, offline; every gallery example runs; a warning or a failing example fails it.
+# The generated API stubs and gallery pages are made afresh (a stale one, of a function since
+# removed, would fail the build), and -E rereads every page so none lags a docstring edit.
+SPHINXOPTS ?=
+docs: $(VENV)/.docs
+	rm -rf docs/generated docs/auto_examples
+	$(BIN)/python -m sphinx -E -W --keep-going -q -b html $(SPHINXOPTS) docs docs/_build/html
+	@echo "docs/_build/html/index.html"
+
+# the built site as a browser renders it: the index, an API page and a gallery page to PNG under
+# docs/_build/screenshots (Debian's chromium; this target installs nothing); the virtual time lets
+# MathJax typeset before the shot
+CHROMIUM ?= chromium
+SHOTS := docs/_build/screenshots
+.PHONY: chromium-present
+chromium-present:
+	@command -v $(CHROMIUM) >/dev/null || { echo "docs-check needs headless Chromium: apt-get install chromium (or CHROMIUM=/path/to/it)" >&2; exit 2; }
+docs-check: chromium-present docs
+	mkdir -p $(SHOTS)
+	for page in index api/simcore auto_examples/plot_04_vanishing_gradients; do \
+	    $(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 --virtual-time-budget=10000 \
+	        --screenshot=$(SHOTS)/$$(echo $$page | tr / _).png file://$(CURDIR)/docs/_build/html/$$page.html \
+	        2>/dev/null || exit 1; \
+	    test -s $(SHOTS)/$$(echo $$page | tr / _).png || { echo "no screenshot of $$page" >&2; exit 1; }; \
+	done
+	@ls -l $(SHOTS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info docs/_build docs/auto_examples docs/generated
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 .PHONY: bench-peers bench-mlp

@@ -10,7 +10,7 @@ The locators below take over for source files inside the simcore package: they p
 where numba's own would (``NUMBA_CACHE_DIR``, else ``__pycache__`` beside the source, else the
 user's cache directory) and stamp every entry with numba's own stamp *and* a digest of all of
 simcore's sources and the fastmath flags. Any change to any of them makes every cached kernel
-stale, and it is compiled afresh: a cold start (README, "Compile time") after an edit or an
+stale, and it is compiled afresh: a cold start (docs/benchmarks.md, "Compile time") after an edit or an
 upgrade, never a wrong result. Hashing the sources is cheap next to importing numba.
 """
 import hashlib

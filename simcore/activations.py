@@ -5,7 +5,7 @@ and ``backward`` hold one loop per activation and pick one by integer code outsi
 every loop stays branch-free and vectorises. The loops are written out in one function rather
 than generated as one compiled function each: every separately compiled function is optimised
 on its own and again inside each caller, so six pairs of separate functions would lengthen the
-grid engine's first call (README, "Measurements behind the code's choices").
+grid engine's first call (docs/benchmarks.md, "Measurements behind the code's choices").
 
 Examples
 --------

@@ -5,15 +5,15 @@ Layer :math:`l` (0-based) draws its weights from stream :math:`2l` and its biase
 engine, on any thread count and in any chunking of a grid (docs/architecture.md, *Reproducible by construction*). Numbers are
 drawn in float64 and rounded to the network's dtype.
 
-==========  ==============================================  =========================
-name        distribution of :math:`W_{ij}`                  source
-==========  ==============================================  =========================
-glorot      :math:`N(0, 2/(n_{in} + n_{out}))`              Glorot & Bengio 2010
-he          :math:`N(0, 2/n_{in})`                          He et al. 2015
-lecun       :math:`N(0, 1/n_{in})`                          LeCun et al. 1998
-normal      :math:`N(0, 1/n_{in})` (scale = :math:`\sigma_w`) mean-field papers
-uniform     :math:`U[-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}}]`     PyTorch's Linear default
-==========  ==============================================  =========================
+==========  ===================================================  ========================
+name        distribution of :math:`W_{ij}`                       source
+==========  ===================================================  ========================
+glorot      :math:`N(0, 2/(n_{in} + n_{out}))`                   Glorot & Bengio 2010
+he          :math:`N(0, 2/n_{in})`                               He et al. 2015
+lecun       :math:`N(0, 1/n_{in})`                               LeCun et al. 1998
+normal      :math:`N(0, 1/n_{in})` (scale = :math:`\sigma_w`)    mean-field papers
+uniform     :math:`U[-1/\sqrt{n_{in}}, 1/\sqrt{n_{in}}]`         PyTorch's Linear default
+==========  ===================================================  ========================
 
 ``scale`` multiplies the standard deviation of :math:`W` (for ``normal`` it is
 :math:`\sigma_w`, so :math:`W \sim N(0, \sigma_w^2/n_{in})`); biases are

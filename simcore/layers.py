@@ -9,6 +9,7 @@ Dense
 
 Batch normalisation (Ioffe & Szegedy 2015), per unit over the batch, as
 ``torch.nn.BatchNorm1d`` (eps = 1e-5, momentum = 0.1):
+
     training: :math:`\mu = \frac{1}{n}\sum_i z_i`, :math:`\sigma^2 = \frac{1}{n}\sum_i (z_i-\mu)^2`
     (biased), :math:`\hat z = (z - \mu)/\sqrt{\sigma^2 + \epsilon}`, :math:`y = \gamma \hat z + \beta`;
     running statistics :math:`r_\mu \leftarrow (1-m) r_\mu + m \mu` and

@@ -4,14 +4,14 @@ Each loss is a pair, as in Nielsen's ``network2.py``: the value :math:`L` and
 :math:`\delta = \partial L / \partial z`, computed in one pass by :func:`loss_grad`.
 Conventions follow PyTorch's defaults (means, not sums):
 
-========================  =========================================================  ==================================
-name                      value                                                      :math:`\partial L / \partial z`
-========================  =========================================================  ==================================
-``mse``                   :math:`\frac{1}{nk}\sum (z - y)^2`                           :math:`\frac{2}{nk}(z - y)`
-``mse_sigmoid``           :math:`\frac{1}{nk}\sum (\sigma(z) - y)^2`                   :math:`\frac{2}{nk}(\sigma - y)\sigma(1-\sigma)`
-``bce``                   :math:`\frac{1}{nk}\sum \log(1+e^{z}) - y z`                 :math:`\frac{1}{nk}(\sigma(z) - y)`
-``ce``                    :math:`\frac{1}{n}\sum_i \log\sum_j e^{z_{ij}} - z_{i y_i}`  :math:`\frac{1}{n}(\mathrm{softmax}(z) - \mathrm{onehot}(y))`
-========================  =========================================================  ==================================
+===============  ===========================================================  =============================================================
+name             value                                                        :math:`\partial L / \partial z`
+===============  ===========================================================  =============================================================
+``mse``          :math:`\frac{1}{nk}\sum (z - y)^2`                           :math:`\frac{2}{nk}(z - y)`
+``mse_sigmoid``  :math:`\frac{1}{nk}\sum (\sigma(z) - y)^2`                   :math:`\frac{2}{nk}(\sigma - y)\sigma(1-\sigma)`
+``bce``          :math:`\frac{1}{nk}\sum \log(1+e^{z}) - y z`                 :math:`\frac{1}{nk}(\sigma(z) - y)`
+``ce``           :math:`\frac{1}{n}\sum_i \log\sum_j e^{z_{ij}} - z_{i y_i}`  :math:`\frac{1}{n}(\mathrm{softmax}(z) - \mathrm{onehot}(y))`
+===============  ===========================================================  =============================================================
 
 ``mse_sigmoid`` carries :math:`\sigma'(z)` in its gradient: the learning slowdown of
 Nielsen's chapter 3, which ``bce`` avoids. ``bce`` uses

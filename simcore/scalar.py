@@ -28,7 +28,7 @@ LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU's default negative slope
 # 0 and 1 as int8, so that they take the float type of the other operand: numba (CPU and CUDA)
 # and NumPy promote int8 with float32 to float32 and with float64 or a Python float to float64,
 # exactly.  A literal 1.0 is a float64 and would widen float32 work to float64 (for sigmoid,
-# half the SIMD width; README, "Measurements behind the code's choices").  np.float32 constants would do for
+# half the SIMD width; docs/benchmarks.md, "Measurements behind the code's choices").  np.float32 constants would do for
 # numba but not in the CUDA simulator, where NumPy makes np.float32 + (Python float) a float32
 # and would round float64 results.
 _ZERO = np.int8(0)

@@ -11,8 +11,8 @@ Written as plain loops, LLVM will not do this for numba arrays: it knows nothing
 between them, so its loop vectoriser must prove at run time that the outputs overlap none of the
 inputs, and for a blocked loop body (8 outputs, 9 inputs) it gives up ("too many memory checks needed");
 the SLP vectoriser never adds run-time checks at all. Written with the vectors below, the
-blocking is explicit and nothing needs to be proved (README, "Measurements behind the code's
-choices").
+blocking is explicit and nothing needs to be proved (docs/benchmarks.md, "Measurements behind
+the code's choices").
 
 The vector type
 ---------------

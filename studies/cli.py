@@ -1,4 +1,4 @@
-"""``simstudy``: list, run and report studies.
+"""``simstudy``: list, run and report studies::
 
     simstudy list
     simstudy run NAME|SPEC.toml|all [--preset quick|full] [--out DIR] [--backend cpu|cuda|dask]

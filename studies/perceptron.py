@@ -82,7 +82,7 @@ exponentially small derivative of saturated units), and then its descent acceler
 
 Prediction (can fail: a stalled run converging to a finite minimum at any level other than a
 plateau's misses it): every stalled run either approaches the plateau level nearest its loss,
-|L_inf - L_P| <= L(t1) - L(T) with L_inf = (T L(T) - t1 L(t1)) / (T - t1) extrapolated under the
+``|L_inf - L_P| <= L(t1) - L(T)`` with ``L_inf = (T L(T) - t1 L(t1)) / (T - t1)`` extrapolated under the
 1/t approach from t1 ~ T/2, or accelerates away from a plateau (its loss falls more over the last
 quarter of the horizon than over the quarter before; a 1/t approach halves the drop and a
 finite minimum shrinks it geometrically), or is in transit between two plateaus (the level

@@ -308,8 +308,8 @@ def q_star(activation, sigma_w2, sigma_b2, q0=1.0, q_floor=1e-10, q_ceiling=1e8)
     :math:`\mathcal{V}(q^0) - q^0`. That root is bracketed by geometric steps and refined by
     Brent's method (no slow iteration near criticality).
 
-    Returned values
-    ---------------
+    What it returns:
+
     * a finite :math:`q^* > 0`: the attracting fixed point (for tanh, sigmoid and softplus with
       :math:`\sigma_b^2 > 0`, and relu-like maps with :math:`\sigma_w^2 c < 1`, it is unique);
     * ``0.0`` when the iterates decay to 0: :math:`f(0) = 0`, :math:`\sigma_b^2 = 0` and the map

@@ -83,7 +83,7 @@ def choose_strategy(net, G):
     only when the grid fills its blocks (a block of one network costs as much as LANES).
     "gemm" (:mod:`simcore.grid.cpu_gemm`): one network at a time, register-tiled matrix
     products. Best once a layer is wide enough that a block of lanes no longer keeps its
-    weights in cache. The thresholds are measured (README, "Which strategy runs when")."""
+    weights in cache. The thresholds are measured (docs/architecture.md, "Which strategy runs when")."""
     widest = max(net.sizes[1:-1], default=net.sizes[-1])
     if widest >= GEMM_VECTORS * VBYTES // np.dtype(net.dtype).itemsize:
         return "gemm"

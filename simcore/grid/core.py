@@ -62,7 +62,7 @@ def is_diverged(loss, loss0):
 
 @cpu_kernel(ordered=True)
 def saturated(deriv):
-    """1.0 where a unit counts as saturated (|f'(y)| < ``SATURATED``), else 0.0: summed and
+    """1.0 where a unit counts as saturated (``|f'(y)| < SATURATED``), else 0.0: summed and
     divided by the count, the telemetry's ``saturated`` fraction."""
     return 1.0 if abs(deriv) < SATURATED else 0.0
 

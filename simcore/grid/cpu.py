@@ -23,14 +23,14 @@ Why the lane loops run to a run-time count ``nl`` rather than the constant ``LAN
 constant trip count LLVM unrolls ``for k in range(LANES)`` into scalar code and, knowing
 nothing about aliasing between numba's arrays, cannot pack it again (SLP); with a run-time
 count its loop vectoriser emits packed AVX-512 code behind a cheap run-time overlap check,
-more than twice as fast (README, "Measurements behind the code's choices"). The dense layers themselves go further: they are register-blocked with the explicit vectors of
+more than twice as fast (docs/benchmarks.md, "Measurements behind the code's choices"). The dense layers themselves go further: they are register-blocked with the explicit vectors of
 :mod:`simcore.simd` (see ``SB`` below).
 
 Compile time: the kernel is compiled twice, with and without batch norm (:func:`train_kernel`),
 so that a network without batch norm does not compile the batch-norm layers. Nothing else is
 worth a compile per value: one kernel holding every activation, loss and optimizer compiles
 once, while a kernel per activation would compile again for every activation a study compares
-(README, "Compile time").
+(docs/benchmarks.md, "Compile time").
 """
 import functools
 import math
@@ -58,7 +58,7 @@ CHUNK = 16                # samples per chunk of the batch (buffers stay in cach
 # outputs (or inputs), one vector of V = width(th) lanes each, stays in 16 registers while the
 # other operand streams past: each weight vector loaded serves SB samples, so a block's weights
 # (64 KiB for a 16x16 layer of 32 float64 lanes, more than L1) stream from L2 once per SB samples
-# instead of once per sample (README, "Where the time went"). Tails (ns % SB samples, fo % 4
+# instead of once per sample (docs/benchmarks.md, "Where the time went"). Tails (ns % SB samples, fo % 4
 # outputs) take tiles of one. Lane rows are LANES apart, a constant, which keeps the addressing
 # in immediate offsets. Each sum runs in the order of the textbook loop (z = b, then + a_i W_ij
 # for i = 0, 1, ...; gradients summed over samples in order), so a result does not depend on
@@ -404,7 +404,7 @@ def _empty_aligned(n, dt):
     """An uninitialised 1-D array of n elements of dtype dt that starts on a VBYTES (64-byte)
     boundary. numba aligns arrays to 32 bytes only, and a 64-byte vector loaded from a 32-byte
     boundary spans two cache lines, and the grid's speed then varied from one process to the
-    next, as its buffers happened to fall (README, "Measurements behind the code's choices")."""
+    next, as its buffers happened to fall (docs/benchmarks.md, "Measurements behind the code's choices")."""
     buf = np.empty(n + VBYTES // 4, dt)  # room to move the start by up to 64 bytes
     off = VBYTES - np.int64(buf.ctypes.data % np.uint64(VBYTES))
     off = (off % VBYTES) // buf.itemsize
@@ -460,7 +460,7 @@ def train_kernel(batchnorm):
         origin = np.int64(0)  # offset 0 of a buffer; a literal 0 would compile _view a second time
         # Buffers, each allocated flat and reshaped: numba compiles an allocation once per
         # distinct signature, so three signatures (the network's dtype, float64, int64) instead
-        # of twenty shorten the first call (README, "Measurements behind the code's choices"). Those the vector
+        # of twenty shorten the first call (docs/benchmarks.md, "Measurements behind the code's choices"). Those the vector
         # code reads start on a 64-byte boundary. Every buffer is written before it is read.
         # One (chunk, width, nl) block per layer: abase[l] for the input of layer l, ybase[l]
         # for its activation input y (= z without batch norm) and batch-norm xhat

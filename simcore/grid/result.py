@@ -74,7 +74,7 @@ class GridResult:
         ``weight_norm`` (of W_l), ``preact_mean``/``preact_std`` (of the activation's input
         over samples and units: z_l, or its batch-normalised value), ``act_mean``/``act_std``
         (of a_l; for the output layer, the network's output), ``saturated`` (fraction of units
-        and samples with |f'| < 0.01; for the output layer the output function's derivative).
+        and samples with ``|f'| < 0.01``; for the output layer the output function's derivative).
         Steps after a network diverged are absent.
         """
         frames = []
