@@ -27,7 +27,7 @@ def _prefer_512_bit_vectors():
     "prefer-256-bit" tuning), so an elementwise loop such as the activations' runs 4 float64 per
     instruction while the registers hold 8; the explicit vectors of :mod:`simcore.simd` are
     512-bit either way. Turning the preference off doubled the throughput of the tanh loop of
-    the grid engine (README, "Where the time went"). numba reads the CPU features once, when it
+    the grid engine (docs/benchmarks.md, "Where the time went"). numba reads the CPU features once, when it
     builds its code generator for the first compilation, so this works only before numba has
     compiled anything in the process, and never overrides a user's ``NUMBA_CPU_NAME`` or
     ``NUMBA_CPU_FEATURES``. Results do not depend on it where it matters: the grid kernels
