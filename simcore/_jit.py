@@ -30,20 +30,27 @@ def _prefer_512_bit_vectors():
     the grid engine (docs/benchmarks.md, "Where the time went"). numba reads the CPU features once, when it
     builds its code generator for the first compilation, so this works only before numba has
     compiled anything in the process, and never overrides a user's ``NUMBA_CPU_NAME`` or
-    ``NUMBA_CPU_FEATURES``. Results do not depend on it where it matters: the grid kernels
-    never reassociate (``cpu_kernel(ordered=True)``), so their lanes compute the same bits at
-    any vector width, and numba's cache keys every entry on the features it was compiled for."""
-    import llvmlite.binding as llvm
-    from numba.core import config as numba_config, registry
+    ``NUMBA_CPU_FEATURES`` or ``NUMBA_ENABLE_AVX=0``. The grid kernels never reassociate
+    (``cpu_kernel(ordered=True)``), so their lanes compute the same bits at any vector width;
+    kernels that may reassociate (the single network's sums) vectorise their reductions at the
+    width in force, so their last bits can differ between a process with the setting and one
+    without (``SIMCORE_WIDE_VECTORS=0``, or numba used before simcore was imported). numba's
+    cache keys every entry on the features it was compiled for, so it never mixes the two.
+    numba re-reads its environment at each compilation: set ``NUMBA_*`` variables before
+    importing simcore."""
+    from numba.core import codegen, config as numba_config, registry
 
     if not config.WIDE_VECTORS or numba_config.CPU_NAME is not None or numba_config.CPU_FEATURES is not None:
         return False
+    if not numba_config.ENABLE_AVX:  # the user's NUMBA_ENABLE_AVX=0, or numba's own safety switch
+        return False
     if "_toplevel_target_context" in vars(registry.cpu_target):  # numba's code generator exists
         return False
-    features = llvm.get_host_cpu_features()
-    if not features.get("avx512f", False):
+    # numba's own reading of the host (it drops AVX where numba would, and is '' on error)
+    features = codegen.get_host_cpu_features()
+    if "+avx512f" not in features.split(","):
         return False
-    numba_config.CPU_FEATURES = features.flatten() + ",-prefer-256-bit"
+    numba_config.CPU_FEATURES = features + ",-prefer-256-bit"
     return True
 
 

@@ -13,8 +13,10 @@ PROBE = """
 import sys
 {before}
 import simcore, simcore._jit as j
-from numba.core import config
-print(j.WIDE_VECTORS, (config.CPU_FEATURES or "").endswith("-prefer-256-bit"))
+from numba.core import registry
+# the features numba's code generator was built with (what compiled code actually gets)
+features = registry.cpu_target.target_context.codegen()._tm_features
+print(j.WIDE_VECTORS, features.endswith("-prefer-256-bit"))
 """
 
 
@@ -37,6 +39,7 @@ def test_wide_vectors_on_by_default_and_off_on_request():
 def test_wide_vectors_leave_a_users_choice_and_a_running_codegen_alone():
     features = llvm.get_host_cpu_features().flatten()
     assert _probe(NUMBA_CPU_FEATURES=features) == ["False", "False"]
+    assert _probe(NUMBA_ENABLE_AVX="0") == ["False", "False"]
     # numba compiled something before simcore was imported: its code generator already exists
     assert _probe(before="from numba import njit\nnjit(lambda x: x + 1)(1)") == ["False", "False"]
 
