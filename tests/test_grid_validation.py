@@ -204,3 +204,18 @@ def test_batch_norm_held_out_accuracy_is_the_study_runners():
     res = train_grid(net, X, y, lr=[0.5, 2.0], steps=6, validation=(Xv, yv))
     for g in range(2):
         assert res.final_val_accuracy[g] == holdout_accuracy(net, network(res, g), X, Xv, yv)
+
+
+def test_a_result_without_the_held_out_fields_reads_nan(tmp_path):
+    """A GridResult built without them (as a file of an older simcore loads): None attributes,
+    NaN history columns, and a save/load round trip that keeps it so."""
+    X, y = data("bce", 20, 0)
+    res = train_grid(make_net("bce"), X, y, lr=[0.1, 0.2], steps=3)
+    old = GridResult(final_loss=res.final_loss, diverged=res.diverged, diverged_at=res.diverged_at,
+                     params=res.params, record_steps=res.record_steps, config=res.config,
+                     _groups=res._groups, nets=res.nets)
+    assert old.final_val_loss is None and old.history()[VAL].isna().all().all()
+    old.save(tmp_path / "old.npz")
+    back = GridResult.load(tmp_path / "old.npz")
+    assert back.final_accuracy is None and back._val_groups is None
+    pd.testing.assert_frame_equal(back.history(), old.history(), check_exact=True)
