@@ -126,6 +126,41 @@ def output_grad(code, z, out):
     return sigmoid_grad(z, out)
 
 
+# --- accuracy: the classification rule of bce and ce, counted once for every kernel ------------
+
+@cpu_kernel(ordered=True)
+def correct_units(code, z, zo, zs, Y, r, yo, ys, K):
+    r"""How many of one sample's predictions are right: its logits are ``z[zo + j * zs]`` and its
+    encoded targets ``Y[r, yo + j * ys]``, j = 0..K-1 (strides let every kernel pass its own
+    buffers).
+
+    ``bce``: each of the K units predicts class 1 where :math:`z_j > 0` (that is
+    :math:`\sigma(z_j) > 1/2`); the count of units with :math:`[z_j > 0] = y_j` (0..K).
+    ``ce``: the predicted class is :math:`\arg\max_j z_j` (ties to the first); 1 if the
+    one-hot target holds it, else 0. Accuracy is the sum over samples divided by
+    :func:`accuracy_units` times their number. Other losses: 0 (accuracy is not defined)."""
+    if code == CE:
+        best = 0
+        for j in range(1, K):
+            if z[zo + j * zs] > z[zo + best * zs]:
+                best = j
+        return 1.0 if Y[r, yo + best * ys] > 0.5 else 0.0
+    count = 0.0
+    if code == BCE:
+        for j in range(K):
+            count += 1.0 if (z[zo + j * zs] > 0.0) == (Y[r, yo + j * ys] > 0.5) else 0.0
+    return count
+
+
+@cpu_kernel(ordered=True)
+def accuracy_units(code, K):
+    """Predictions :func:`correct_units` counts per sample: K for ``bce`` (one per unit), 1 for
+    ``ce``, 0 for ``mse`` and ``mse_sigmoid`` (no accuracy: the kernels record NaN)."""
+    if code == BCE:
+        return K
+    return 1 if code == CE else 0
+
+
 # name -> (code, per-unit formula; None for ce, whose softmax couples a row). The code is what
 # compiled kernels switch on.
 LOSSES = {"mse": (MSE, mse_unit), "mse_sigmoid": (MSE_SIGMOID, mse_sigmoid_unit), "bce": (BCE, bce_unit),

@@ -41,7 +41,8 @@ Statements (SCIENCE.md, "batchnorm"), of three kinds:
   un-normalised output layer sets the limit with and without batch norm (SCIENCE.md; the
   edges there differ by a grid step or two either way, ReLU below, tanh above, so "equal" is
   not a prediction the data support); on digits, the steps to a target accuracy on the
-  training and on a held-out split (``holdout``), and the drift of the 15/50/85th percentiles of
+  training and on a held-out split (``holdout``; the held-out loss, recorded by the grid engine
+  at every record, beside the training loss in the table and the figure), and the drift of the 15/50/85th percentiles of
   the last hidden layer's unit-0 input *before* normalisation (z = W a + b, ``track_prenorm``)
   beside the normalised value. With full-batch batch norm the normalised value has mean 0 and
   variance 1 over the very samples measured, so its stability is by construction; Santurkar
@@ -592,7 +593,7 @@ def _fig_norm(tab, report):
 # ---- (3) digits -----------------------------------------------------------------------------
 
 _PCOLS = ("preact_p15", "preact_p50", "preact_p85", "prenorm_p15", "prenorm_p50", "prenorm_p85",
-          "train_accuracy", "holdout_accuracy")
+          "train_accuracy", "holdout_accuracy", "val_loss")
 
 
 def _curves(rows):
@@ -647,7 +648,8 @@ def digits_table(rows):
                     "steps_holdout": steps_to_target(c, "holdout_accuracy"),
                     "prenorm_drift": pre_d, "prenorm_spread_change": pre_s,
                     "postnorm_drift": post_d, "postnorm_spread_change": post_s,
-                    "final_loss": r["final_loss"], "final_accuracy": r["final_accuracy"],
+                    "final_loss": r["final_loss"], "final_val_loss": r.get("final_val_loss", np.nan),
+                    "final_accuracy": r["final_accuracy"],
                     "final_holdout_accuracy": float(last["holdout_accuracy"].iloc[-1]) if len(last) else np.nan,
                     "diverged": bool(r["diverged"])})
     return pd.DataFrame(out), runs
@@ -719,7 +721,8 @@ def _digits(rows, report):
                  f"Digits runs (the longest of each seed): steps to {TARGET_ACCURACY:.0%} measured "
                  f"accuracy (training and held-out; inf: not reached), percentile drift and spread "
                  f"change of the last hidden layer's unit-0 input before (prenorm) and after "
-                 f"(postnorm) normalisation, final loss and accuracies")
+                 f"(postnorm) normalisation, final training and held-out loss (final_val_loss) and "
+                 f"accuracies")
     _fig_percentiles(tab, rows, report)
     _fig_digits_accuracy(tab, rows, report)
 
@@ -772,13 +775,16 @@ def _fig_digits_accuracy(tab, rows, report):
         c = curves[curves["point"] == r["point"]]
         label = f"{lab}, eta = {r['lr']:g}" if r["seed"] == tab["seed"].min() else None
         axes[0].plot(c["step"], c["loss"], color=col, ls=ls, lw=1.2, alpha=0.8, label=label)
+        if "val_loss" in c.columns and c["val_loss"].notna().any():  # the held-out loss, every record
+            axes[0].plot(c["step"], c["val_loss"], color=col, ls=ls, lw=0.7, alpha=0.45,
+                         label="held-out (thin)" if label and not r["batchnorm"] and lrs.index(r["lr"]) == 0 else None)
         for ax, colname in ((axes[1], "train_accuracy"), (axes[2], "holdout_accuracy")):
             if colname in c.columns:
                 p = c.dropna(subset=[colname])
                 ax.plot(p["step"], p[colname], color=col, ls=ls, lw=1.2, alpha=0.8, label=label)
     axes[0].set_yscale("log")
-    axes[0].set_ylabel("training cross-entropy (nats, log scale)")
-    axes[0].set_title("Training loss (one line per seed)", fontsize=10)
+    axes[0].set_ylabel("cross-entropy (nats, log scale)")
+    axes[0].set_title("Training loss, held-out loss thin (one line per seed)", fontsize=10)
     for ax, t in ((axes[1], "Training accuracy (measured at the probes)"),
                   (axes[2], "Held-out accuracy (BN: training-set statistics)")):
         ax.axhline(TARGET_ACCURACY, color="gray", ls=":", lw=1)
@@ -791,9 +797,10 @@ def _fig_digits_accuracy(tab, rows, report):
             ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     report.figure("digits_accuracy", fig,
-                  "Digits, three hidden sigmoid layers, with and without batch norm: training loss, "
-                  f"training and held-out accuracy over training; dotted, the {TARGET_ACCURACY:.0%} "
-                  "target.")
+                  "Digits, three hidden sigmoid layers, with and without batch norm: training loss "
+                  "and, thin, the held-out loss (recorded by the grid engine; batch norm normalises "
+                  "the held-out split with the training set's statistics), training and held-out "
+                  f"accuracy over training; dotted, the {TARGET_ACCURACY:.0%} target.")
 
 
 # ---- (4) engine checks ----------------------------------------------------------------------

@@ -65,6 +65,10 @@ sub-grid, not its name:
   :func:`_zero_centring`); the
   old claim "tanh reaches the target faster than sigmoid at equal eta" compared tanh's 4-times
   larger effective step and is kept only as the observation ``tanh_vs_sigmoid_equal_eta``.
+  Where a sub-grid holds a quarter of its samples out (``holdout``), the generalisation is
+  reported beside the fit: a table of the final training and held-out loss and accuracy per
+  cell and a figure of both losses over training (medians over seeds; the held-out values are
+  the grid engine's, ``train_grid(validation=...)``).
 """
 import math
 
@@ -1235,6 +1239,8 @@ def analyse_steps_to_target(data, report, exclude):
                .reset_index())
     report.table(summary, "Steps to target per cell: share of seeds that reached it, 10th/50th/90th "
                           "percentiles (inf: not reached within the budget)")
+    if _held_out_table(report, pts, df, cells):
+        _fig_held_out(report, data[data["point"].isin(pts.index) & (data["layer"] == 1)], df)
     _zero_centring(report, df)
     # figure
     df["cell"] = df["widths"].astype(str) + " " + df["activation"]
@@ -1270,6 +1276,51 @@ def analyse_steps_to_target(data, report, exclude):
                   "Steps to the target loss over seeds, per data set, hidden widths and activation "
                   "(boxes: runs that reached it; red counts above the dotted budget line: runs that "
                   "did not).")
+
+
+def _held_out_table(report, pts, df, cells):
+    """The generalisation beside the fit: per cell, the median over seeds of the final training
+    and held-out loss and accuracy (the grid engine's, on the grid's held-out split; an
+    observation). Absent where no grid holds samples out."""
+    if "final_val_loss" not in pts.columns or pts["final_val_loss"].isna().all():
+        return False
+    fin = df.assign(train_loss=pts["final_loss"].astype(float).to_numpy(),
+                    held_out_loss=pts["final_val_loss"].astype(float).to_numpy(),
+                    train_accuracy=pts["final_accuracy"].astype(float).to_numpy(),
+                    held_out_accuracy=pts["final_val_accuracy"].astype(float).to_numpy())
+    cols = ["train_loss", "held_out_loss", "train_accuracy", "held_out_accuracy"]
+    table = fin.groupby(cells, sort=False)[cols].median().reset_index()
+    report.table(table, "Held-out beside training, per cell: median over seeds of the final loss and "
+                        "accuracy on the training samples and on the held-out split (holdout), at the "
+                        "end of the budget")
+    return True
+
+
+def _fig_held_out(report, rows, df):
+    """Median over seeds of the training loss (solid) and the held-out loss (dashed) against the
+    step, one panel per data set, one colour per cell."""
+    rows = rows.dropna(subset=["val_loss"])
+    datas = [d for d in dict.fromkeys(df["data"]) if df.index[df["data"] == d].isin(rows["point"]).any()]
+    if not datas:
+        return
+    fig, axes = plt.subplots(1, len(datas), figsize=(4.2 * len(datas) + 1, 4.2), squeeze=False, sharey=True)
+    for ax, dname in zip(axes[0], datas):
+        sub = df[df["data"] == dname]
+        cells = sub.groupby(["widths", "activation", "lr", "init_scale"], sort=True)
+        for k, ((widths, act, lr, sc), cell) in enumerate(cells):
+            r = rows[rows["point"].isin(cell.index)]
+            med = r.groupby("step")[["loss", "val_loss"]].median()
+            color = f"C{k % 10}"
+            ax.plot(med.index, med["loss"], color=color, lw=1.2, label=f"{widths} {act} eta={lr:g} s={sc:g}")
+            ax.plot(med.index, med["val_loss"], color=color, lw=1.2, ls="--")
+        ax.set_yscale("log")
+        ax.set_title(dname, fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6.5)
+    axes[0][0].set_ylabel("loss (median over seeds); solid: training, dashed: held-out")
+    report.figure("steps_to_target_held_out", fig,
+                  "Training loss (solid) and held-out loss (dashed) over training, median over seeds, "
+                  "per data set and cell: where the two part, the fit stops generalising.")
 
 
 def _zero_centring(report, df):

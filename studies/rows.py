@@ -15,12 +15,13 @@ import re
 
 import numpy as np
 
-from simcore.grid.core import QUANTITIES
+from simcore.grid.core import QUANTITIES, VAL_QUANTITIES
 
 from . import runner
 
-# GridResult.history()'s columns: the per-layer telemetry quantities of the grid engine
-HISTORY_COLUMNS = ("network", "step", "layer", "loss") + QUANTITIES
+# GridResult.history()'s columns: the loss, the held-out values (NaN without a held-out split)
+# and the per-layer telemetry quantities of the grid engine
+HISTORY_COLUMNS = ("network", "step", "layer", "loss") + VAL_QUANTITIES + QUANTITIES
 # every column a chunk's rows hold that is a result, not configuration
 RESULT_COLUMNS = frozenset(HISTORY_COLUMNS + runner.FINAL_COLUMNS + runner.PROBE_COLUMNS
                            + runner.PRENORM_COLUMNS + runner.ACCURACY_COLUMNS + runner.DEAD_COLUMNS

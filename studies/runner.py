@@ -378,28 +378,34 @@ def run_mlp_chunk(points, backend="cpu"):
     if p0["probe_every"]:
         hist, final = _train_with_probes(net, X, y, p0, per, backend, held=held)
     else:
-        res = _train(net, X, y, p0, per, 0, p0["steps"], None, backend)
+        res = _train(net, X, y, p0, per, 0, p0["steps"], None, backend, held=held)
         hist = res.history()
         final = _final(res.final_loss, res.diverged, res.diverged_at,
-                       _accuracy(net, res.params, res.diverged, X, y))
+                       _accuracy(net, res.params, res.diverged, X, y), res.final_val_loss,
+                       res.final_val_accuracy)
     hist = hist.merge(final, on="network", how="left")
     return _with_config(hist, points, "network")
 
 
-# per-network outcome columns of an MLP chunk (on every row of the network)
-FINAL_COLUMNS = ("final_loss", "diverged", "diverged_at", "final_accuracy")
+# per-network outcome columns of an MLP chunk (on every row of the network); the held-out ones
+# are NaN without a held-out split (holdout = 0) and for a diverged network
+FINAL_COLUMNS = ("final_loss", "diverged", "diverged_at", "final_accuracy", "final_val_loss",
+                 "final_val_accuracy")
 # the result columns of a perceptron chunk's rows (one per run and epoch)
 PERCEPTRON_COLUMNS = ("epoch", "mistakes", "cumulative_mistakes", "total_mistakes", "converged",
                       "epochs_run", "radius", "margin", "bound", "final_accuracy")
 
 
-def _final(final_loss, diverged, diverged_at, accuracy):
-    """One row per network 0..G-1 with its :data:`FINAL_COLUMNS`."""
-    values = (final_loss, diverged, diverged_at, accuracy)
+def _final(final_loss, diverged, diverged_at, accuracy, val_loss, val_accuracy):
+    """One row per network 0..G-1 with its :data:`FINAL_COLUMNS`; the held-out values (from
+    :func:`simcore.train_grid`'s kernel) NaN for a diverged network, as its accuracy."""
+    gone = np.asarray(diverged, bool)
+    values = (final_loss, diverged, diverged_at, accuracy, np.where(gone, np.nan, val_loss),
+              np.where(gone, np.nan, val_accuracy))
     return pd.DataFrame({"network": np.arange(len(final_loss)), **dict(zip(FINAL_COLUMNS, values))})
 
 
-def _train(net, X, y, p0, per, first, steps, params0, backend, ref=None):
+def _train(net, X, y, p0, per, first, steps, params0, backend, ref=None, held=None):
     from simcore import train_grid
 
     batch = None if p0["batch_size"] == "full" else p0["batch_size"]
@@ -408,7 +414,7 @@ def _train(net, X, y, p0, per, first, steps, params0, backend, ref=None):
     return train_grid(net, X, y, lr=per["lr"], steps=steps, seeds=per["seed"], params0=params0,
                       init_scale=per["init_scale"], bias_scale=per["bias_scale"],
                       optimizer=p0["optimizer"], batch_size=batch, record_every=p0["record_every"],
-                      divergence_ref=ref, backend=backend, **extra)
+                      validation=held, divergence_ref=ref, backend=backend, **extra)
 
 
 def _subset(params, idx):
@@ -527,6 +533,7 @@ def _train_with_probes(net, X, y, p0, per, backend, held=None):
     params = initial_params(net, per["seed"], per["init_scale"], per["bias_scale"])
     probes = [_probe_frame(net, params, X, y, p0, alive, 0, held)]
     final_loss, diverged_at = np.full(G, np.nan), np.full(G, -1, np.int64)
+    final_val = np.full((2, G), np.nan)  # held-out loss and accuracy at each network's end
     final_params = [None] * G
     loss0 = None      # each network's initial loss: the divergence test of every segment uses it
     frames = []
@@ -535,7 +542,7 @@ def _train_with_probes(net, X, y, p0, per, backend, held=None):
         seg = min(every, steps - start)
         sub = {k: v[alive] for k, v in per.items()}
         res = _train(net, X, y, p0, sub, start, seg, params, backend,
-                     ref=None if loss0 is None else loss0[alive])
+                     ref=None if loss0 is None else loss0[alive], held=held)
         h = res.history()
         if loss0 is None:
             at0 = h[(h["step"] == 0) & (h["layer"] == 1)].set_index("network")["loss"]
@@ -546,6 +553,7 @@ def _train_with_probes(net, X, y, p0, per, backend, held=None):
             h = h[h["step"] > start]
         frames.append(h)
         final_loss[alive] = res.final_loss
+        final_val[:, alive] = res.final_val_loss, res.final_val_accuracy
         hit = res.diverged
         diverged_at[alive[hit]] = res.diverged_at[hit] + start
         for c, g in enumerate(alive):
@@ -565,7 +573,7 @@ def _train_with_probes(net, X, y, p0, per, backend, held=None):
         if not diverged[g]:
             acc[g] = _accuracy(net, [{k: v[None] for k, v in layer.items()} for layer in final_params[g]],
                                np.zeros(1, bool), X, y)[0]
-    final = _final(final_loss, diverged, diverged_at, acc)
+    final = _final(final_loss, diverged, diverged_at, acc, final_val[0], final_val[1])
     return hist, final
 
 

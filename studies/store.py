@@ -49,11 +49,13 @@ from .errors import StudyError
 
 # Bump when the meaning of stored rows or of a chunk's key changes, and say what changed in
 # VERSION_CHANGES: a directory of another version is then refused (Store.check_version).
-STORE_VERSION = 2
+STORE_VERSION = 3
 VERSION_CHANGES = {
     1: "long-form rows with the data set's arguments as data_<name> columns",
     2: "the data set's arguments also as one data_args column (JSON, the grid's values exactly); "
        "every configuration key enters a chunk's key",
+    3: "the held-out telemetry of the grid engine: val_loss, accuracy, val_accuracy on every row, "
+       "final_val_loss and final_val_accuracy per network",
 }
 VERSION_FILE = "store.json"
 KEY_META = b"simstudy.key"

@@ -121,7 +121,9 @@ def cpu_kernel_args(net, X, y, steps, record_every):
     theta = np.ascontiguousarray(net.pack(net.init(seed=0))[:, None])
     Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
     R = -(-steps // record_every) + 1   # records at 0, record_every, ... and the last step
-    return (theta, net.layout, net.act_code, net.loss_code, X, Y, np.zeros(1, np.uint64), np.full(1, 0.1),
+    Xv, Yv = np.empty((0, X.shape[1]), X.dtype), np.empty((0, Y.shape[1]), Y.dtype)  # no held-out set
+    return (theta, net.layout, net.act_code, net.loss_code, X, Y, Xv, Yv, np.empty((R, 3, 1)),
+            np.empty((3, 1)), np.zeros(1, np.uint64), np.full(1, 0.1),
             np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"], steps, X.shape[0], record_every,
             np.empty((R, 1)), np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64),
             np.empty(1), 0, 1, LANES)

@@ -400,12 +400,13 @@ PTX_SCRIPT = textwrap.dedent("""
     net = simcore.MLP([2, 6, 5, 1], activation="tanh", loss="bce", batchnorm=True)
     P, G, n, R = net.n_params, 3, 10, 3
     for dtype, shared in ((np.float64, True), (np.float32, False)):
-        lofs, d1, d2, fsize, max_w = gc._scratch_layout(net.layout, n)
+        lofs, d1, d2, fsize, max_w, st_size = gc._scratch_layout(net.layout, n)
         args = (np.zeros((P, G), dtype), net.layout, 1, 2, np.zeros((n, 2), dtype),
-                np.zeros((n, 1), dtype), np.zeros(G, np.uint64), np.zeros(G), np.zeros(G),
+                np.zeros((n, 1), dtype), np.zeros((4, 2), dtype), np.zeros((4, 1), dtype),
+                np.arange(4, dtype=np.int64), np.zeros((R, 3, G)), np.zeros((3, G)), np.zeros(G, np.uint64), np.zeros(G), np.zeros(G),
                 np.zeros(G), 0, 5, 4, 2, np.zeros((R, G)), np.zeros((R, net.n_layers, 7, G)),
                 np.zeros(G, np.int64), np.zeros(G), lofs, d1, d2, np.zeros((2, fsize), dtype),
-                np.zeros((2, 2 * max_w)), np.zeros((2, 2 * n), np.int64),
+                np.zeros((2, st_size)), np.zeros((2, 2 * n), np.int64),
                 np.zeros((2, 4 * P), dtype), np.zeros(1, np.int32))
         text = ptx(gc._train_kernel(dtype, 128, shared).py_func, args)
         assert ".visible .entry" in text

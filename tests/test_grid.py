@@ -29,7 +29,7 @@ from simcore import MLP, train_grid
 from simcore.grid import LANES, batch_order
 
 OPTIMIZERS = ["gd", "momentum", "nesterov", "adam"]
-COLUMNS = ["network", "step", "layer", "loss", "grad_norm", "weight_norm", "preact_mean",
+COLUMNS = ["network", "step", "layer", "loss", "val_loss", "accuracy", "val_accuracy", "grad_norm", "weight_norm", "preact_mean",
            "preact_std", "act_mean", "act_std", "saturated"]
 TOL = 1e-12
 

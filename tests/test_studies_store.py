@@ -91,7 +91,7 @@ def _as_version_1(path):
     (_truncate, "unreadable"),
     (_change_a_value, "checksum mismatch"),
     (_without_metadata, "no checksum"),
-    (_as_version_1, "written by store version 1, not 2"),
+    (_as_version_1, "written by store version 1, not 3"),
 ])
 def test_a_bad_part_is_named_by_report_and_recomputed_by_a_rerun(capsys, clean_run, tmp_path, damage, reason):
     grid, out, parts = _copy_run(clean_run, tmp_path)
@@ -324,7 +324,7 @@ def test_another_thread_is_refused_the_lock_like_another_process(tmp_path):
 def test_a_store_records_its_version(clean_run):
     _, out, _ = clean_run
     assert json.loads((out / "store.json").read_text()) == {"format": "simstudy", "version": STORE_VERSION}
-    assert Store(out).version() == STORE_VERSION == 2
+    assert Store(out).version() == STORE_VERSION == 3
     assert Store(out / "nowhere").version() is None      # a new store: no parts, no record
 
 
@@ -334,9 +334,11 @@ _NEW = "a newer simstudy wrote it"
 
 @pytest.mark.parametrize("record, message, advice", [
     ('{"format": "simstudy", "version": 1}', "holds results of store version 1, this simstudy reads "
-                                             "and writes version 2: version 2 stores the data set's", _OLD),
+                                             "and writes version 3: version 3 stores the held-out", _OLD),
+    ('{"format": "simstudy", "version": 2}', "holds results of store version 2, this simstudy reads "
+                                             "and writes version 3", _OLD),
     (None, "holds results of store version 1", _OLD),   # parts from before versions were recorded
-    ('{"version": 3}', "store version 3, this simstudy reads and writes version 2", _NEW),
+    ('{"version": 4}', "store version 4, this simstudy reads and writes version 3", _NEW),
     ("not json", "is not a simstudy store version record", "give another --out"),
     ('{"version": "2"}', "records version '2', not an integer", "give another --out"),
 ])

@@ -16,7 +16,8 @@ from ..optim import DEFAULT_MOMENTUM, USED_BY, check_used
 from ..mlp import MLP
 from ..simd import VBYTES
 from . import cpu, cpu_gemm
-from .core import FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, OPT_CODE, QUANTITIES, batch_order
+from .core import (FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, OPT_CODE, QUANTITIES, VAL_QUANTITIES,
+                   batch_order)
 from .cpu import LANES
 from .result import GridResult
 
@@ -187,8 +188,8 @@ def _unstack(net, theta):
 
 
 def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, bias_scale=0.0,
-               optimizer="gd", momentum=None, batch_size=None, record_every=10, divergence_ref=None,
-               backend="cpu", strategy="auto"):
+               optimizer="gd", momentum=None, batch_size=None, record_every=10, validation=None,
+               divergence_ref=None, backend="cpu", strategy="auto"):
     r"""Train G networks on the same data in one compiled call.
 
     Parameters
@@ -221,6 +222,24 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         batches of exactly ``batch_size`` (the remainder of the epoch is left out).
     record_every : int >= 1
         Telemetry every ``record_every`` steps, and at the last step.
+    validation : (X_val, y_val), optional
+        A held-out set, checked as X and y are (input width, dtype, the loss's targets; with
+        batch norm at least 2 rows). At every recorded step, at the parameters the recorded
+        training loss was computed at, the kernel computes ``val_loss``, the mean loss over the
+        held-out set, and for ``bce`` and ``ce`` ``val_accuracy``: the share of right
+        predictions, a unit predicting class 1 where its logit :math:`z > 0`
+        (:math:`\sigma(z) > 1/2`) for ``bce`` (each of the n_out units counts), the class
+        :math:`\arg\max_j z_j` (ties to the first) for ``ce``
+        (:func:`simcore.losses.correct_units`). With batch norm the held-out set is normalised
+        with the statistics (mean, biased variance) of the step's training batch, the batch the
+        recorded loss was computed on: for full-batch training the training set's, as
+        ``MLP.forward(params, X_val, state=MLP.forward(params, X).state())``; the last step is
+        always full-batch. (Not PyTorch's ``eval()``: the grid keeps no running averages.)
+        Training ``accuracy`` (same rule) is recorded with or without a held-out set, on the
+        samples the step's loss was computed on (its minibatch; the full data set at the last
+        step). Not defined values are NaN: the accuracies of ``mse`` and ``mse_sigmoid``, the
+        held-out values without ``validation``, and, as all telemetry, a diverged network's
+        records after its step.
     divergence_ref : float or (G,) array, optional
         The loss a network's divergence test compares with (diverged: loss non-finite or above
         1e6 times it). Default: each network's loss at step 0. Give the first call's initial
@@ -262,7 +281,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     (64,)
     """
     job = _check(net, X, y, lr, steps, seeds, params0, init_scale, bias_scale, optimizer,
-                 momentum, batch_size, record_every, divergence_ref, backend, strategy)
+                 momentum, batch_size, record_every, divergence_ref, backend, strategy, validation)
     runs = [_run_group(job, idx) for idx in _plan(job)]
     return _assemble(job, runs)
 
@@ -285,6 +304,8 @@ class _Job:
     record_every: int
     backend: str
     strategy: str
+    Xv: np.ndarray = None   # the held-out set (no rows: none) and its encoded targets
+    Yv: np.ndarray = None
 
     @property
     def G(self):
@@ -292,7 +313,7 @@ class _Job:
 
 
 def _check(net, X, y, lr, steps, seeds, params0, init_scale, bias_scale, optimizer, momentum,
-           batch_size, record_every, divergence_ref, backend, strategy):
+           batch_size, record_every, divergence_ref, backend, strategy, validation=None):
     """Every argument checked before compiled code runs (ValueError naming it); the per-network
     values broadcast to G; the telemetry's size checked against ``config.MAX_GIB``."""
     _validate.choice("backend", backend, BACKENDS)
@@ -321,6 +342,7 @@ def _check(net, X, y, lr, steps, seeds, params0, init_scale, bias_scale, optimiz
     X = first.check_X(X)
     n = X.shape[0]
     Y = encode_targets(first.loss, y, n, first.sizes[-1], first.dtype)
+    Xv, Yv = _check_validation(first, validation)
     per = {"lr": _per_network("lr", lr), "init_scale": _per_network("init_scale", init_scale),
            "bias_scale": _per_network("bias_scale", bias_scale),
            "momentum": _per_network("momentum", momentum),
@@ -372,7 +394,25 @@ def _check(net, X, y, lr, steps, seeds, params0, init_scale, bias_scale, optimiz
         raise ValueError("X must have at least 2 rows with batch norm")
     check_size(nets, G, steps, record_every, strategy if backend == "cpu" else "gemm")  # GPU: no block copies
     return _Job(nets, net_is_list, X, Y, per, params0, optimizer, steps, batch, record_every,
-                backend, strategy)
+                backend, strategy, Xv, Yv)
+
+
+def _check_validation(net, validation):
+    """The held-out set (X_val, y_val) as (Xv, Yv), checked as X and y are, errors naming
+    ``validation``; without one, (0, n_in) and (0, n_out) arrays."""
+    if validation is None:
+        return (np.empty((0, net.sizes[0]), net.dtype), np.empty((0, net.sizes[-1]), net.dtype))
+    if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+        raise ValueError(f"validation must be a pair (X_val, y_val), got {type(validation).__name__}")
+    X_val, y_val = validation
+    Xv = _validate.array("validation[0] (X_val)", X_val, ndim=2, dtype=net.dtype)
+    if Xv.shape[1] != net.sizes[0]:
+        raise ValueError(f"validation[0] (X_val) must have shape (n_val, {net.sizes[0]}) like X, got {Xv.shape}")
+    try:
+        Yv = encode_targets(net.loss, y_val, Xv.shape[0], net.sizes[-1], net.dtype)
+    except ValueError as exc:
+        raise ValueError(f"validation[1] (y_val), the targets of X_val's {Xv.shape[0]} rows: {exc}") from None
+    return Xv, np.ascontiguousarray(Yv)
 
 
 def _cuda():
@@ -418,8 +458,12 @@ def _run_group(job, idx):
     rec_layer = np.empty((R, m.n_layers, len(QUANTITIES), idx.size))
     fl = np.empty(idx.size)
     dv = np.empty(idx.size, np.int64)
+    rec_val = np.empty((R, len(VAL_QUANTITIES), idx.size))
+    final_val = np.empty((len(VAL_QUANTITIES), idx.size))
     per = {k: np.ascontiguousarray(v[idx]) for k, v in job.per.items()}
-    args = (theta, m.layout, m.act_code, m.loss_code, job.X, job.Y, per["seeds"], per["lr"],
+    args = (theta, m.layout, m.act_code, m.loss_code, job.X, job.Y,
+            job.Xv, job.Yv, rec_val, final_val,
+            per["seeds"], per["lr"],
             per["momentum"], per["divergence_ref"], OPT_CODE[job.optimizer], job.steps, job.batch,
             job.record_every, rec_loss, rec_layer, dv, fl)
     if job.backend == "cuda":
@@ -431,7 +475,7 @@ def _run_group(job, idx):
             run_blocks(cpu.train_kernel(m.batchnorm), args, idx.size)
         else:
             run_blocks(cpu_gemm.train_kernel(m.batchnorm), args, idx.size, size=1)
-    return idx, theta, rec_loss, rec_layer, fl, dv, how
+    return idx, theta, rec_loss, rec_layer, fl, dv, how, rec_val, final_val
 
 
 def _assemble(job, runs):
@@ -442,7 +486,11 @@ def _assemble(job, runs):
     strategies = np.full(G, "", dtype=object)
     params_out = [None] * G
     out_groups = []
-    for idx, theta, rec_loss, rec_layer, fl, dv, how in runs:
+    final_val = np.empty((len(VAL_QUANTITIES), G))
+    val_groups = []
+    for idx, theta, rec_loss, rec_layer, fl, dv, how, rec_val, fv in runs:
+        final_val[:, idx] = fv
+        val_groups.append(rec_val)
         final_loss[idx] = fl
         diverged_at[idx] = dv
         strategies[idx] = how
@@ -460,7 +508,10 @@ def _assemble(job, runs):
         "activation": [m.activation for m in nets], "batchnorm": [m.batchnorm for m in nets],
         "lr": per["lr"], "seed": per["seeds"], "init_scale": per["init_scale"],
         "bias_scale": per["bias_scale"], "momentum": per["momentum"], "strategy": strategies,
-        "final_loss": final_loss, "diverged": diverged_at >= 0, "diverged_at": diverged_at})
+        "final_loss": final_loss, "diverged": diverged_at >= 0, "diverged_at": diverged_at,
+        "final_val_loss": final_val[0], "final_accuracy": final_val[1], "final_val_accuracy": final_val[2],
+        "n_val": np.full(G, job.Xv.shape[0], np.int64)})
     return GridResult(final_loss=final_loss, diverged=diverged_at >= 0, diverged_at=diverged_at,
                       params=params_out, record_steps=record_steps, config=config, _groups=out_groups,
-                      nets=list(nets))
+                      nets=list(nets), final_val_loss=final_val[0].copy(), final_accuracy=final_val[1].copy(),
+                      final_val_accuracy=final_val[2].copy(), _val_groups=val_groups)

@@ -25,7 +25,10 @@ NQ = len(QUANTITIES)
 __all__ = ["FAN_IN", "FAN_OUT", "OFF_W", "OFF_B", "OFF_GAMMA", "OFF_BETA", "OFF_RUN", "OPT_CODE",
            "DIVERGE_FACTOR", "SATURATED", "PERM_STREAM", "ADAM_BETA1", "ADAM_BETA2", "ADAM_EPS",
            "QUANTITIES", "NQ", "batch_order", "optimizer_step", "adam_corrections", "is_diverged",
-           "saturated", "shifted_moments", "check_batchnorm_layout"]
+           "saturated", "shifted_moments", "check_batchnorm_layout", "evaluation", "VAL_QUANTITIES"]
+
+# held-out telemetry, in the order of rec_val's second axis (and of final_val's first)
+VAL_QUANTITIES = ("val_loss", "accuracy", "val_accuracy")
 
 
 @cpu_kernel(ordered=True)
@@ -85,3 +88,17 @@ def check_batchnorm_layout(layout, batchnorm):
     for l in range(n_layers):
         if (layout[l, OFF_GAMMA] >= 0) != (batchnorm and l < n_layers - 1):
             raise ValueError("layout's batch-norm layers do not match the kernel's setting")
+
+
+@cpu_kernel(ordered=True)
+def evaluation(units, right, m, val_loss, val_right, m_val):
+    r"""(val_loss, accuracy, val_accuracy) of one network at one recorded step, from its sums:
+    ``right`` and ``val_right`` right predictions (:func:`simcore.losses.correct_units`) over
+    ``m`` training and ``m_val`` held-out samples, ``units`` predictions per sample
+    (:func:`simcore.losses.accuracy_units`): accuracy = right / (m units). NaN where not
+    defined: accuracies without units (mse losses), the held-out values without a held-out
+    set (m_val = 0)."""
+    acc = right / (m * units) if units > 0 else math.nan
+    if m_val == 0:
+        return math.nan, acc, math.nan
+    return val_loss, acc, (val_right / (m_val * units) if units > 0 else math.nan)

@@ -41,14 +41,14 @@ from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..interrupt import stop_requested
 from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
-from ..losses import (CE, MSE, MSE_SIGMOID, bce_unit, ce_delta, ce_row_loss, mse_sigmoid_unit, mse_unit,
-                      output_grad, output_unit, softmax_shift)
+from ..losses import (CE, MSE, MSE_SIGMOID, accuracy_units, bce_unit, ce_delta, ce_row_loss, correct_units,
+                      mse_sigmoid_unit, mse_unit, output_grad, output_unit, softmax_shift)
 from ..scalar import exp
 from ..simd import (VBYTES, fma4, fma4x4, load4, load4x4, store4, store4x4, vfma, vload, vsplat, vstore,
                     vzero, width)
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
-                   batch_order, check_batchnorm_layout, is_diverged, optimizer_step, saturated,
-                   shifted_moments)
+                   batch_order, check_batchnorm_layout, evaluation, is_diverged, optimizer_step,
+                   saturated, shifted_moments)
 
 LANES = 32                # networks per block: four AVX-512 registers of float64
 CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
@@ -232,7 +232,9 @@ def _dense_backward(a, th, ow, ob, fi, fo, delta, gr, da, want_da):
 
 
 @cpu_kernel(ordered=True)
-def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc):
+def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc, mean):
+    """Training-mode batch norm of z into y over the batch (z's first axis), keeping xhat,
+    1/sqrt(var + eps) and the batch means (float64) for the backward pass and the held-out set."""
     nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
     nb = z.shape[0]
     for j in range(fo):
@@ -244,6 +246,7 @@ def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc):
                 acc[0, k] += z[s, j, k]
         for k in range(nl):
             acc[0, k] /= nb
+            mean[j, k] = acc[0, k]
         for s in range(nb):
             for k in range(nl):
                 d = z[s, j, k] - acc[0, k]
@@ -254,6 +257,18 @@ def _bn_forward(z, th, og, obeta, fo, y, xhat, inv_std, acc):
             for k in range(nl):
                 xhat[s, j, k] = bn_normalize(z[s, j, k], acc[0, k], inv_std[j, k])
                 y[s, j, k] = bn_affine(th[og + j, k], xhat[s, j, k], th[obeta + j, k])
+
+
+@cpu_kernel(ordered=True)
+def _bn_apply(z, th, og, obeta, fo, y, mean, inv_std):
+    """Batch norm of held-out z into y with the statistics of the training batch (its means and
+    1/sqrt(var + eps) as :func:`_bn_forward` kept them): y = gamma (z - mean) inv_std + beta."""
+    nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
+    for s in range(z.shape[0]):
+        for j in range(fo):
+            for k in range(nl):
+                y[s, j, k] = bn_affine(th[og + j, k], bn_normalize(z[s, j, k], mean[j, k], inv_std[j, k]),
+                                       th[obeta + j, k])
 
 
 @cpu_kernel(ordered=True)
@@ -390,6 +405,27 @@ def _output_lanes(code, z, out, deriv):
 
 
 @cpu_kernel(ordered=True)
+def _chunk_plan(ci, nb, n_val, chunk):
+    """(held, first sample, samples) of chunk ci of a step: the batch's ceil(nb / chunk) chunks
+    come first, then, at recorded steps, the held-out set's (held True)."""
+    n_chunks = -(-nb // chunk)
+    held = ci >= n_chunks
+    c0 = (ci - n_chunks if held else ci) * chunk
+    return held, c0, min(chunk, (n_val if held else nb) - c0)
+
+
+@cpu_kernel(ordered=True)
+def _count_correct(code, z, zo, zrow, zs, Y, yo, ys, K, nb, out):
+    """Add the right predictions of nb samples to out (one count per lane,
+    :func:`simcore.losses.correct_units`): sample s of lane k has its logits in the flat buffer z
+    from zo + s zrow + k, zs apart, and its targets in row s of Y from column yo + k, ys apart."""
+    nl = out.shape[0]
+    for s in range(nb):
+        for k in range(nl):
+            out[k] += correct_units(code, z, zo + s * zrow + k, zs, Y, s, yo + k, ys, K)
+
+
+@cpu_kernel(ordered=True)
 def _empty_aligned(n, dt):
     """An uninitialised 1-D array of n elements of dtype dt that starts on a VBYTES (64-byte)
     boundary. numba aligns arrays to 32 bytes only, and a 64-byte vector loaded from a 32-byte
@@ -417,7 +453,9 @@ def train_kernel(batchnorm):
     batchnorm = bool(batchnorm)
 
     @cpu_kernel(ordered=True)
-    def train_lanes(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt,
+    def train_lanes(theta, layout, act, loss_code, X, Y,
+                    Xv, Yv, rec_val_all, final_val_all,
+                    seeds_all, lr_all, mom_all, ref_all, opt,
                     steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
                     final_all, first_block, end_block, nl, stop):
         """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one
@@ -433,7 +471,12 @@ def train_kernel(batchnorm):
 
         One function on purpose: numba re-optimises a callee inside every caller, so one more
         level of nesting around this body would double its compile time. The last block is
-        padded with copies of its first network (lr 0); padding never reaches the outputs."""
+        padded with copies of its first network (lr 0); padding never reaches the outputs.
+
+        The held-out set (Xv, Yv; no rows: none) is evaluated at every recorded step, after the
+        batch, in chunks of its own that run the forward pass and the loss only (batch norm
+        normalises them with the batch's statistics); rec_val_all (R, 3, G) and
+        final_val_all (3, G) receive VAL_QUANTITIES (:func:`simcore.grid.core.evaluation`)."""
         P, G = theta.shape
         R = rec_loss_all.shape[0]
         n_layers = layout.shape[0]
@@ -447,6 +490,8 @@ def train_kernel(batchnorm):
         for l in range(n_layers):
             max_w = max(max_w, layout[l, FAN_IN], layout[l, FAN_OUT])
         chunk = n if batchnorm else min(CHUNK, n)
+        n_val = Xv.shape[0]
+        units = accuracy_units(loss_code, K)
         origin = np.int64(0)  # offset 0 of a buffer; a literal 0 would compile _view a second time
         # Buffers, each allocated flat and reshaped: numba compiles an allocation once per
         # distinct signature, so three signatures (the network's dtype, float64, int64) instead
@@ -469,6 +514,7 @@ def train_kernel(batchnorm):
         Ypre = _empty_aligned(y_size, dt)
         Xhat = _empty_aligned(y_size, dt)  # batch norm's x-hat (unused without batch norm)
         inv_std = _empty_aligned(y_size // chunk, dt).reshape((y_size // (chunk * nl), nl))
+        bmean = np.empty(y_size // chunk, np.float64).reshape((y_size // (chunk * nl), nl))  # batch means
         D1 = _empty_aligned(chunk * max_w * nl, dt)
         D2 = _empty_aligned(chunk * max_w * nl, dt)
         ones = _empty_aligned(chunk * max_w * nl, dt)
@@ -491,6 +537,10 @@ def train_kernel(batchnorm):
         rec_layer = np.empty(R * n_layers * NQ * nl, np.float64).reshape((R, n_layers, NQ, nl))
         diverged_at = np.empty(nl, np.int64)  # -1 while the network is alive
         final_loss = np.empty(nl, np.float64)
+        vloss = np.empty(nl, np.float64)
+        right = np.empty(2 * nl, np.float64).reshape((2, nl))  # right predictions: batch, held-out set
+        rec_val = np.empty(R * 3 * nl, np.float64).reshape((R, 3, nl))
+        final_val = np.empty(3 * nl, np.float64).reshape((3, nl))
         for blk in range(first_block, end_block):
             g0 = blk * nl
             gb = min(nl, G - g0)
@@ -520,23 +570,28 @@ def train_kernel(batchnorm):
                 pos = (t % n_batches) * batch
                 for k in range(nl):
                     loss[k] = 0.0
+                    vloss[k] = 0.0
+                    right[0, k] = 0.0
+                    right[1, k] = 0.0
                 for p in range(P):
                     for k in range(nl):
                         gr[p, k] = 0.0
                 if record:
                     tacc[:] = 0.0
-                for c0 in range(0, nb, chunk):
-                    cn = min(chunk, nb - c0)
+                for ci in range(-(-nb // chunk) + (-(-n_val // chunk) if record else 0)):
+                    held, c0, cn = _chunk_plan(ci, nb, n_val, chunk)  # held: forward and loss only
+                    XS = Xv if held else X
+                    YS = Yv if held else Y
                     # --- the chunk's inputs (layer 0) and targets, per lane -----------------------
                     A0 = _view(A, origin, cn, d_in, nl)
                     Yc = _view(Yb, origin, cn, K, nl)
                     for s in range(cn):
                         for k in range(nl):
-                            idx = order[k, pos + c0 + s] if use_mini else c0 + s
+                            idx = order[k, pos + c0 + s] if use_mini and not held else c0 + s
                             for i in range(d_in):
-                                A0[s, i, k] = X[idx, i]
+                                A0[s, i, k] = XS[idx, i]
                             for j in range(K):
-                                Yc[s, j, k] = Y[idx, j]
+                                Yc[s, j, k] = YS[idx, j]
                     # --- forward ------------------------------------------------------------------
                     for l in range(n_layers):
                         fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
@@ -547,16 +602,24 @@ def train_kernel(batchnorm):
                         # batch norm (one call site of _dense_forward: its body is inlined)
                         z = _view(D1, origin, cn, fo, nl) if batchnorm and l < n_layers - 1 else y
                         _dense_forward(a_in, th, layout[l, OFF_W], layout[l, OFF_B], fi, fo, z)
-                        if batchnorm and l < n_layers - 1:
+                        if batchnorm and l < n_layers - 1 and held:  # the batch's statistics
+                            _bn_apply(z, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, y,
+                                      bmean[ubase[l]:ubase[l] + fo], inv_std[ubase[l]:ubase[l] + fo])
+                        elif batchnorm and l < n_layers - 1:
                             _bn_forward(z, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, y,
                                         _view(Xhat, ybase[l], cn, fo, nl),
-                                        inv_std[ubase[l]:ubase[l] + fo], acc)
+                                        inv_std[ubase[l]:ubase[l] + fo], acc, bmean[ubase[l]:ubase[l] + fo])
                         if l < n_layers - 1:
                             act_forward(act, Ypre[ybase[l]:ybase[l] + cn * fo * nl],
                                         A[abase[l + 1]:abase[l + 1] + cn * fo * nl])
                     delta = _view(D1, origin, cn, K, nl)
                     _loss_lanes(loss_code, _view(Ypre, ybase[n_layers - 1], cn, K, nl), Yc, delta,
-                                loss, acc, nb)
+                                vloss if held else loss, acc, n_val if held else nb)
+                    if record and units > 0:
+                        _count_correct(loss_code, Ypre, ybase[n_layers - 1], K * nl, nl,
+                                       Yc.reshape((cn, K * nl)), 0, nl, K, cn, right[1 if held else 0])
+                    if held:
+                        continue
                     # --- backward: delta in D1, the next one built in D2, then they swap ----------
                     for l in range(n_layers - 1, -1, -1):
                         fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
@@ -614,6 +677,11 @@ def train_kernel(batchnorm):
                     for k in range(nl):
                         keep = diverged_at[k] < 0 or diverged_at[k] == t
                         rec_loss[r, k] = loss[k] if keep else np.nan
+                        held_out = evaluation(units, right[0, k], nb, vloss[k], right[1, k], n_val)
+                        for q in range(3):
+                            rec_val[r, q, k] = held_out[q] if keep else np.nan
+                            if final:
+                                final_val[q, k] = held_out[q]
                 if final:
                     break
                 # --- the update, masked per lane (a diverged network stays frozen) ----------------
@@ -639,5 +707,9 @@ def train_kernel(batchnorm):
                             rec_layer_all[r, l, q, g] = rec_layer[r, l, q, k]
                 diverged_all[g] = diverged_at[k]
                 final_all[g] = final_loss[k]
+                for q in range(3):
+                    final_val_all[q, g] = final_val[q, k]
+                    for r in range(R):
+                        rec_val_all[r, q, g] = rec_val[r, q, k]
 
     return train_lanes

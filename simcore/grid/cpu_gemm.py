@@ -34,10 +34,11 @@ from ..activations import backward as act_backward, forward as act_forward
 from ..gemm import gemm
 from ..interrupt import stop_requested
 from ..simd import width
+from ..losses import accuracy_units
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
-                   batch_order, check_batchnorm_layout, is_diverged, optimizer_step)
-from .cpu import (_bn_backward, _bn_forward, _empty_aligned, _loss_lanes, _output_lanes,
-                  _tele_accumulate, _tele_finish, _view)
+                   batch_order, check_batchnorm_layout, evaluation, is_diverged, optimizer_step)
+from .cpu import (_bn_apply, _bn_backward, _bn_forward, _chunk_plan, _count_correct, _empty_aligned, _loss_lanes,
+                  _output_lanes, _tele_accumulate, _tele_finish, _view)
 
 CHUNK = 96  # samples per chunk without batch norm: a multiple of the tile's 6 rows; buffers stay in L2
 
@@ -56,11 +57,14 @@ def train_kernel(batchnorm):
     batchnorm = bool(batchnorm)
 
     @cpu_kernel(ordered=True)
-    def train_networks(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all, opt,
+    def train_networks(theta, layout, act, loss_code, X, Y,
+                       Xv, Yv, rec_val_all, final_val_all,
+                       seeds_all, lr_all, mom_all, ref_all, opt,
                        steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
                        final_all, first_block, end_block, nl, stop):
         """Train networks [first_block * nl, end_block * nl) of theta (P, G), one after the other,
-        with the arguments of ``train_lanes``; threads call it on disjoint ranges."""
+        with the arguments of ``train_lanes``; threads call it on disjoint ranges. The held-out
+        set runs after the batch at recorded steps, in chunks of its own (as there)."""
         P, G = theta.shape
         R = rec_loss_all.shape[0]
         n_layers = layout.shape[0]
@@ -72,6 +76,8 @@ def train_kernel(batchnorm):
         V = width(theta)
         check_batchnorm_layout(layout, batchnorm)
         chunk = n if batchnorm else min(CHUNK, n)
+        n_val = Xv.shape[0]
+        units = accuracy_units(loss_code, K)
         origin = np.int64(0)
         one = np.int64(1)  # a variable: grad b's product then shares grad W's compiled gemm
         # padded widths and the padded parameter layout: W_l (fi x wp), b_l, then gamma_l and beta_l
@@ -118,6 +124,7 @@ def train_kernel(batchnorm):
         Ypre = _empty_aligned(y_size, dt)    # activation inputs y (z without batch norm)
         Xhat = _empty_aligned(y_size, dt)    # batch norm's x-hat
         inv_std = _empty_aligned(y_size // chunk, dt)
+        bmean = np.empty(y_size // chunk, np.float64)  # the batch means of batch norm
         D1 = _empty_aligned(chunk * max_w, dt)
         D2 = _empty_aligned(chunk * max_w, dt)
         ones = _empty_aligned(chunk * max_w, dt)
@@ -129,6 +136,8 @@ def train_kernel(batchnorm):
         acc = np.empty(3 * max_w, np.float64)
         tacc = np.empty(n_layers * 7, np.float64).reshape((n_layers, 7, 1))
         loss = np.empty(1, np.float64)
+        vloss = np.empty(1, np.float64)
+        right = np.empty(2, np.float64).reshape((2, 1))  # right predictions: batch, held-out set
         tele = np.empty(NQ, np.float64).reshape((NQ, 1))
         th2, gr2 = th.reshape((Pp, 1)), gr.reshape((Pp, 1))
         for g in range(first_block * nl, min(end_block * nl, G)):
@@ -149,6 +158,8 @@ def train_kernel(batchnorm):
             m[:] = 0.0
             for r in range(R):
                 rec_loss_all[r, g] = np.nan
+                for q in range(3):
+                    rec_val_all[r, q, g] = np.nan
                 for l in range(n_layers):
                     for q in range(NQ):
                         rec_layer_all[r, l, q, g] = np.nan
@@ -173,17 +184,21 @@ def train_kernel(batchnorm):
                     batch_order(seed, t // n_batches, n, order)
                 pos = (t % n_batches) * batch
                 loss[0] = 0.0
+                vloss[0] = 0.0
+                right[:] = 0.0
                 gr[:] = 0.0
                 if record:
                     tacc[:] = 0.0
-                for c0 in range(0, nb, chunk):
-                    cn = min(chunk, nb - c0)
+                for ci in range(-(-nb // chunk) + (-(-n_val // chunk) if record else 0)):
+                    held, c0, cn = _chunk_plan(ci, nb, n_val, chunk)  # held: forward and loss only
+                    XS = Xv if held else X
+                    YS = Yv if held else Y
                     for s in range(cn):
-                        idx = order[pos + c0 + s] if use_mini else c0 + s
+                        idx = order[pos + c0 + s] if use_mini and not held else c0 + s
                         for i in range(d_in):
-                            A[s * d_in + i] = X[idx, i]
+                            A[s * d_in + i] = XS[idx, i]
                         for j in range(K):
-                            Yb[s * K + j] = Y[idx, j]
+                            Yb[s * K + j] = YS[idx, j]
                     # --- forward ----------------------------------------------------------------
                     for l in range(n_layers):
                         fi, fo, w = layout[l, FAN_IN], layout[l, FAN_OUT], wp[l]
@@ -191,10 +206,16 @@ def train_kernel(batchnorm):
                         bn = batchnorm and l < n_layers - 1
                         if bn:  # z into D1, then batch norm into y
                             gemm(A, abase[l], lda, 1, th, pw[l], w, th, pb[l], 0, D1, origin, w, cn, w, fi)
-                            _bn_forward(_view(D1, origin, cn, 1, w), th[pg[l]:pg[l] + 2 * w].reshape((2, w)),
-                                        0, 1, 1, _view(Ypre, ybase[l], cn, 1, w), _view(Xhat, ybase[l], cn, 1, w),
-                                        inv_std[ibase[l]:ibase[l] + w].reshape((1, w)),
-                                        acc[:2 * w].reshape((2, w)))
+                            if held:  # the held-out set: the batch's statistics
+                                _bn_apply(_view(D1, origin, cn, 1, w), th[pg[l]:pg[l] + 2 * w].reshape((2, w)),
+                                          0, 1, 1, _view(Ypre, ybase[l], cn, 1, w),
+                                          bmean[ibase[l]:ibase[l] + w].reshape((1, w)),
+                                          inv_std[ibase[l]:ibase[l] + w].reshape((1, w)))
+                            else:
+                                _bn_forward(_view(D1, origin, cn, 1, w), th[pg[l]:pg[l] + 2 * w].reshape((2, w)),
+                                            0, 1, 1, _view(Ypre, ybase[l], cn, 1, w), _view(Xhat, ybase[l], cn, 1, w),
+                                            inv_std[ibase[l]:ibase[l] + w].reshape((1, w)),
+                                            acc[:2 * w].reshape((2, w)), bmean[ibase[l]:ibase[l] + w].reshape((1, w)))
                         else:
                             gemm(A, abase[l], lda, 1, th, pw[l], w, th, pb[l], 0, Ypre, ybase[l], w, cn, w, fi)
                         if l < n_layers - 1:
@@ -203,8 +224,13 @@ def train_kernel(batchnorm):
                     # --- the loss, and delta = dL/dz of the output layer (padding columns 0) ------
                     wl = wp[n_layers - 1]
                     _loss_lanes(loss_code, _cols(Ypre, ybase[n_layers - 1], cn, wl, K),
-                                _view(Yb, origin, cn, K, 1), _cols(D1, origin, cn, wl, K), loss,
-                                acc[:3].reshape((3, 1)), nb)
+                                _view(Yb, origin, cn, K, 1), _cols(D1, origin, cn, wl, K),
+                                vloss if held else loss, acc[:3].reshape((3, 1)), n_val if held else nb)
+                    if record and units > 0:
+                        _count_correct(loss_code, Ypre, ybase[n_layers - 1], wl, 1, Yb[:cn * K].reshape((cn, K)),
+                                       0, 1, K, cn, right[1 if held else 0])
+                    if held:
+                        continue
                     for s in range(cn):
                         for j in range(K, wl):
                             D1[s * wl + j] = 0.0
@@ -251,8 +277,11 @@ def train_kernel(batchnorm):
                     loss0 = lt if ref_all[g] < 0.0 else ref_all[g]
                 if diverged_at < 0 and is_diverged(lt, loss0):
                     diverged_at = t
+                held_out = evaluation(units, right[0, 0], nb, vloss[0], right[1, 0], n_val)
                 if record and (diverged_at < 0 or diverged_at == t):
                     r = t // record_every if t % record_every == 0 else R - 1
+                    for q in range(3):
+                        rec_val_all[r, q, g] = held_out[q]
                     for l in range(n_layers):
                         _tele_finish(th2, gr2, pw[l], layout[l, FAN_IN] * wp[l], nb * layout[l, FAN_OUT],
                                      tacc[l], tele)
@@ -261,6 +290,8 @@ def train_kernel(batchnorm):
                     rec_loss_all[r, g] = lt
                 if final:
                     final_all[g] = lt
+                    for q in range(3):
+                        final_val_all[q, g] = held_out[q]
                     break
                 if diverged_at >= 0:  # frozen: only the final evaluation is left
                     t = steps

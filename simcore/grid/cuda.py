@@ -43,10 +43,11 @@ from .. import fastmath
 from .. import interrupt
 from .._jit import _for_gpu, gpu_device, gpu_kernel
 from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
-from ..losses import CE, ce_delta, ce_row_loss, output_grad, output_unit, softmax_shift, unit_loss
+from ..losses import (CE, accuracy_units, ce_delta, ce_row_loss, correct_units, output_grad, output_unit,
+                      softmax_shift, unit_loss)
 from ..scalar import act_deriv, act_value, normal, stream_key, uniform
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
-                   batch_order, is_diverged, optimizer_step, saturated, shifted_moments)
+                   batch_order, evaluation, is_diverged, optimizer_step, saturated, shifted_moments)
 
 _SHARED_BYTES = 48 * 1024       # the dynamic shared memory every CUDA GPU grants a block
 _SCRATCH_BYTES = 2 * 1024 ** 3  # global scratch memory the engine allows itself
@@ -111,6 +112,9 @@ _ce_delta = gpu_device(ce_delta)
 _output_grad = gpu_device(output_grad)
 _output_unit = gpu_device(output_unit)
 _softmax_shift = gpu_device(softmax_shift)
+_correct_units = gpu_device(correct_units)
+_accuracy_units = gpu_device(accuracy_units)
+_evaluation = gpu_device(evaluation)
 _optimizer_step = gpu_device(optimizer_step)
 _adam_corrections = gpu_device(adam_corrections)
 _is_diverged = gpu_device(is_diverged)
@@ -236,6 +240,16 @@ def _bn_forward(z, zb, th, og, obeta, fo, y, yb, xh, xb, istd, ib, st, nb, ns):
 
 
 @gpu_device
+def _bn_apply(z, zb, th, og, obeta, fo, y, yb, istd, ib, st, mb, nb, ns):
+    """Batch norm of held-out z into y with the training batch's statistics: the means st[mb + j]
+    (float64) and 1/sqrt(var + eps) istd[ib + j] that :func:`_bn_forward` computed."""
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        for j in range(fo):
+            y[yb + j * ns + s] = _bn_affine(th[og + j], _bn_normalize(z[zb + j * ns + s], st[mb + j], istd[ib + j]),
+                                            th[obeta + j])
+
+
+@gpu_device
 def _bn_backward(dy, dyb, xh, xb, istd, ib, th, og, obeta, fo, gr, dz, dzb, st, nb, ns):
     """Backward of training-mode batch norm: dgamma, dbeta into gr, dz from dy; st (float64,
     >= 2 fo) holds the per-unit sums."""
@@ -289,6 +303,47 @@ def _loss_block(code, z, zb, Y, sidx, delta, db, K, nb, ns, red):
                 delta[db + j * ns + s] = d * inv_m
     _block_sum(red, 1, part, 0.0, 0.0, 0.0, 0.0)
     return red[0]
+
+
+@gpu_device
+def _right_block(code, z, zb, Y, sidx, K, nb, ns, red):
+    """Right predictions over the nb samples (rows sidx[s] of Y; :func:`simcore.losses.correct_units`);
+    every thread returns the same value (fixed-order tree sum)."""
+    part = 0.0
+    for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
+        part += _correct_units(code, z, zb + s, ns, Y, sidx[s], 0, 1, K)
+    _block_sum(red, 1, part, 0.0, 0.0, 0.0, 0.0)
+    return red[0]
+
+
+@gpu_device
+def _forward(fb, lofs, d1, th, layout, act, st, L, nb, ns, held):
+    """The forward pass of the nb samples whose inputs are in fb from lofs[0, 0]: every layer's
+    z (or batch norm's y) and activations into fb. Batch norm: the batch's statistics, kept
+    (the means in st from lofs[l, 4]); with ``held`` (the held-out set) those kept."""
+    for l in range(L):
+        fi = layout[l, FAN_IN]
+        fo = layout[l, FAN_OUT]
+        if layout[l, OFF_GAMMA] >= 0:
+            _dense_forward(fb, lofs[l, 0], th, layout[l, OFF_W], layout[l, OFF_B], fi, fo,
+                           fb, d1, nb, ns)
+            cuda.syncthreads()
+            if held:
+                _bn_apply(fb, d1, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, fb, lofs[l, 1],
+                          fb, lofs[l, 3], st, lofs[l, 4], nb, ns)
+            else:
+                _bn_forward(fb, d1, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, fb,
+                            lofs[l, 1], fb, lofs[l, 2], fb, lofs[l, 3], st, nb, ns)
+                cuda.syncthreads()
+                for j in range(cuda.threadIdx.x, fo, cuda.blockDim.x):
+                    st[lofs[l, 4] + j] = st[j]  # the batch means, for the held-out set
+        else:
+            _dense_forward(fb, lofs[l, 0], th, layout[l, OFF_W], layout[l, OFF_B], fi, fo,
+                           fb, lofs[l, 1], nb, ns)
+        cuda.syncthreads()
+        if l < L - 1:
+            _act_forward(act, fb, lofs[l, 1], fb, lofs[l + 1, 0], fo, nb, ns)
+            cuda.syncthreads()
 
 
 @gpu_device
@@ -359,12 +414,16 @@ def _update(opt, th, gr, v, m, P, lr, mu, c1, c2, alive):
 
 @gpu_device
 def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, theta, layout, act,
-                   loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch, record_every,
+                   loss_code, X, Y,
+                   Xv, Yv, vidx, rec_val, final_val,
+                   seeds, lrs, moms, refs, opt, steps, batch, record_every,
                    rec_loss, rec_layer, diverged_all, final_all, stop, halt):
     """Train network g with the whole block (see the module docstring); th, gr are its
     parameters and gradients (shared or global), v, m the optimizer's state, fb the per-sample
     float scratch, st float64 scratch, order/sidx int64 scratch of n, red shared float64;
-    ``stop`` the host's Ctrl-C flag (mapped memory), ``halt`` one shared int32."""
+    ``stop`` the host's Ctrl-C flag (mapped memory), ``halt`` one shared int32. At recorded
+    steps the held-out set (Xv, Yv; rows vidx = 0, 1, ...) runs forward after the telemetry,
+    before the update, into rec_val (R, 3, G) and final_val (3, G)."""
     tid = cuda.threadIdx.x
     T = cuda.blockDim.x
     P = theta.shape[0]
@@ -373,7 +432,9 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
     d_in = X.shape[1]
     K = Y.shape[1]
     R = rec_loss.shape[0]
-    ns = n
+    n_val = Xv.shape[0]
+    ns = max(n, n_val)  # the per-sample buffers' stride: room for the batch or the held-out set
+    units = _accuracy_units(loss_code, K)
     minibatch = batch < n
     n_batches = n // batch
     for p in range(tid, P, T):
@@ -417,22 +478,7 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
                 fb[a0 + i * ns + s] = X[idx, i]
         cuda.syncthreads()
         # --- forward -----------------------------------------------------------------------
-        for l in range(L):
-            fi = layout[l, FAN_IN]
-            fo = layout[l, FAN_OUT]
-            if layout[l, OFF_GAMMA] >= 0:
-                _dense_forward(fb, lofs[l, 0], th, layout[l, OFF_W], layout[l, OFF_B], fi, fo,
-                               fb, d1, nb, ns)
-                cuda.syncthreads()
-                _bn_forward(fb, d1, th, layout[l, OFF_GAMMA], layout[l, OFF_BETA], fo, fb,
-                            lofs[l, 1], fb, lofs[l, 2], fb, lofs[l, 3], st, nb, ns)
-            else:
-                _dense_forward(fb, lofs[l, 0], th, layout[l, OFF_W], layout[l, OFF_B], fi, fo,
-                               fb, lofs[l, 1], nb, ns)
-            cuda.syncthreads()
-            if l < L - 1:
-                _act_forward(act, fb, lofs[l, 1], fb, lofs[l + 1, 0], fo, nb, ns)
-                cuda.syncthreads()
+        _forward(fb, lofs, d1, th, layout, act, st, L, nb, ns, False)
         loss = _loss_block(loss_code, fb, lofs[L - 1, 1], Y, sidx, fb, d1, K, nb, ns, red)
         # --- divergence is data --------------------------------------------------------------
         if t == 0:
@@ -486,6 +532,28 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
                     else:
                         for q in range(NQ):
                             rec_layer[r, l, q, g] = math.nan
+            # --- the held-out set at the same parameters (the batch's buffers are free now) ----
+            right = _right_block(loss_code, fb, lofs[L - 1, 1], Y, sidx, K, nb, ns, red)
+            vloss = 0.0
+            vright = 0.0
+            if n_val > 0:
+                for s in range(tid, n_val, T):
+                    for i in range(d_in):
+                        fb[a0 + i * ns + s] = Xv[s, i]
+                cuda.syncthreads()
+                _forward(fb, lofs, d1, th, layout, act, st, L, n_val, ns, True)
+                vloss = _loss_block(loss_code, fb, lofs[L - 1, 1], Yv, vidx, fb, d1, K, n_val, ns, red)
+                vright = _right_block(loss_code, fb, lofs[L - 1, 1], Yv, vidx, K, n_val, ns, red)
+            e0, e1, e2 = _evaluation(units, right, nb, vloss, vright, n_val)
+            if tid == 0:
+                rec_val[r, 0, g] = e0 if keep else math.nan
+                rec_val[r, 1, g] = e1 if keep else math.nan
+                rec_val[r, 2, g] = e2 if keep else math.nan
+                if final:
+                    final_val[0, g] = e0
+                    final_val[1, g] = e1
+                    final_val[2, g] = e2
+            cuda.syncthreads()
         if final:
             if tid == 0:
                 final_all[g] = loss
@@ -520,7 +588,9 @@ def _train_kernel(dtype, tpb, shared):
     red_size = 5 * tpb
 
     if shared:
-        def kernel(theta, layout, act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
+        def kernel(theta, layout, act, loss_code, X, Y,
+                   Xv, Yv, vidx, rec_val, final_val,
+                   seeds, lrs, moms, refs, opt, steps, batch,
                    record_every, rec_loss, rec_layer, diverged_all, final_all, lofs, d1, d2,
                    fbuf, sbuf, ibuf, wbuf, stop):
             red = cuda.shared.array(red_size, nb_float64)
@@ -537,12 +607,16 @@ def _train_kernel(dtype, tpb, shared):
             while g < theta.shape[1]:
                 _train_network(g, th, gr, w[0:P], w[P:2 * P], fbuf[b], sbuf[b], ib[0:n],
                                ib[n:2 * n], red, lofs, d1, d2, theta, layout, act, loss_code, X,
-                               Y, seeds, lrs, moms, refs, opt, steps, batch, record_every,
+                               Y,
+                               Xv, Yv, vidx, rec_val, final_val,
+                               seeds, lrs, moms, refs, opt, steps, batch, record_every,
                                rec_loss, rec_layer, diverged_all, final_all, stop,
                                halt)
                 g += cuda.gridDim.x
     else:
-        def kernel(theta, layout, act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
+        def kernel(theta, layout, act, loss_code, X, Y,
+                   Xv, Yv, vidx, rec_val, final_val,
+                   seeds, lrs, moms, refs, opt, steps, batch,
                    record_every, rec_loss, rec_layer, diverged_all, final_all, lofs, d1, d2,
                    fbuf, sbuf, ibuf, wbuf, stop):
             red = cuda.shared.array(red_size, nb_float64)
@@ -556,7 +630,9 @@ def _train_kernel(dtype, tpb, shared):
             while g < theta.shape[1]:
                 _train_network(g, w[0:P], w[P:2 * P], w[2 * P:3 * P], w[3 * P:4 * P], fbuf[b],
                                sbuf[b], ib[0:n], ib[n:2 * n], red, lofs, d1, d2, theta, layout,
-                               act, loss_code, X, Y, seeds, lrs, moms, refs, opt, steps, batch,
+                               act, loss_code, X, Y,
+                               Xv, Yv, vidx, rec_val, final_val,
+                               seeds, lrs, moms, refs, opt, steps, batch,
                                record_every, rec_loss, rec_layer, diverged_all, final_all, stop,
                                halt)
                 g += cuda.gridDim.x
@@ -593,9 +669,11 @@ def _wait(stop):
 
 def _scratch_layout(layout, n):
     """Offsets of the per-block float scratch: lofs[l] = (input a, y, xhat, inv_std) bases of
-    layer l, then the two delta buffers; returns (lofs, d1, d2, size, max_width)."""
+    layer l, then the two delta buffers; returns (lofs, d1, d2, size, max_width). lofs[l, 4]:
+    where layer l's batch means start in the float64 scratch st (after 2 max_width values),
+    st_size its length."""
     L = layout.shape[0]
-    lofs = np.zeros((L, 4), np.int64)
+    lofs = np.zeros((L, 5), np.int64)
     max_w = int(max(layout[:, FAN_IN].max(), layout[:, FAN_OUT].max()))
     off = 0
     for l in range(L):
@@ -612,19 +690,27 @@ def _scratch_layout(layout, n):
         if layout[l, OFF_GAMMA] >= 0:
             lofs[l, 3] = off
             off += int(layout[l, FAN_OUT])
+    st_off = 2 * max_w
+    for l in range(L):
+        if layout[l, OFF_GAMMA] >= 0:
+            lofs[l, 4] = st_off
+            st_off += int(layout[l, FAN_OUT])
     d1 = off
     d2 = off + n * max_w
-    return lofs, d1, d2, d2 + n * max_w, max_w
+    return lofs, d1, d2, d2 + n * max_w, max_w, st_off
 
 
-def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mom_all, ref_all,
+def train_blocks_cuda(theta, layout, act, loss_code, X, Y,
+                      Xv, Yv, rec_val_all, final_val_all,
+                      seeds_all, lr_all, mom_all, ref_all,
                       opt, steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
                       final_all, stop=None):
     """Train the G networks of one architecture on the GPU; the contract of the CPU's
     ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`; without the block range): theta
     (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
     (R, L, NQ, G), the step of divergence (-1: none) to diverged_all (G,) and the full-data
-    loss at the end to final_all.
+    loss at the end to final_all; the held-out set (Xv, Yv; no rows: none) as there, into
+    rec_val_all (R, 3, G) and final_val_all (3, G).
 
     The call waits for the kernel in short slices, so Ctrl-C stops it within
     ``STOP_POLL_STEPS`` steps (:func:`simcore.interrupt.wait_device`) and raises
@@ -636,9 +722,10 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
     n = X.shape[0]
     dtype = theta.dtype
     tpb = threads_per_block()
-    lofs, d1, d2, fsize, max_w = _scratch_layout(layout, n)
+    # the per-sample stride ns of the kernel: room for the batch or the held-out set
+    lofs, d1, d2, fsize, max_w, st_size = _scratch_layout(layout, max(n, Xv.shape[0]))
     shared = 2 * P * dtype.itemsize + 5 * tpb * 8 <= _SHARED_BYTES
-    per_block = (fsize + (2 if shared else 4) * P) * dtype.itemsize + 2 * max_w * 8 + 2 * n * 8
+    per_block = (fsize + (2 if shared else 4) * P) * dtype.itemsize + st_size * 8 + 2 * n * 8
     nblk = max(1, min(G, int(config.CUDA_MAX_BLOCKS), _SCRATCH_BYTES // per_block))
     kernel = _train_kernel(dtype, tpb, shared)
     if stop is None:
@@ -649,13 +736,16 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
     d_rec_layer = dev(rec_layer_all)
     d_div = dev(diverged_all)
     d_final = dev(final_all)
+    d_rec_val = dev(rec_val_all)
+    d_final_val = dev(final_val_all)
     fbuf = cuda.device_array((nblk, fsize), dtype)
-    sbuf = cuda.device_array((nblk, 2 * max_w), np.float64)
+    sbuf = cuda.device_array((nblk, st_size), np.float64)
     ibuf = cuda.device_array((nblk, 2 * n), np.int64)
     wbuf = cuda.device_array((nblk, (2 if shared else 4) * P), dtype)
     shared_bytes = 2 * P * dtype.itemsize if shared else 0
     kernel[nblk, tpb, 0, shared_bytes](
         d_theta, dev(np.ascontiguousarray(layout)), int(act), int(loss_code), dev(X), dev(Y),
+        dev(Xv), dev(Yv), dev(np.arange(max(Xv.shape[0], 1), dtype=np.int64)), d_rec_val, d_final_val,
         dev(seeds_all), dev(lr_all), dev(mom_all), dev(ref_all), int(opt), int(steps), int(batch),
         int(record_every), d_rec_loss, d_rec_layer, d_div, d_final, dev(lofs), d1, d2, fbuf, sbuf,
         ibuf, wbuf, stop)
@@ -665,3 +755,5 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
     d_rec_layer.copy_to_host(rec_layer_all)
     d_div.copy_to_host(diverged_all)
     d_final.copy_to_host(final_all)
+    d_rec_val.copy_to_host(rec_val_all)
+    d_final_val.copy_to_host(final_val_all)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .. import io
-from .core import QUANTITIES
+from .core import QUANTITIES, VAL_QUANTITIES
 
 
 @dataclass
@@ -33,10 +33,19 @@ class GridResult:
         ``batchnorm`` (bool), ``lr``, ``seed`` (uint64: the key of its initial draw and
         minibatch orders), ``init_scale``, ``bias_scale``, ``momentum`` (0 for an optimizer
         without it), ``strategy`` (how it was trained: "lanes", "gemm" or "cuda"), and
-        ``final_loss``, ``diverged``, ``diverged_at`` as the attributes above.
+        ``final_loss``, ``diverged``, ``diverged_at``, ``final_val_loss``, ``final_accuracy``,
+        ``final_val_accuracy`` as the attributes of those names, and ``n_val`` (rows of the
+        held-out set, 0 without one).
     nets : list of MLP or None
         The G networks' architectures (one MLP per network, the same object for networks of one
         architecture), or None where the result was built without them.
+    final_val_loss, final_accuracy, final_val_accuracy : (G,) float64 or None
+        After the last step, as ``final_loss`` (also for a diverged network, at its frozen
+        parameters): the mean loss over the held-out set (``train_grid(validation=...)``), the
+        accuracy on the full training set and on the held-out set (bce: a unit predicts 1
+        where its logit > 0; ce: the arg max, ties to the first). NaN where not defined (mse
+        losses have no accuracy; no held-out set); None in a result built without them (a file
+        of an older simcore).
 
     ``print(res)`` gives a one-line summary; :meth:`history` the telemetry; :meth:`save` and
     :meth:`load` a file (:mod:`simcore.io`).
@@ -50,6 +59,10 @@ class GridResult:
     config: pd.DataFrame = field(repr=False)
     _groups: list = field(repr=False)   # [(network indices, rec_loss (R, Gg), rec_layer (R, L, NQ, Gg))]
     nets: list = field(default=None, repr=False)
+    final_val_loss: np.ndarray = field(default=None, repr=False)
+    final_accuracy: np.ndarray = field(default=None, repr=False)
+    final_val_accuracy: np.ndarray = field(default=None, repr=False)
+    _val_groups: list = field(default=None, repr=False)  # [rec_val (R, 3, Gg)], one per group of _groups
 
     def __repr__(self):
         G = len(self.final_loss)
@@ -74,12 +87,15 @@ class GridResult:
         ``weight_norm`` (of W_l), ``preact_mean``/``preact_std`` (of the activation's input
         over samples and units: z_l, or its batch-normalised value), ``act_mean``/``act_std``
         (of a_l; for the output layer, the network's output), ``saturated`` (fraction of units
-        and samples with ``|f'| < 0.01``; for the output layer the output function's derivative).
-        Steps after a network diverged are absent.
+        and samples with ``|f'| < 0.01``; for the output layer the output function's derivative),
+        ``val_loss`` (the mean loss over the held-out set at that step's parameters), ``accuracy``
+        (on the batch used at that step) and ``val_accuracy`` (on the held-out set): per network
+        and step, repeated on its layers' rows; NaN where not defined (no held-out set, mse
+        losses, a result without them). Steps after a network diverged are absent.
         """
         frames = []
         R = len(self.record_steps)
-        for idx, rec_loss, rec_layer in self._groups:
+        for i, (idx, rec_loss, rec_layer) in enumerate(self._groups):
             L, Gg = rec_layer.shape[1], rec_layer.shape[3]
             cols = {
                 "network": np.broadcast_to(idx[None, None, :], (R, L, Gg)).ravel(),
@@ -87,6 +103,10 @@ class GridResult:
                 "layer": np.broadcast_to(np.arange(1, L + 1)[None, :, None], (R, L, Gg)).ravel(),
                 "loss": np.broadcast_to(rec_loss[:, None, :], (R, L, Gg)).ravel(),
             }
+            rec_val = (self._val_groups[i] if self._val_groups is not None
+                       else np.full((R, len(VAL_QUANTITIES), Gg), np.nan))
+            for q, name in enumerate(VAL_QUANTITIES):
+                cols[name] = np.broadcast_to(rec_val[:, q, None, :], (R, L, Gg)).ravel()
             for q, name in enumerate(QUANTITIES):
                 cols[name] = rec_layer[:, :, q, :].ravel()
             frames.append(pd.DataFrame(cols))
@@ -107,7 +127,9 @@ class GridResult:
           names, pooled when small as every array of the format; ``params`` is ``params/<layer>/<name>`` stacked on a leading G axis for one
           architecture, ``params/<network>/<layer>/<name>`` for a list of networks; ``_groups``
           the telemetry, ``_groups/<i>/0`` the networks of group i, ``/1`` its losses (R, Gg),
-          ``/2`` its per-layer quantities (R, L, NQ, Gg)). An attribute added later with a
+          ``/2`` its per-layer quantities (R, L, NQ, Gg); ``final_val_loss``, ``final_accuracy``,
+          ``final_val_accuracy`` (G,) and ``_val_groups/<i>`` the held-out telemetry of group i,
+          (R, 3, Gg) of val_loss, accuracy, val_accuracy). An attribute added later with a
           default (an optimizer ``state``, say) is stored the same way, and a file without it
           loads with the default;
         - ``config``: ``{"columns": [[name, dtype], ...]}``, column i in the array ``config/<i>``
