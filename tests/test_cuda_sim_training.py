@@ -52,16 +52,18 @@ def test_target_and_stop_at_target_as_on_the_cpu():
 @needs_gpu
 def test_two_resumed_halves_equal_one_training_on_the_gpu():
     """Adam on minibatches (the epoch cut mid-way) with a warmup-and-step schedule, weight
-    decay, clipping and a target: 3 + 3 steps resumed equal 6, bitwise."""
+    decay, clipping and a target (network 1 frozen at step 0, before the second call starts):
+    3 + 3 steps resumed equal 6, bitwise."""
     net = MLP([2, 3, 1], activation="tanh", loss="mse")
     kw = dict(lr=[0.05, 0.1, 0.2], optimizer="adam", batch_size=3, record_every=1, weight_decay=0.01,
-              clip_norm=[0.1, 1e9, 0.1], target_loss=[0.2, 0.25, 1e-9], stop_at_target=True,
+              clip_norm=[0.1, 1e9, 0.1], target_loss=[0.2, np.inf, 1e-9], stop_at_target=True,
               lr_schedule=LRSchedule("step", factor=0.5, every=2, warmup=2), backend="cuda")
     whole = train_grid(net, X, Y, steps=6, seeds=[4, 5, 6], **kw)
     first = train_grid(net, X, Y, steps=3, seeds=[4, 5, 6], **kw)
     second = train_grid(net, X, Y, steps=3, resume=first, **kw)
     assert np.array_equal(second.final_loss, whole.final_loss)
-    assert np.array_equal(second.reached_at, whole.reached_at)
+    assert np.array_equal(second.reached_at, whole.reached_at) and whole.reached_at[1] == 0
+    assert np.array_equal(second.diverged_at, whole.diverged_at)
     for g in range(3):
         assert np.array_equal(flat(network(second, g)), flat(network(whole, g))), g
     for key in ("v", "m", "loss0"):

@@ -258,6 +258,7 @@ def test_reached_at_is_the_first_step_at_or_below_the_target(strategy):
         below = np.flatnonzero(loss[:, g] <= target[g])
         assert res.reached_at[g] == (below[0] if below.size else -1), g
     assert res.reached_at[4] == -1 and res.reached_at[5] == 0 and (res.reached_at[:4] > 0).sum() >= 2
+    assert np.isposinf(res.config["target_loss"][5])
     assert res.config["reached_at"].tolist() == res.reached_at.tolist()
     # without stop_at_target the training is the one without a target, bitwise
     plain = train_grid(NET, X, Y, lr=lr, steps=40, record_every=1, strategy=strategy)
@@ -287,6 +288,24 @@ def test_stop_at_target_freezes_the_network_where_it_reached(strategy, opt):
         assert res.final_loss[g] == short.final_loss[0]
         assert hist.query("network == @g")["step"].max() == t - t % 2
     assert np.array_equal(res.frozen_at(), res.reached_at)
+
+
+@pytest.mark.parametrize("strategy", ["lanes", "gemm"])
+def test_frozen_networks_skip_their_work(strategy):
+    """Every network reaches its target at step 0: 100000 steps then cost about nothing (both
+    strategies skip a frozen network; lanes the whole block). Trained, they would take seconds."""
+    import time
+    kw = dict(lr=np.full(32, 0.1), steps=100_000, record_every=100_000, strategy=strategy)
+    t = time.process_time()
+    res = train_grid(NET, X, Y, target_loss=np.inf, stop_at_target=True, **kw)
+    assert time.process_time() - t < 0.5
+    assert (res.reached_at == 0).all() and res.history()["step"].max() == 0
+    short = train_grid(NET, X, Y, **{**kw, "steps": 200})
+    assert np.array_equal(res.final_loss, short.history().query("step == 0 and layer == 1")["loss"])
+    # resumed, the frozen grid stays frozen, its divergence test still against step 0's loss
+    more = train_grid(NET, X, Y, target_loss=np.inf, stop_at_target=True, resume=res, **{**kw, "steps": 5})
+    assert (more.diverged_at == -1).all() and np.array_equal(more.final_loss, res.final_loss)
+    assert np.array_equal(more.state["loss0"], res.state["loss0"])
 
 
 # --- resume: two halves are one training --------------------------------------------------------
@@ -363,6 +382,8 @@ def test_resume_from_a_saved_result(tmp_path):
     (dict(params0="a"), "leave params0 out"),
     (dict(seeds=[1, 2, 3]), "leave seeds out"),
     (dict(divergence_ref=1.0), "leave divergence_ref out"),
+    (dict(init_scale=0.5), "leave init_scale out"),
+    (dict(bias_scale=[0.0, 0.1, 0.0]), "leave bias_scale out"),
     (dict(optimizer="momentum"), "optimizer must be the resumed training's, 'adam'"),
     (dict(batch_size=4), "batch_size must be the resumed training's, 5"),
     (dict(lr=[0.1, 0.2]), "lr has length 2"),

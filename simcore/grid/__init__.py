@@ -303,7 +303,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     (64,)
     """
     if resume is not None:  # the resumed parameters give the call its G and shapes
-        net, params0 = _resume_params(net, resume, seeds, params0, divergence_ref)
+        net, params0 = _resume_params(net, resume, seeds, params0, divergence_ref, init_scale, bias_scale)
     job = _check(net, X, y, lr, steps, seeds, params0, init_scale, bias_scale, optimizer,
                  momentum, batch_size, record_every, divergence_ref, backend, strategy)
     _check_training(job, lr_schedule, weight_decay, clip_norm, target_loss, stop_at_target, resume)
@@ -454,11 +454,13 @@ def _check_training(job, lr_schedule, weight_decay, clip_norm, target_loss, stop
         per["target_loss"] = np.full(job.G, np.nan)
     else:
         target = np.asarray(target_loss)
-        if target.dtype.kind in "f" and np.isnan(target).any():
+        floats = target.dtype.kind == "f"
+        if floats and np.isnan(target).any():
             raise ValueError("target_loss must not be NaN (leave it out for no target)")
-        if target.dtype.kind in "f" and np.isposinf(target).any():
-            target = np.where(np.isposinf(target), np.finfo(np.float64).max, target)  # every loss
-        per["target_loss"] = _broadcast(job, "target_loss", _per_network("target_loss", target))
+        inf = np.isposinf(target).reshape(-1) if floats else False  # +inf: every finite loss reaches it
+        checked = _per_network("target_loss", np.where(np.isposinf(target), 0.0, target) if floats else target)
+        checked[inf] = np.inf
+        per["target_loss"] = _broadcast(job, "target_loss", checked)
     job.stop_at_target = bool(stop_at_target)
     if lr_schedule is not None and not isinstance(lr_schedule, LRSchedule):
         raise TypeError(f"lr_schedule must be a simcore.LRSchedule or None, got {type(lr_schedule).__name__}")
@@ -491,7 +493,7 @@ def _check_training(job, lr_schedule, weight_decay, clip_norm, target_loss, stop
     per["divergence_ref"] = np.asarray(state["loss0"], np.float64).copy()
 
 
-def _resume_params(net, resume, seeds, params0, divergence_ref):
+def _resume_params(net, resume, seeds, params0, divergence_ref, init_scale, bias_scale):
     """(net, params0) of the call that continues ``resume``: its parameters (and one MLP per
     network where they are per network), after checking that the call leaves out what the
     resumed training fixes and trains its architectures."""
@@ -502,6 +504,10 @@ def _resume_params(net, resume, seeds, params0, divergence_ref):
         if value is not None:
             raise ValueError(f"resume continues from the resumed training's parameters, seeds and "
                              f"divergence references: leave {name} out")
+    for name, value, default in (("init_scale", init_scale, 1.0), ("bias_scale", bias_scale, 0.0)):
+        if np.any(np.asarray(value) != default):
+            raise ValueError(f"resume continues from the resumed training's parameters: leave {name} "
+                             f"out (it sets the initial draw)")
     nets = list(net) if isinstance(net, (list, tuple)) else [net] * len(resume.final_loss)
     key = [(_arch_key(m), m.loss, np.dtype(m.dtype).name) if isinstance(m, MLP) else None for m in nets]
     if resume.nets is None or key != [(_arch_key(m), m.loss, np.dtype(m.dtype).name) for m in resume.nets]:

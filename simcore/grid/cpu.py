@@ -546,7 +546,9 @@ def train_kernel(batchnorm):
                 if stop_requested(stop):  # Ctrl-C in the caller (simcore.interrupt)
                     return
                 tg = t0 + t  # the global step: schedule, Adam's corrections, minibatch order
-                if t < steps:  # the whole block frozen before this step: nothing left to compute
+                # the whole block frozen before this step: nothing to compute (step 0 always runs:
+                # it sets the divergence references)
+                if 0 < t < steps:
                     idle = True
                     for k in range(gb):
                         idle = idle and 0 <= frozen[k] < tg

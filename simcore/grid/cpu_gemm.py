@@ -23,7 +23,8 @@ same telemetry, same divergence rule. Every sum runs in the same order as there 
 inputs in order, samples in order), and batch norm, the losses and the telemetry call the lane
 kernels themselves on views of one network's buffers (a view with the columns as lanes, or with
 one lane), so the two strategies agree bitwise where the order of every sum is the same.
-A network that diverges is frozen at once: only its final evaluation remains to be computed.
+A network that diverges (or, with ``stop_at_target``, reaches its target) is frozen at once:
+only its final evaluation remains to be computed.
 """
 import functools
 

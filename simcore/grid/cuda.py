@@ -470,7 +470,9 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
             if halt[0] != 0:
                 break
         tg = t0 + t  # the global step: schedule, Adam's corrections, minibatch order
-        if t < steps and 0 <= frozen < tg:  # frozen before this step: only the final evaluation
+        # frozen before this step: only the final evaluation is left (step 0 always runs: it
+        # sets the divergence reference)
+        if 0 < t < steps and 0 <= frozen < tg:
             continue
         final = t == steps
         record = t % record_every == 0 or final
@@ -706,7 +708,9 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y, seeds_all, lr_all, mo
     ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`; without the block range): theta
     (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
     (R, L, NQ, G), the step of divergence (-1: none) to diverged_all (G,) and the full-data
-    loss at the end to final_all.
+    loss at the end to final_all. The training's options (weight decay, clipping, the schedule,
+    targets, and a resumed state: ``t0``, the moments v_all and m_all, diverged_all and
+    reached_all read and written back) as in ``train_lanes``.
 
     The call waits for the kernel in short slices, so Ctrl-C stops it within
     ``STOP_POLL_STEPS`` steps (:func:`simcore.interrupt.wait_device`) and raises
