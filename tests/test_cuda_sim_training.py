@@ -49,15 +49,24 @@ def test_target_and_stop_at_target_as_on_the_cpu():
     assert_backends_agree(gpu, cpu)
 
 
+RESUMES = [("gd", None, LRSchedule()),
+           ("sgd", 3, LRSchedule("cosine", floor=0.1, period=6)),
+           ("momentum", None, LRSchedule("step", factor=0.5, every=2)),
+           ("nesterov", 3, LRSchedule("cosine", period=4, warmup=2, warmup_start=0.2)),
+           ("adam", 3, LRSchedule("step", factor=0.5, every=2, warmup=2))]
+
+
 @needs_gpu
-def test_two_resumed_halves_equal_one_training_on_the_gpu():
-    """Adam on minibatches (the epoch cut mid-way) with a warmup-and-step schedule, weight
-    decay, clipping and a target (network 1 frozen at step 0, before the second call starts):
-    3 + 3 steps resumed equal 6, bitwise."""
+@pytest.mark.parametrize("opt,bs,schedule", RESUMES, ids=[r[0] for r in RESUMES])
+def test_two_resumed_halves_equal_one_training_on_the_gpu(opt, bs, schedule):
+    """Every optimizer and every kind of schedule (minibatches with the epoch cut mid-way for
+    three of them), with weight decay, clipping and a target (network 1 frozen at step 0,
+    before the second call starts): 3 + 3 steps resumed equal 6, bitwise."""
     net = MLP([2, 3, 1], activation="tanh", loss="mse")
-    kw = dict(lr=[0.05, 0.1, 0.2], optimizer="adam", batch_size=3, record_every=1, weight_decay=0.01,
+    lr = [0.05, 0.1, 0.2] if opt == "adam" else [0.3, 0.5, 1.0]
+    kw = dict(lr=lr, optimizer=opt, batch_size=bs, record_every=1, weight_decay=0.01,
               clip_norm=[0.1, 1e9, 0.1], target_loss=[0.2, np.inf, 1e-9], stop_at_target=True,
-              lr_schedule=LRSchedule("step", factor=0.5, every=2, warmup=2), backend="cuda")
+              lr_schedule=schedule, backend="cuda")
     whole = train_grid(net, X, Y, steps=6, seeds=[4, 5, 6], **kw)
     first = train_grid(net, X, Y, steps=3, seeds=[4, 5, 6], **kw)
     second = train_grid(net, X, Y, steps=3, resume=first, **kw)
