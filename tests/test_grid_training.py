@@ -296,6 +296,7 @@ def test_frozen_networks_skip_their_work(strategy):
     strategies skip a frozen network; lanes the whole block). Trained, they would take seconds."""
     import time
     kw = dict(lr=np.full(32, 0.1), steps=100_000, record_every=100_000, strategy=strategy)
+    train_grid(NET, X, Y, target_loss=np.inf, stop_at_target=True, **{**kw, "steps": 2})  # compiled
     t = time.process_time()
     res = train_grid(NET, X, Y, target_loss=np.inf, stop_at_target=True, **kw)
     assert time.process_time() - t < 0.5
