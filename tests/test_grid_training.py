@@ -246,6 +246,19 @@ def test_strategies_agree_with_every_option_and_each_is_reproducible(opt, bs, bn
     assert rel_err(hl["loss"], hg["loss"]) <= 1e-12
 
 
+def test_every_option_in_float32():
+    """float32 networks with float64 options (weight decay, clipping, targets, the schedule):
+    the strategies agree to float32 rounding and the parameters stay float32."""
+    net = MLP([2, 5, 4, 1], activation="tanh", loss="bce", dtype="float32")
+    kw = dict(lr=np.geomspace(0.01, 1.0, 36), steps=20, optimizer="adam", batch_size=8, record_every=5,
+              **{**ALL_OPTIONS, "target_loss": 0.5})
+    lanes = train_grid(net, X, Y, strategy="lanes", **kw)
+    gemm = train_grid(net, X, Y, strategy="gemm", **kw)
+    assert lanes.params[0]["W"].dtype == np.float32 and lanes.state["v"].dtype == np.float32
+    assert np.array_equal(lanes.reached_at, gemm.reached_at) and (lanes.reached_at >= 0).any()
+    assert rel_err(lanes.final_loss, gemm.final_loss) <= 1e-5
+
+
 # --- target_loss and stop_at_target ------------------------------------------------------------
 
 @pytest.mark.parametrize("strategy", ["lanes", "gemm"])
