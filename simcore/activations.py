@@ -1,8 +1,10 @@
 """Activation functions over arrays: a = f(z) and the backward product dz = da * f'(z).
 
-The formulas live once in :mod:`simcore.scalar`; this module lays them over arrays. ``forward``
-and ``backward`` hold one loop per activation and pick one by integer code outside the loop, so
-every loop stays branch-free and vectorises. The loops are written out in one function rather
+The formulas live once in :mod:`simcore.scalar`, and so does the map from an activation's code
+to its formula (:func:`simcore.scalar.act_value`, :func:`simcore.scalar.act_deriv`, which the GPU
+engine calls too); this module lays them over arrays. ``forward`` and ``backward`` hold one
+loop per activation and pick one by integer code outside the loop, so every loop stays
+branch-free and vectorises. The loops are written out in one function rather
 than generated as one compiled function each: every separately compiled function is optimised
 on its own and again inside each caller, so six pairs of separate functions would lengthen the
 grid engine's first call (docs/benchmarks.md, "Measurements behind the code's choices").
@@ -15,62 +17,66 @@ array([0. , 0.5, 1. ])
 """
 import numpy as np
 
-from . import _validate, scalar as _scalar
+from . import _validate
 from ._jit import cpu_kernel
-from .scalar import ACT_CODE, ACTIVATIONS
+from .scalar import ACT_CODE, ACTIVATIONS, act_deriv, act_value
 
 NAMES = tuple(ACTIVATIONS)
-# the codes the branches of forward and backward are written for
-assert ACT_CODE == {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "softplus": 5}
 
 
 @cpu_kernel
 def forward(code, z, a):
-    """a = f(z) elementwise on flat (1-D, contiguous) arrays; ``code`` from ``ACT_CODE``.
-    One loop per activation, chosen outside it, so every loop is branch-free and vectorises."""
+    """a = f(z) elementwise on flat (1-D, contiguous) arrays; ``code`` from ``ACT_CODE``."""
     n = z.size
+    # One loop per code, unswitched by hand: inside each, the compiler knows ``code`` (so no
+    # branch may be a bare else) and folds act_value's dispatch away; every loop is branch-free.
     if code == 0:
         for i in range(n):
-            a[i] = _scalar.identity(z[i])
+            a[i] = act_value(code, z[i])
     elif code == 1:
         for i in range(n):
-            a[i] = _scalar.sigmoid(z[i])
+            a[i] = act_value(code, z[i])
     elif code == 2:
         for i in range(n):
-            a[i] = _scalar.tanh(z[i])
+            a[i] = act_value(code, z[i])
     elif code == 3:
         for i in range(n):
-            a[i] = _scalar.relu(z[i])
+            a[i] = act_value(code, z[i])
     elif code == 4:
         for i in range(n):
-            a[i] = _scalar.leaky_relu(z[i])
-    else:
+            a[i] = act_value(code, z[i])
+    elif code == 5:
         for i in range(n):
-            a[i] = _scalar.softplus(z[i])
+            a[i] = act_value(code, z[i])
+    else:
+        raise ValueError("unknown activation code")
 
 
 @cpu_kernel
 def backward(code, z, a, da, dz):
-    """dz = da * f'(z) elementwise on flat arrays, with a = f(z) already known."""
+    """dz = da * f'(z) elementwise on flat arrays, with a = f(z) already known (unswitched by
+    code as :func:`forward`)."""
     n = z.size
     if code == 0:
         for i in range(n):
-            dz[i] = da[i] * _scalar.identity_grad(z[i], a[i])
+            dz[i] = da[i] * act_deriv(code, z[i], a[i])
     elif code == 1:
         for i in range(n):
-            dz[i] = da[i] * _scalar.sigmoid_grad(z[i], a[i])
+            dz[i] = da[i] * act_deriv(code, z[i], a[i])
     elif code == 2:
         for i in range(n):
-            dz[i] = da[i] * _scalar.tanh_grad(z[i], a[i])
+            dz[i] = da[i] * act_deriv(code, z[i], a[i])
     elif code == 3:
         for i in range(n):
-            dz[i] = da[i] * _scalar.relu_grad(z[i], a[i])
+            dz[i] = da[i] * act_deriv(code, z[i], a[i])
     elif code == 4:
         for i in range(n):
-            dz[i] = da[i] * _scalar.leaky_relu_grad(z[i], a[i])
-    else:
+            dz[i] = da[i] * act_deriv(code, z[i], a[i])
+    elif code == 5:
         for i in range(n):
-            dz[i] = da[i] * _scalar.softplus_grad(z[i], a[i])
+            dz[i] = da[i] * act_deriv(code, z[i], a[i])
+    else:
+        raise ValueError("unknown activation code")
 
 
 def apply(name, z):

@@ -26,6 +26,9 @@ from . import _validate
 from ._jit import cpu_kernel
 from .scalar import exp, sigmoid, sigmoid_grad, softplus
 
+# the codes compiled kernels switch on (LOSSES below maps each name to its code and formula)
+MSE, MSE_SIGMOID, BCE, CE = 0, 1, 2, 3
+
 
 # --- per-unit formulas: (value, d value / dz) of one output unit, before the mean's 1/(n k).
 # Every kernel (the single network's, the CPU grid's lanes and per-network strategies, the GPU
@@ -58,9 +61,9 @@ def bce_unit(z, y):
 @cpu_kernel(ordered=True)
 def unit_loss(code, z, y):
     """(value, d value / dz) of one output unit for loss ``code`` 0, 1 or 2 (see LOSSES)."""
-    if code == 0:
+    if code == MSE:
         return mse_unit(z, y)
-    if code == 1:
+    if code == MSE_SIGMOID:
         return mse_sigmoid_unit(z, y)
     return bce_unit(z, y)
 
@@ -84,22 +87,49 @@ def ce_delta(e, inv_total, y):
 
 
 @cpu_kernel(ordered=True)
+def softmax_shift(row):
+    r"""The shift :math:`z_{max} = \max_j z_j` and the normaliser :math:`\sum_j e^{z_j - z_{max}}`
+    of one row of logits (any 1-D view: a row, a strided column of lanes or of a unit-major
+    buffer), summed in the order j = 0, 1, ...: :math:`\mathrm{softmax}_j = e^{z_j - z_{max}} / \sum`."""
+    zmax = row[0]
+    for j in range(1, row.size):
+        zmax = max(zmax, row[j])
+    total = np.float64(0.0)  # float64 in the CUDA simulator too, where 0.0 + float32 stays float32
+    for j in range(row.size):
+        total += exp(row[j] - zmax)
+    return zmax, total
+
+
+@cpu_kernel(ordered=True)
+def output_unit(code, z, zmax, total):
+    r"""The network's output for one unit from its logit ``z``, for loss ``code``: z itself
+    (``mse``), :math:`\sigma(z)` (``mse_sigmoid``, ``bce``), or
+    :math:`e^{z - z_{max}} / \sum_j e^{z_j - z_{max}}` (``ce``; ``zmax`` and ``total`` from
+    :func:`softmax_shift` of its row, unused otherwise)."""
+    if code == MSE:
+        return z * 1.0
+    if code == CE:
+        return exp(z - zmax) / total
+    return sigmoid(z) * 1.0
+
+
+@cpu_kernel(ordered=True)
 def output_grad(code, z, out):
     r"""The diagonal derivative :math:`\partial\,\mathrm{out}_j / \partial z_j` of the network's
     output function for loss ``code``, given out = that output: 1 (identity, ``mse``),
     :math:`\sigma'(z)` (``mse_sigmoid``, ``bce``), :math:`p_j (1 - p_j)` (softmax, ``ce``). The
     telemetry's output-layer saturation reads it."""
-    if code == 0:
+    if code == MSE:
         return 1.0
-    if code == 3:
+    if code == CE:
         return out * (1.0 - out)
     return sigmoid_grad(z, out)
 
 
 # name -> (code, per-unit formula; None for ce, whose softmax couples a row). The code is what
 # compiled kernels switch on.
-LOSSES = {"mse": (0, mse_unit), "mse_sigmoid": (1, mse_sigmoid_unit), "bce": (2, bce_unit),
-          "ce": (3, None)}
+LOSSES = {"mse": (MSE, mse_unit), "mse_sigmoid": (MSE_SIGMOID, mse_sigmoid_unit), "bce": (BCE, bce_unit),
+          "ce": (CE, None)}
 LOSS_CODE = {name: entry[0] for name, entry in LOSSES.items()}
 NAMES = tuple(LOSS_CODE)
 assert list(LOSS_CODE.values()) == list(range(len(LOSSES))), "codes must be 0, 1, ... in order"
@@ -114,7 +144,7 @@ def loss_grad(code, z, y, dz):
     """
     n, k = z.shape
     total = 0.0
-    if code == 3:  # softmax + categorical cross-entropy, per row with log-sum-exp
+    if code == CE:  # softmax + categorical cross-entropy, per row with log-sum-exp
         inv_n = 1.0 / n
         for i in range(n):
             zmax = z[i, 0]
@@ -143,25 +173,14 @@ def loss_grad(code, z, y, dz):
 
 @cpu_kernel
 def output(code, z, out):
-    """The network's output from its logits: sigmoid for mse_sigmoid/bce, softmax for ce."""
+    """The network's output from its logits (n, k): :func:`output_unit` of every unit."""
     n, k = z.shape
     for i in range(n):
-        if code == 0:
-            for j in range(k):
-                out[i, j] = z[i, j]
-        elif code == 3:
-            zmax = z[i, 0]
-            for j in range(1, k):
-                zmax = max(zmax, z[i, j])
-            s = 0.0
-            for j in range(k):
-                out[i, j] = exp(z[i, j] - zmax)
-                s += out[i, j]
-            for j in range(k):
-                out[i, j] = out[i, j] / s
-        else:
-            for j in range(k):
-                out[i, j] = sigmoid(z[i, j])
+        zmax, total = z[i, 0], 1.0
+        if code == CE:
+            zmax, total = softmax_shift(z[i])
+        for j in range(k):
+            out[i, j] = output_unit(code, z[i, j], zmax, total)
 
 
 def encode_targets(loss, y, n, k, dtype):

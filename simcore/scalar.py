@@ -121,6 +121,44 @@ ACTIVATIONS = {
     "softplus": (5, softplus, softplus_grad),
 }
 ACT_CODE = {name: entry[0] for name, entry in ACTIVATIONS.items()}
+# the codes act_value and act_deriv branch on, in ACTIVATIONS' order
+assert ACT_CODE == {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "softplus": 5}
+
+
+# The one map from a code to its formula, for every kernel that picks an activation at run time
+# (the CPU array loops of simcore.activations, the GPU engine). ``* 1.0`` gives every branch the
+# type float64 for float64 input, as the CUDA simulator needs; on the CPU, inlined into a loop
+# over float32, the widening and the narrowing store fold away (both are exact).
+@scalar
+def act_value(code, z):
+    """f(z) of activation ``code`` (``ACT_CODE``)."""
+    if code == 0:
+        return identity(z) * 1.0
+    elif code == 1:
+        return sigmoid(z)
+    elif code == 2:
+        return tanh(z) * 1.0
+    elif code == 3:
+        return relu(z) * 1.0
+    elif code == 4:
+        return leaky_relu(z) * 1.0
+    return softplus(z)
+
+
+@scalar
+def act_deriv(code, z, a):
+    """f'(z) of activation ``code`` given a = f(z)."""
+    if code == 0:
+        return identity_grad(z, a) * 1.0
+    elif code == 1:
+        return sigmoid_grad(z, a) * 1.0
+    elif code == 2:
+        return tanh_grad(z, a) * 1.0
+    elif code == 3:
+        return relu_grad(z, a) * 1.0
+    elif code == 4:
+        return leaky_relu_grad(z, a) * 1.0
+    return softplus_grad(z, a) * 1.0
 
 
 # --- counter-based random numbers ---------------------------------------------------------

@@ -41,8 +41,9 @@ from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..interrupt import stop_requested
 from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
-from ..losses import bce_unit, ce_delta, ce_row_loss, mse_sigmoid_unit, mse_unit, output_grad
-from ..scalar import exp, sigmoid
+from ..losses import (CE, MSE, MSE_SIGMOID, bce_unit, ce_delta, ce_row_loss, mse_sigmoid_unit, mse_unit,
+                      output_grad, output_unit, softmax_shift)
+from ..scalar import exp
 from ..simd import (VBYTES, fma4, fma4x4, load4, load4x4, store4, store4x4, vfma, vload, vsplat, vstore,
                     vzero, width)
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
@@ -282,7 +283,7 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
     per lane) and write dL/dz into ``delta``; Y is (nb, K, LANES), acc (3, LANES) scratch."""
     nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
     nb, K = z.shape[0], z.shape[1]
-    if code == 3:  # softmax cross-entropy with log-sum-exp, per sample and lane
+    if code == CE:  # softmax cross-entropy with log-sum-exp, per sample and lane
         for s in range(nb):
             for k in range(nl):
                 acc[0, k] = z[s, 0, k]
@@ -308,12 +309,12 @@ def _loss_lanes(code, z, Y, delta, loss, acc, n_total):
     for s in range(nb):
         for j in range(K):
             # the code is tested outside the lane loop, so each loop stays branch-free and vectorises
-            if code == 0:
+            if code == MSE:
                 for k in range(nl):
                     value, d = mse_unit(z[s, j, k], Y[s, j, k])
                     loss[k] += value * inv_m
                     delta[s, j, k] = d * inv_m
-            elif code == 1:
+            elif code == MSE_SIGMOID:
                 for k in range(nl):
                     value, d = mse_sigmoid_unit(z[s, j, k], Y[s, j, k])
                     loss[k] += value * inv_m
@@ -374,28 +375,17 @@ def _tele_finish(th, gr, ow, n_w, m, acc, out):
 
 @cpu_kernel(ordered=True)
 def _output_lanes(code, z, out, deriv):
-    """The network's output from its logits, and its diagonal derivative d out / d z (for the
-    output layer's saturation): sigmoid for bce/mse_sigmoid, softmax for ce, identity for mse."""
+    """The network's output from its logits (:func:`simcore.losses.output_unit`), and its
+    diagonal derivative d out / d z (for the output layer's saturation)."""
     nl = z.shape[2]  # lanes: a run-time trip count, see the module docstring
     nb, K = z.shape[0], z.shape[1]
     for s in range(nb):
-        if code == 3:
-            for k in range(nl):
-                zmax = z[s, 0, k]
-                for j in range(1, K):
-                    zmax = max(zmax, z[s, j, k])
-                tot = 0.0
-                for j in range(K):
-                    out[s, j, k] = exp(z[s, j, k] - zmax)
-                    tot += out[s, j, k]
-                for j in range(K):
-                    out[s, j, k] /= tot
-        for j in range(K):
-            for k in range(nl):
-                if code == 0:
-                    out[s, j, k] = z[s, j, k]
-                elif code != 3:
-                    out[s, j, k] = sigmoid(z[s, j, k])
+        for k in range(nl):
+            zmax, total = z[s, 0, k], 1.0
+            if code == CE:
+                zmax, total = softmax_shift(z[s, :, k])
+            for j in range(K):
+                out[s, j, k] = output_unit(code, z[s, j, k], zmax, total)
                 deriv[s, j, k] = output_grad(code, z[s, j, k], out[s, j, k])
 
 

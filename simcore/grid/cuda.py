@@ -41,12 +41,10 @@ from numba import config as numba_config, cuda, float64 as nb_float64, float32 a
 from .. import config
 from .. import fastmath
 from .. import interrupt
-from .._jit import _for_gpu, gpu_device, gpu_kernel, scalar
+from .._jit import _for_gpu, gpu_device, gpu_kernel
 from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
-from ..losses import ce_delta, ce_row_loss, output_grad, unit_loss
-from ..scalar import (identity, identity_grad, leaky_relu, leaky_relu_grad, normal,
-                      relu, relu_grad, sigmoid, sigmoid_grad, softplus, softplus_grad,
-                      stream_key, tanh, tanh_grad, uniform)
+from ..losses import CE, ce_delta, ce_row_loss, output_grad, output_unit, softmax_shift, unit_loss
+from ..scalar import act_deriv, act_value, normal, stream_key, uniform
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
                    batch_order, clip_scale, decayed, frozen_at, is_diverged, is_reached, lr_factor,
                    optimizer_step, saturated, shifted_moments)
@@ -105,40 +103,6 @@ def require_gpu():
             "run the CUDA simulator (slow: for tests only)")
 
 
-# --- formulas written once, compiled for whichever target calls them ---------------------------
-
-@scalar
-def act_value(code, z):
-    """f(z) of activation ``code`` (:data:`simcore.scalar.ACT_CODE`)."""
-    if code == 0:
-        return identity(z) * 1.0
-    elif code == 1:
-        return sigmoid(z)
-    elif code == 2:
-        return tanh(z) * 1.0
-    elif code == 3:
-        return relu(z) * 1.0
-    elif code == 4:
-        return leaky_relu(z) * 1.0
-    return softplus(z)
-
-
-@scalar
-def act_deriv(code, z, a):
-    """f'(z) of activation ``code`` given a = f(z)."""
-    if code == 0:
-        return identity_grad(z, a) * 1.0
-    elif code == 1:
-        return sigmoid_grad(z, a) * 1.0
-    elif code == 2:
-        return tanh_grad(z, a) * 1.0
-    elif code == 3:
-        return relu_grad(z, a) * 1.0
-    elif code == 4:
-        return leaky_relu_grad(z, a) * 1.0
-    return softplus_grad(z, a) * 1.0
-
-
 # GPU builds of the formulas (same source; fastmath's CPU primitives become libm)
 _act_value = gpu_device(act_value)
 _act_deriv = gpu_device(act_deriv)
@@ -146,6 +110,8 @@ _unit_loss = gpu_device(unit_loss)
 _ce_row_loss = gpu_device(ce_row_loss)
 _ce_delta = gpu_device(ce_delta)
 _output_grad = gpu_device(output_grad)
+_output_unit = gpu_device(output_unit)
+_softmax_shift = gpu_device(softmax_shift)
 _optimizer_step = gpu_device(optimizer_step)
 _adam_corrections = gpu_device(adam_corrections)
 _is_diverged = gpu_device(is_diverged)
@@ -155,7 +121,6 @@ _bn_inv_std = gpu_device(bn_inv_std)
 _bn_normalize = gpu_device(bn_normalize)
 _bn_affine = gpu_device(bn_affine)
 _bn_input_grad = gpu_device(bn_input_grad)
-_sigmoid = gpu_device(sigmoid)
 _stream_key = gpu_device(stream_key)
 _normal = gpu_device(normal)
 _uniform = gpu_device(uniform)
@@ -307,7 +272,7 @@ def _loss_block(code, z, zb, Y, sidx, delta, db, K, nb, ns, red):
     inv_m = 1.0 / (nb * K)
     for s in range(cuda.threadIdx.x, nb, cuda.blockDim.x):
         r = sidx[s]
-        if code == 3:  # softmax cross-entropy with log-sum-exp
+        if code == CE:  # softmax cross-entropy with log-sum-exp
             zmax = 1.0 * z[zb + s]
             for j in range(1, K):
                 zmax = max(zmax, z[zb + j * ns + s])
@@ -334,19 +299,11 @@ def _loss_block(code, z, zb, Y, sidx, delta, db, K, nb, ns, red):
 
 @gpu_device
 def _output_value(code, z, zb, j, s, K, ns):
-    """The network's output for unit j of sample s from the logits: z (mse), softmax (ce) or
-    sigmoid (mse_sigmoid, bce)."""
-    if code == 0:
-        return 1.0 * z[zb + j * ns + s]
-    if code == 3:
-        zmax = 1.0 * z[zb + s]
-        for i in range(1, K):
-            zmax = max(zmax, z[zb + i * ns + s])
-        tot = 0.0
-        for i in range(K):
-            tot += _exp(z[zb + i * ns + s] - zmax)
-        return _exp(z[zb + j * ns + s] - zmax) / tot
-    return _sigmoid(z[zb + j * ns + s])
+    """The network's output for unit j of sample s from the logits (:func:`simcore.losses.output_unit`)."""
+    zmax, total = z[zb + s], 1.0
+    if code == CE:
+        zmax, total = _softmax_shift(z[zb + s:zb + K * ns:ns])
+    return _output_unit(code, z[zb + j * ns + s], zmax, total)
 
 
 @gpu_device
