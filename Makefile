@@ -35,7 +35,7 @@ $(VENV)/.cuda: pyproject.toml | $(BIN)/python
 # then the documentation with warnings as errors (after pytest, so numba's cache is warm for the gallery)
 test: $(VENV)/.dev $(VENV)/.cuda $(VENV)/.docs
 	$(BIN)/python -m pytest -q
-	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/test_cuda_sim.py tests/test_cuda_sim_validation.py
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/test_cuda_sim.py tests/test_cuda_sim_validation.py tests/test_cuda_sim_training.py
 	$(MAKE) --no-print-directory docs
 
 # the examples in simcore's docstrings (not part of make test: about 15 s; the gallery runs in make test)

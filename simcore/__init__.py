@@ -9,12 +9,12 @@ conversion is :mod:`simcore.interop` (imported on demand: simcore never imports 
 """
 from . import activations, datasets, hessian, layers, losses, optim, perceptron, scalar
 from . import io  # noqa: F401  (simcore.io, kept out of __all__: see there)
-from .grid import GridResult, train_grid
+from .grid import GridResult, LRSchedule, train_grid
 from .io import load_params, save_params
 from .mlp import MLP
 from .optim import Optimizer
 
 # simcore.io stays out of __all__: ``from simcore import *`` must not shadow the standard io
-__all__ = ["MLP", "Optimizer", "GridResult", "train_grid", "save_params", "load_params", "activations",
+__all__ = ["MLP", "Optimizer", "GridResult", "LRSchedule", "train_grid", "save_params", "load_params", "activations",
            "datasets", "hessian", "layers", "losses", "optim", "perceptron", "scalar"]
 __version__ = "0.1.0"

@@ -11,7 +11,8 @@ A file is an uncompressed ``.npz`` (a zip of ``.npy`` arrays, each with its CRC-
 
     - ``format``: ``"simcore.params"`` (:func:`save_params`) or ``"simcore.grid_result"``
       (:meth:`simcore.GridResult.save`);
-    - ``format_version``: :data:`FORMAT_VERSION`; a file of another version is refused;
+    - ``format_version``: :data:`FORMAT_VERSION` (2: a grid result holds ``state`` and
+      ``reached_at``); files of version 1 load too, a file of another version is refused;
     - ``simcore_version``: the version of simcore that wrote it (informative);
     - what the format names (below), where nested data are *skeletons*: JSON trees whose nodes
       are ``{"list": [...]}``, ``{"tuple": [...]}``, ``{"dict": {name: node}}``, ``null``
@@ -49,7 +50,9 @@ import numpy as np
 from . import _validate
 from .mlp import MLP
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# versions this simcore reads: 1 has no GridResult.state nor reached_at (they load as None)
+READS_VERSIONS = (1, 2)
 HEADER_KEY = "simcore_header"
 POOL_BELOW = 4096  # arrays of fewer numbers than this share one zip member per dtype
 PARAMS_FORMAT = "simcore.params"
@@ -213,11 +216,11 @@ def read(path, fmt, keys):
         raise ValueError(f"{path}: holds {got!r}, not {fmt!r}"
                          + (f" (read it with {hint})" if hint else ""))
     version = header.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READS_VERSIONS:
         from . import __version__
         raise ValueError(f"{path}: format version {version!r} (written by simcore "
-                         f"{header.get('simcore_version')}); simcore {__version__} reads version "
-                         f"{FORMAT_VERSION}")
+                         f"{header.get('simcore_version')}); simcore {__version__} reads versions "
+                         f"{', '.join(map(str, READS_VERSIONS))}")
     missing = [k for k in keys + ("pooled",) if k not in header]
     if missing:
         raise ValueError(f"{path}: the header lacks {', '.join(map(repr, missing))}")

@@ -6,7 +6,7 @@ set-up. The plain NumPy references are in ``naive.py``.
 pytest imports this module in every session, before any test module. It therefore imports
 neither numba.cuda nor simcore.grid.cuda and sets no environment variable: the CUDA simulator
 is chosen by ``NUMBA_ENABLE_CUDASIM=1`` in the environment before numba is first imported (the
-Makefile runs ``NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_sim.py`` as a session
+Makefile runs ``NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_sim.py tests/test_cuda_sim_training.py`` as a session
 of its own), and only ``cuda_status()``, called by the CUDA tests, imports numba.cuda.
 
 Errors, both over the whole flattened vector so that entries that are zero in theory and come
@@ -117,15 +117,19 @@ def cpu_kernel_args(net, X, y, steps, record_every):
     all but the last one (the stop flag): gd at lr 0.1 from ``net.init(seed=0)``."""
     from simcore.grid.core import NQ, OPT_CODE
     from simcore.grid.cpu import LANES
+    from simcore.grid.schedule import LRSchedule
     from simcore.losses import encode_targets
     theta = np.ascontiguousarray(net.pack(net.init(seed=0))[:, None])
     Y = encode_targets(net.loss, y, X.shape[0], net.sizes[-1], net.dtype)
     R = -(-steps // record_every) + 1   # records at 0, record_every, ... and the last step
     Xv, Yv = np.empty((0, X.shape[1]), X.dtype), np.empty((0, Y.shape[1]), Y.dtype)  # no held-out set
+    # after opt: no weight decay, no clipping, the constant schedule, no target, a new training
+    training = (np.zeros(1), np.zeros(1), LRSchedule().encode(steps), np.full(1, np.nan), False, 0,
+                np.zeros_like(theta), np.zeros_like(theta), np.full(1, -1, np.int64))
     return (theta, net.layout, net.act_code, net.loss_code, X, Y, Xv, Yv, np.empty((R, 3, 1)),
             np.empty((3, 1)), np.zeros(1, np.uint64), np.full(1, 0.1),
-            np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"], steps, X.shape[0], record_every,
-            np.empty((R, 1)), np.empty((R, net.n_layers, NQ, 1)), np.empty(1, np.int64),
+            np.zeros(1), np.full(1, -1.0), OPT_CODE["gd"]) + training + (steps, X.shape[0], record_every,
+            np.empty((R, 1)), np.empty((R, net.n_layers, NQ, 1)), np.full(1, -1, np.int64),
             np.empty(1), 0, 1, LANES)
 
 

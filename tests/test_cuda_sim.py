@@ -404,7 +404,8 @@ PTX_SCRIPT = textwrap.dedent("""
         args = (np.zeros((P, G), dtype), net.layout, 1, 2, np.zeros((n, 2), dtype),
                 np.zeros((n, 1), dtype), np.zeros((4, 2), dtype), np.zeros((4, 1), dtype),
                 np.arange(4, dtype=np.int64), np.zeros((R, 3, G)), np.zeros((3, G)), np.zeros(G, np.uint64), np.zeros(G), np.zeros(G),
-                np.zeros(G), 0, 5, 4, 2, np.zeros((R, G)), np.zeros((R, net.n_layers, 7, G)),
+                np.zeros(G), 0, np.zeros(G), np.zeros(G), np.zeros(7), np.zeros(G), False, 0,
+                np.zeros((P, G), dtype), np.zeros((P, G), dtype), np.zeros(G, np.int64), 5, 4, 2, np.zeros((R, G)), np.zeros((R, net.n_layers, 7, G)),
                 np.zeros(G, np.int64), np.zeros(G), lofs, d1, d2, np.zeros((2, fsize), dtype),
                 np.zeros((2, st_size)), np.zeros((2, 2 * n), np.int64),
                 np.zeros((2, 4 * P), dtype), np.zeros(1, np.int32))

@@ -178,9 +178,9 @@ LOADERS = [simcore.load_params, simcore.GridResult.load]
 
 @pytest.mark.parametrize("which", [0, 1])
 def test_another_format_version_is_refused(saved, which):
-    path = rewrite(saved[which], lambda h: h.update(format_version=2, simcore_version="9.0"))
-    with pytest.raises(ValueError, match=rf"{path}: format version 2 \(written by simcore 9.0\); "
-                                         rf"simcore .* reads version 1"):
+    path = rewrite(saved[which], lambda h: h.update(format_version=3, simcore_version="9.0"))
+    with pytest.raises(ValueError, match=rf"{path}: format version 3 \(written by simcore 9.0\); "
+                                         rf"simcore .* reads versions 1, 2"):
         LOADERS[which](path)
 
 

@@ -1,7 +1,7 @@
 """The grid engine: train many networks in one compiled call. CPU strategies: networks in lanes
 (:mod:`simcore.grid.cpu`) and one network per thread (:mod:`simcore.grid.cpu_gemm`); the GPU:
 :mod:`simcore.grid.cuda`."""
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -20,12 +20,13 @@ from .core import (FAN_IN, FAN_OUT, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, OPT_CODE,
                    batch_order)
 from .cpu import LANES
 from .result import GridResult
+from .schedule import LRSchedule
 
 BACKENDS = ("cpu", "cuda")
 STRATEGIES = ("auto", "lanes", "gemm")
 
 __all__ = ["train_grid", "initial_params", "choose_strategy", "telemetry_bytes", "GridResult", "batch_order", "QUANTITIES",
-           "LANES", "STRATEGIES"]
+           "LANES", "STRATEGIES", "LRSchedule"]
 
 
 @cpu_kernel
@@ -189,7 +190,8 @@ def _unstack(net, theta):
 
 def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, bias_scale=0.0,
                optimizer="gd", momentum=None, batch_size=None, record_every=10, validation=None,
-               divergence_ref=None, backend="cpu", strategy="auto"):
+               divergence_ref=None, backend="cpu", strategy="auto", lr_schedule=None, weight_decay=0.0,
+               clip_norm=None, target_loss=None, stop_at_target=False, resume=None):
     r"""Train G networks on the same data in one compiled call.
 
     Parameters
@@ -254,6 +256,42 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         picks per architecture and G (:func:`choose_strategy`). Results agree to rounding
         (float64 within 1e-12), and each strategy is bitwise reproducible on its own. Only
         "auto" with ``backend="cuda"``.
+    lr_schedule : LRSchedule, optional
+        The shape of the learning rate over the steps, shared by the grid: step t trains with
+        :math:`\eta_t = \eta\,f(t)`, each network's peak :math:`\eta` its ``lr``
+        (:class:`simcore.LRSchedule`: constant, step :math:`\gamma^{\lfloor u / every
+        \rfloor}`, cosine :math:`floor + (1 - floor)(1 + \cos(\pi \min(u, T)/T))/2`, after a
+        linear warmup :math:`s_0 + (1 - s_0) t / w` for :math:`t < w`, :math:`u = t - w`). Default
+        constant.
+    weight_decay : float or (G,) array, >= 0
+        L2 weight decay :math:`\lambda` as PyTorch's ``torch.optim`` ``weight_decay``: the
+        optimizer's rule sees :math:`g + \lambda \theta` for every parameter (W, b, and
+        batch norm's gamma and beta), with momentum and Adam too (Adam, not AdamW). Default 0.
+    clip_norm : float or (G,) array, > 0, optional
+        Global gradient-norm clipping per network as ``torch.nn.utils.clip_grad_norm_``: with
+        :math:`\lVert g \rVert_2` over all of the network's gradients,
+        :math:`g \leftarrow g \min(1, c / (\lVert g \rVert_2 + 10^{-6}))`, before the weight
+        decay (a torch loop's ``backward(); clip_grad_norm_(); step()``). Default None: none.
+    target_loss : float or (G,) array, optional
+        Each network's target: ``GridResult.reached_at`` is the first step whose loss (the one
+        recorded at that step: the batch's, and at the last step the full data's) is <= it
+        (-1 if never).
+    stop_at_target : bool
+        Freeze a network at the step it reached its target, as a diverged one is: its
+        parameters stay, its telemetry ends there, its final loss is evaluated at them; its
+        work is skipped where the strategy allows (a network of "gemm" or CUDA at once, a block
+        of "lanes" once all of its networks are frozen). Needs ``target_loss``.
+    resume : GridResult, optional
+        Continue the training ``resume`` returned (its :attr:`GridResult.state`): its
+        parameters, the optimizer's moments, the step count (the schedule, Adam's corrections
+        and the minibatch epoch continue where it stopped), the divergence references, and the
+        steps of divergence and of reaching the target so far. Two calls of S/2 steps, the
+        second resuming the first, equal one call of S steps bitwise (with the same ``lr``,
+        ``momentum``, ``weight_decay``, ``clip_norm`` and ``target_loss``; a cosine schedule
+        needs its ``period`` given). The networks, the optimizer, ``batch_size``, the number of
+        samples and the schedule must be the state's (``lr_schedule`` may be left out), and
+        ``params0``, ``seeds`` and ``divergence_ref`` must be left out. ``record_steps`` count
+        the steps of the whole training.
 
     Returns
     -------
@@ -265,7 +303,10 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         Naming the argument: mismatched lengths of per-network arrays, negative or non-finite
         lr, steps < 1, batch_size out of [1, n], params0 of the wrong shapes, unknown optimizer,
         momentum with an optimizer that ignores it, telemetry past ``simcore.config.MAX_GIB``
-        (:func:`telemetry_bytes`).
+        (:func:`telemetry_bytes`); negative weight_decay, clip_norm <= 0, a NaN target_loss,
+        stop_at_target without target_loss, a resume that does not match the call.
+    TypeError
+        lr_schedule not an LRSchedule, resume not a GridResult with a state.
 
     KeyboardInterrupt
         Ctrl-C stops every thread within one training step (:mod:`simcore.interrupt`); on
@@ -280,8 +321,11 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     >>> res.final_loss.shape
     (64,)
     """
+    if resume is not None:  # the resumed parameters give the call its G and shapes
+        net, params0 = _resume_params(net, resume, seeds, params0, divergence_ref, init_scale, bias_scale)
     job = _check(net, X, y, lr, steps, seeds, params0, init_scale, bias_scale, optimizer,
                  momentum, batch_size, record_every, divergence_ref, backend, strategy, validation)
+    _check_training(job, lr_schedule, weight_decay, clip_norm, target_loss, stop_at_target, resume)
     runs = [_run_group(job, idx) for idx in _plan(job)]
     return _assemble(job, runs)
 
@@ -306,6 +350,11 @@ class _Job:
     strategy: str
     Xv: np.ndarray = None   # the held-out set (no rows: none) and its encoded targets
     Yv: np.ndarray = None
+    # the training's options of simcore.grid's _check_training (the defaults: a new training)
+    schedule: LRSchedule = LRSchedule()
+    stop_at_target: bool = False
+    t0: int = 0          # the global step the call starts at (resume)
+    state: dict = None   # the resumed GridResult's state, or None
 
     @property
     def G(self):
@@ -415,6 +464,98 @@ def _check_validation(net, validation):
     return Xv, np.ascontiguousarray(Yv)
 
 
+def _broadcast(job, name, values):
+    """Per-network values of length 1 or G, as a (G,) array (a ValueError naming ``name``)."""
+    if values.size not in (1, job.G):
+        raise ValueError(f"per-network arguments must have length 1 or G={job.G}: {name} has length "
+                         f"{values.size}")
+    return np.broadcast_to(values, (job.G,)).copy()
+
+
+def _check_training(job, lr_schedule, weight_decay, clip_norm, target_loss, stop_at_target, resume):
+    """The training's options (schedule, weight decay, clipping, target, resume) checked and
+    put into ``job``: per-network values in ``job.per`` ("weight_decay"; "clip_norm", 0 for
+    none; "target_loss", NaN for none), the schedule resolved for the call's steps."""
+    per = job.per
+    per["weight_decay"] = _broadcast(job, "weight_decay", _per_network("weight_decay", weight_decay))
+    if (per["weight_decay"] < 0).any():
+        raise ValueError(f"weight_decay must be >= 0, got {per['weight_decay'].min()}")
+    if clip_norm is None:
+        per["clip_norm"] = np.zeros(job.G)
+    else:
+        per["clip_norm"] = _broadcast(job, "clip_norm", _per_network("clip_norm", clip_norm))
+        if (per["clip_norm"] <= 0).any():
+            raise ValueError(f"clip_norm must be > 0 (None: no clipping), got {per['clip_norm'].min()}")
+    if not isinstance(stop_at_target, (bool, np.bool_)):
+        raise ValueError(f"stop_at_target must be True or False, got {stop_at_target!r}")
+    if target_loss is None:
+        if stop_at_target:
+            raise ValueError("stop_at_target=True needs target_loss (the loss to stop at)")
+        per["target_loss"] = np.full(job.G, np.nan)
+    else:
+        target = np.asarray(target_loss)
+        floats = target.dtype.kind == "f"
+        if floats and np.isnan(target).any():
+            raise ValueError("target_loss must not be NaN (leave it out for no target)")
+        inf = np.isposinf(target).reshape(-1) if floats else False  # +inf: every finite loss reaches it
+        checked = _per_network("target_loss", np.where(np.isposinf(target), 0.0, target) if floats else target)
+        checked[inf] = np.inf
+        per["target_loss"] = _broadcast(job, "target_loss", checked)
+    job.stop_at_target = bool(stop_at_target)
+    if lr_schedule is not None and not isinstance(lr_schedule, LRSchedule):
+        raise TypeError(f"lr_schedule must be a simcore.LRSchedule or None, got {type(lr_schedule).__name__}")
+    if resume is None:
+        job.schedule = (lr_schedule or LRSchedule()).resolved(job.steps)
+        return
+    state = resume.state
+    if len(resume.final_loss) != job.G:
+        raise ValueError(f"resume holds G={len(resume.final_loss)} networks; the call has G={job.G} "
+                         f"(per-network arguments must have length 1 or {len(resume.final_loss)})")
+    if str(state["optimizer"]) != job.optimizer:
+        raise ValueError(f"optimizer must be the resumed training's, {str(state['optimizer'])!r}, got "
+                         f"{job.optimizer!r}")
+    if int(state["n"]) != job.X.shape[0]:
+        raise ValueError(f"X must have the resumed training's {int(state['n'])} samples, got {job.X.shape[0]}")
+    if int(state["batch"]) != job.batch:
+        raise ValueError(f"batch_size must be the resumed training's, {int(state['batch'])}, got "
+                         f"{job.batch}")
+    stored = LRSchedule.decode(state["schedule"])
+    if lr_schedule is not None:
+        given = lr_schedule
+        if given.kind == "cosine" and given.period is None:  # the default period: the stored one
+            given = replace(given, period=stored.period)
+        if given != stored:
+            raise ValueError(f"lr_schedule must be the resumed training's, {stored}, got {lr_schedule}")
+    job.schedule = stored
+    job.state = state
+    job.t0 = int(state["step"])
+    per["seeds"] = np.asarray(resume.config["seed"], dtype=np.uint64).copy()
+    per["divergence_ref"] = np.asarray(state["loss0"], np.float64).copy()
+
+
+def _resume_params(net, resume, seeds, params0, divergence_ref, init_scale, bias_scale):
+    """(net, params0) of the call that continues ``resume``: its parameters (and one MLP per
+    network where they are per network), after checking that the call leaves out what the
+    resumed training fixes and trains its architectures."""
+    if not isinstance(resume, GridResult) or resume.state is None:
+        raise TypeError(f"resume must be a GridResult of train_grid (with its state), got "
+                        f"{type(resume).__name__}")
+    for name, value in (("params0", params0), ("seeds", seeds), ("divergence_ref", divergence_ref)):
+        if value is not None:
+            raise ValueError(f"resume continues from the resumed training's parameters, seeds and "
+                             f"divergence references: leave {name} out")
+    for name, value, default in (("init_scale", init_scale, 1.0), ("bias_scale", bias_scale, 0.0)):
+        if np.any(np.asarray(value) != default):
+            raise ValueError(f"resume continues from the resumed training's parameters: leave {name} "
+                             f"out (it sets the initial draw)")
+    nets = list(net) if isinstance(net, (list, tuple)) else [net] * len(resume.final_loss)
+    key = [(_arch_key(m), m.loss, np.dtype(m.dtype).name) if isinstance(m, MLP) else None for m in nets]
+    if resume.nets is None or key != [(_arch_key(m), m.loss, np.dtype(m.dtype).name) for m in resume.nets]:
+        raise ValueError("net must be the resumed training's architectures (sizes, activation, batch "
+                         "norm, init, loss and dtype of every network, one MLP or a list of G)")
+    return (net if isinstance(resume.params[0], dict) else nets), resume.params
+
+
 def _cuda():
     """The CUDA backend's module, imported only when asked for: simcore never needs CUDA."""
     try:
@@ -437,7 +578,7 @@ def _initial_theta(job, idx):
     """theta (P, len(idx)) of the group's networks: drawn from their seeds, or from params0."""
     m = job.nets[idx[0]]
     per = job.per
-    if job.params0 is None:
+    if job.params0 is None and job.state is None:
         return _draw_theta(m, per["seeds"][idx], per["init_scale"][idx], per["bias_scale"][idx])
     if job.net_is_list:
         theta = np.empty((m.n_params, idx.size), m.dtype)
@@ -450,21 +591,23 @@ def _initial_theta(job, idx):
 def _run_group(job, idx):
     """Train the networks ``idx`` (one architecture) on the job's backend; returns
     (idx, trained theta, telemetry of losses and of layers, final loss, step of divergence,
-    strategy)."""
+    strategy, held-out telemetry, final held-out values, the optimizer's state)."""
     m = job.nets[idx[0]]
     theta = _initial_theta(job, idx)
     R = n_records(job.steps, job.record_every)
-    rec_loss = np.empty((R, idx.size))
-    rec_layer = np.empty((R, m.n_layers, len(QUANTITIES), idx.size))
+    rec_loss = np.full((R, idx.size), np.nan)  # a record a frozen network skips stays NaN
+    rec_layer = np.full((R, m.n_layers, len(QUANTITIES), idx.size), np.nan)
     fl = np.empty(idx.size)
     dv = np.empty(idx.size, np.int64)
-    rec_val = np.empty((R, len(VAL_QUANTITIES), idx.size))
+    rec_val = np.full((R, len(VAL_QUANTITIES), idx.size), np.nan)
     final_val = np.empty((len(VAL_QUANTITIES), idx.size))
     per = {k: np.ascontiguousarray(v[idx]) for k, v in job.per.items()}
+    v, mom, dv[:], reached = _initial_state(job, idx, m.n_params, m.dtype)
     args = (theta, m.layout, m.act_code, m.loss_code, job.X, job.Y,
             job.Xv, job.Yv, rec_val, final_val,
-            per["seeds"], per["lr"],
-            per["momentum"], per["divergence_ref"], OPT_CODE[job.optimizer], job.steps, job.batch,
+            per["seeds"], per["lr"], per["momentum"], per["divergence_ref"], OPT_CODE[job.optimizer],
+            per["weight_decay"], per["clip_norm"], job.schedule.encode(job.steps), per["target_loss"],
+            job.stop_at_target, job.t0, v, mom, reached, job.steps, job.batch,
             job.record_every, rec_loss, rec_layer, dv, fl)
     if job.backend == "cuda":
         _cuda().train_blocks_cuda(*args)  # one thread block per network (simcore.grid.cuda)
@@ -475,7 +618,20 @@ def _run_group(job, idx):
             run_blocks(cpu.train_kernel(m.batchnorm), args, idx.size)
         else:
             run_blocks(cpu_gemm.train_kernel(m.batchnorm), args, idx.size, size=1)
-    return idx, theta, rec_loss, rec_layer, fl, dv, how, rec_val, final_val
+    return idx, theta, rec_loss, rec_layer, fl, dv, how, rec_val, final_val, {"v": v, "m": mom, "reached_at": reached}
+
+
+def _initial_state(job, idx, P, dtype):
+    """The optimizer's moments v, m (P, len(idx)) and the steps of divergence and of reaching
+    the target so far (-1: not yet) of the group's networks: zeros and -1, or the resumed state."""
+    if job.state is None:
+        return (np.zeros((P, idx.size), dtype), np.zeros((P, idx.size), dtype),
+                np.full(idx.size, -1, np.int64), np.full(idx.size, -1, np.int64))
+    st = job.state
+    starts = np.r_[0, np.cumsum([m.n_params for m in job.nets])]
+    v = np.stack([st["v"][starts[g]:starts[g + 1]] for g in idx], axis=1).astype(dtype)
+    mom = np.stack([st["m"][starts[g]:starts[g + 1]] for g in idx], axis=1).astype(dtype)
+    return v, mom, st["diverged_at"][idx].astype(np.int64), st["reached_at"][idx].astype(np.int64)
 
 
 def _assemble(job, runs):
@@ -488,11 +644,13 @@ def _assemble(job, runs):
     out_groups = []
     final_val = np.empty((len(VAL_QUANTITIES), G))
     val_groups = []
-    for idx, theta, rec_loss, rec_layer, fl, dv, how, rec_val, fv in runs:
+    reached_at = np.empty(G, np.int64)
+    for idx, theta, rec_loss, rec_layer, fl, dv, how, rec_val, fv, kept in runs:
         final_val[:, idx] = fv
         val_groups.append(rec_val)
         final_loss[idx] = fl
         diverged_at[idx] = dv
+        reached_at[idx] = kept["reached_at"]
         strategies[idx] = how
         out_groups.append((idx, rec_loss, rec_layer))
         m = nets[idx[0]]
@@ -503,6 +661,7 @@ def _assemble(job, runs):
                 params_out[g] = m.unpack(theta[:, c].copy())
     steps, every = job.steps, job.record_every
     record_steps = np.r_[np.arange(0, steps + 1, every), [steps] if steps % every else []].astype(np.int64)
+    record_steps += job.t0  # the steps of the whole training (a resumed one continues them)
     config = pd.DataFrame({
         "network": np.arange(G), "arch": ["-".join(map(str, m.sizes)) for m in nets],
         "activation": [m.activation for m in nets], "batchnorm": [m.batchnorm for m in nets],
@@ -510,8 +669,37 @@ def _assemble(job, runs):
         "bias_scale": per["bias_scale"], "momentum": per["momentum"], "strategy": strategies,
         "final_loss": final_loss, "diverged": diverged_at >= 0, "diverged_at": diverged_at,
         "final_val_loss": final_val[0], "final_accuracy": final_val[1], "final_val_accuracy": final_val[2],
-        "n_val": np.full(G, job.Xv.shape[0], np.int64)})
+        "n_val": np.full(G, job.Xv.shape[0], np.int64),
+        "weight_decay": per["weight_decay"], "clip_norm": np.where(per["clip_norm"] > 0, per["clip_norm"], np.nan),
+        "target_loss": per["target_loss"], "reached_at": reached_at,
+        "stop_at_target": np.full(G, job.stop_at_target)})
     return GridResult(final_loss=final_loss, diverged=diverged_at >= 0, diverged_at=diverged_at,
                       params=params_out, record_steps=record_steps, config=config, _groups=out_groups,
                       nets=list(nets), final_val_loss=final_val[0].copy(), final_accuracy=final_val[1].copy(),
-                      final_val_accuracy=final_val[2].copy(), _val_groups=val_groups)
+                      final_val_accuracy=final_val[2].copy(), _val_groups=val_groups, reached_at=reached_at,
+                      state=_final_state(job, runs, diverged_at, reached_at))
+
+
+def _final_state(job, runs, diverged_at, reached_at):
+    """GridResult.state: what :func:`train_grid` needs to continue this training (``resume``)."""
+    G, nets = job.G, job.nets
+    starts = np.r_[0, np.cumsum([m.n_params for m in nets])]
+    v = np.empty(starts[-1], nets[0].dtype)
+    mom = np.empty(starts[-1], nets[0].dtype)
+    loss0 = np.empty(G)
+    for idx, theta, rec_loss, rec_layer, fl, dv, how, rec_val, fv, kept in runs:
+        for c, g in enumerate(idx):
+            v[starts[g]:starts[g + 1]] = kept["v"][:, c]
+            mom[starts[g]:starts[g + 1]] = kept["m"][:, c]
+        ref = job.per["divergence_ref"][idx]
+        loss0[idx] = np.where(ref >= 0, ref, rec_loss[0])  # the kernel's: given, or the loss of step 0
+    end = job.t0 + job.steps
+    # the last step's loss is the full data's: under minibatches a continued training sees that
+    # step's batch instead, so a divergence or target found only there is found again (or not)
+    if job.batch < job.X.shape[0]:
+        diverged_at = np.where(diverged_at == end, -1, diverged_at)
+        reached_at = np.where(reached_at == end, -1, reached_at)
+    return {"step": np.array(end, np.int64), "optimizer": np.array(job.optimizer),
+            "n": np.array(job.X.shape[0], np.int64), "batch": np.array(job.batch, np.int64),
+            "schedule": job.schedule.encode(job.steps), "loss0": loss0,
+            "diverged_at": diverged_at.copy(), "reached_at": reached_at.copy(), "v": v, "m": mom}

@@ -25,10 +25,15 @@ NQ = len(QUANTITIES)
 __all__ = ["FAN_IN", "FAN_OUT", "OFF_W", "OFF_B", "OFF_GAMMA", "OFF_BETA", "OFF_RUN", "OPT_CODE",
            "DIVERGE_FACTOR", "SATURATED", "PERM_STREAM", "ADAM_BETA1", "ADAM_BETA2", "ADAM_EPS",
            "QUANTITIES", "NQ", "batch_order", "optimizer_step", "adam_corrections", "is_diverged",
-           "saturated", "shifted_moments", "check_batchnorm_layout", "evaluation", "VAL_QUANTITIES"]
+           "saturated", "shifted_moments", "check_batchnorm_layout", "evaluation", "VAL_QUANTITIES",
+           "SCHEDULE_CODE", "lr_factor", "clip_scale", "decayed", "is_reached", "frozen_at", "CLIP_EPS"]
 
 # held-out telemetry, in the order of rec_val's second axis (and of final_val's first)
 VAL_QUANTITIES = ("val_loss", "accuracy", "val_accuracy")
+# learning-rate schedules: their codes in the kernels' schedule array
+# sched = [code, warmup, warmup_start, factor, every, floor, period] (float64; see lr_factor)
+SCHEDULE_CODE = {"constant": 0, "step": 1, "cosine": 2}
+CLIP_EPS = 1e-6           # torch.nn.utils.clip_grad_norm_'s guard: max_norm / (norm + 1e-6)
 
 
 @cpu_kernel(ordered=True)
@@ -102,3 +107,53 @@ def evaluation(units, right, m, val_loss, val_right, m_val):
     if m_val == 0:
         return math.nan, acc, math.nan
     return val_loss, acc, (val_right / (m_val * units) if units > 0 else math.nan)
+
+
+@cpu_kernel(ordered=True)
+def lr_factor(sched, t):
+    r"""The factor of the learning rate at (global) step t, :math:`\eta_t = \eta\,f(t)`, of the
+    schedule ``sched`` = [code, w, s0, gamma, every, floor, T] (:class:`simcore.LRSchedule`):
+    warmup :math:`f = s_0 + (1 - s_0)\,t / w` for :math:`t < w`; then with :math:`u = t - w`:
+    constant 1; step :math:`\gamma^{\lfloor u / every \rfloor}`; cosine
+    :math:`floor + (1 - floor)(1 + \cos(\pi \min(u, T) / T)) / 2`."""
+    w = int(sched[1])
+    if t < w:
+        return sched[2] + (1.0 - sched[2]) * t / w
+    u = t - w
+    code = int(sched[0])
+    if code == 1:
+        return sched[3] ** float(u // int(sched[4]))
+    if code == 2:
+        period = sched[6]
+        return sched[5] + (1.0 - sched[5]) * (1.0 + math.cos(math.pi * min(u, period) / period)) / 2.0
+    return 1.0
+
+
+@cpu_kernel(ordered=True)
+def clip_scale(sum_sq, max_norm):
+    r"""The factor global-norm clipping multiplies a network's gradients by, as
+    ``torch.nn.utils.clip_grad_norm_``: :math:`\min(1, c / (\lVert g \rVert_2 + 10^{-6}))` with
+    :math:`\lVert g \rVert_2 = \sqrt{\sum g^2}` over all of the network's gradients."""
+    return min(max_norm / (math.sqrt(sum_sq) + CLIP_EPS), 1.0)
+
+
+@cpu_kernel(ordered=True)
+def decayed(g, wd, theta):
+    r"""L2 weight decay as ``torch.optim``'s ``weight_decay``: :math:`g + \lambda \theta`, the
+    gradient the optimizer's rule then sees (Adam's too: not AdamW)."""
+    return g + wd * theta
+
+
+@cpu_kernel(ordered=True)
+def is_reached(loss, target):
+    """A network has reached its target when its loss is <= it (never for a NaN target)."""
+    return loss <= target
+
+
+@cpu_kernel(ordered=True)
+def frozen_at(diverged_at, reached_at, stop_at_target):
+    """The step from which a network is frozen (no more updates): the step it diverged, or with
+    ``stop_at_target`` the step it reached its target, whichever came first; -1 while it trains."""
+    if stop_at_target and reached_at >= 0 and (diverged_at < 0 or reached_at < diverged_at):
+        return reached_at
+    return diverged_at

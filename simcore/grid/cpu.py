@@ -47,8 +47,8 @@ from ..scalar import exp
 from ..simd import (VBYTES, fma4, fma4x4, load4, load4x4, store4, store4x4, vfma, vload, vsplat, vstore,
                     vzero, width)
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
-                   batch_order, check_batchnorm_layout, evaluation, is_diverged, optimizer_step,
-                   saturated, shifted_moments)
+                   batch_order, check_batchnorm_layout, clip_scale, decayed, evaluation, frozen_at,
+                   is_diverged, is_reached, lr_factor, optimizer_step, saturated, shifted_moments)
 
 LANES = 32                # networks per block: four AVX-512 registers of float64
 CHUNK = 16                # samples per chunk of the batch (buffers stay in cache)
@@ -456,6 +456,7 @@ def train_kernel(batchnorm):
     def train_lanes(theta, layout, act, loss_code, X, Y,
                     Xv, Yv, rec_val_all, final_val_all,
                     seeds_all, lr_all, mom_all, ref_all, opt,
+                    wd_all, clip_all, sched, target_all, stop_at_target, t0, v_all, m_all, reached_all,
                     steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
                     final_all, first_block, end_block, nl, stop):
         """Train blocks [first_block, end_block) of ``nl`` (= LANES) networks of one
@@ -464,6 +465,13 @@ def train_kernel(batchnorm):
         releases the GIL). ``ref_all[g]`` is the loss network g's divergence test compares with
         (a negative value: its own loss at step 0). A non-zero ``stop[0]`` (Ctrl-C, see
         :mod:`simcore.interrupt`) makes it return before the next step, results unfinished.
+
+        The training continues from global step ``t0`` (0 for a new one): the optimizer's
+        moments start from v_all, m_all (P, G) and are written back there, diverged_all and
+        reached_all (G,) hold the steps of divergence and of reaching ``target_all`` so far
+        (-1: not yet) and are updated; ``sched`` is the learning-rate schedule
+        (:func:`simcore.grid.core.lr_factor`), ``wd_all`` the weight decay and ``clip_all`` the
+        gradient-norm clipping (0: none) of each network.
 
         Without batch norm a batch is processed in chunks of CHUNK samples (forward, loss and
         backward of a chunk, gradients summed over chunks), so the per-layer buffers stay in
@@ -536,6 +544,12 @@ def train_kernel(batchnorm):
         rec_loss = np.empty(R * nl, np.float64).reshape((R, nl))
         rec_layer = np.empty(R * n_layers * NQ * nl, np.float64).reshape((R, n_layers, NQ, nl))
         diverged_at = np.empty(nl, np.int64)  # -1 while the network is alive
+        reached_at = np.empty(nl, np.int64)   # -1 until the network's loss reaches its target
+        frozen = np.empty(nl, np.int64)       # the step it stopped training at, -1 while it trains
+        wd = np.empty(nl, np.float64)
+        clip = np.empty(nl, np.float64)
+        target = np.empty(nl, np.float64)
+        lrt = np.empty(nl, np.float64)        # the step's learning rate, lr * lr_factor(t)
         final_loss = np.empty(nl, np.float64)
         vloss = np.empty(nl, np.float64)
         right = np.empty(2 * nl, np.float64).reshape((2, nl))  # right predictions: batch, held-out set
@@ -548,26 +562,48 @@ def train_kernel(batchnorm):
                 g = g0 + k if k < gb else g0
                 for p in range(P):
                     th[p, k] = theta[p, g]
-                    v[p, k] = 0.0
-                    m[p, k] = 0.0
+                    v[p, k] = v_all[p, g]
+                    m[p, k] = m_all[p, g]
                 lr[k] = lr_all[g] if k < gb else 0.0
                 mom[k] = mom_all[g]
                 ref[k] = ref_all[g]
-                diverged_at[k] = -1
+                diverged_at[k] = diverged_all[g]
+                reached_at[k] = reached_all[g]
+                frozen[k] = frozen_at(diverged_at[k], reached_at[k], stop_at_target)
+                wd[k] = wd_all[g]
+                clip[k] = clip_all[g]
+                target[k] = target_all[g]
+            any_wd = False
+            any_clip = False
+            for k in range(gb):
+                any_wd = any_wd or wd[k] != 0.0
+                any_clip = any_clip or clip[k] > 0.0
+            rec_loss[:] = np.nan  # records of steps a frozen block skips stay NaN
+            rec_layer[:] = np.nan
+            rec_val[:] = np.nan
             c1 = 1.0
             c2 = 1.0
             for t in range(steps + 1):
                 if stop_requested(stop):  # Ctrl-C in the caller (simcore.interrupt)
                     return
+                tg = t0 + t  # the global step: schedule, Adam's corrections, minibatch order
+                # the whole block frozen before this step: nothing to compute (step 0 always runs:
+                # it sets the divergence references)
+                if 0 < t < steps:
+                    idle = True
+                    for k in range(gb):
+                        idle = idle and 0 <= frozen[k] < tg
+                    if idle:
+                        continue
                 final = t == steps
                 record = t % record_every == 0 or final
                 use_mini = minibatch and not final
                 nb = batch if use_mini else n
-                if use_mini and t % n_batches == 0:
+                if use_mini and (tg % n_batches == 0 or t == 0):
                     for k in range(nl):
                         net = g0 + k if k < gb else g0  # padding lanes copy network g0
-                        batch_order(seeds_all[net], t // n_batches, n, order[k])
-                pos = (t % n_batches) * batch
+                        batch_order(seeds_all[net], tg // n_batches, n, order[k])
+                pos = (tg % n_batches) * batch
                 for k in range(nl):
                     loss[k] = 0.0
                     vloss[k] = 0.0
@@ -662,7 +698,10 @@ def train_kernel(batchnorm):
                         loss0[k] = loss[k] if ref[k] < 0.0 else ref[k]
                 for k in range(nl):
                     if diverged_at[k] < 0 and is_diverged(loss[k], loss0[k]):
-                        diverged_at[k] = t
+                        diverged_at[k] = tg
+                    if reached_at[k] < 0 and frozen[k] < 0 and is_reached(loss[k], target[k]):
+                        reached_at[k] = tg
+                    frozen[k] = frozen_at(diverged_at[k], reached_at[k], stop_at_target)
                     if final:
                         final_loss[k] = loss[k]
                 if record:
@@ -672,10 +711,10 @@ def train_kernel(batchnorm):
                                      nb * layout[l, FAN_OUT], tacc[l], tele)
                         for q in range(NQ):
                             for k in range(nl):
-                                keep = diverged_at[k] < 0 or diverged_at[k] == t
+                                keep = frozen[k] < 0 or frozen[k] == tg
                                 rec_layer[r, l, q, k] = tele[q, k] if keep else np.nan
                     for k in range(nl):
-                        keep = diverged_at[k] < 0 or diverged_at[k] == t
+                        keep = frozen[k] < 0 or frozen[k] == tg
                         rec_loss[r, k] = loss[k] if keep else np.nan
                         held_out = evaluation(units, right[0, k], nb, vloss[k], right[1, k], n_val)
                         for q in range(3):
@@ -686,26 +725,49 @@ def train_kernel(batchnorm):
                     break
                 # --- the update, masked per lane (a diverged network stays frozen) ----------------
                 if opt == 3:
-                    c1, c2 = adam_corrections(t)
+                    c1, c2 = adam_corrections(tg)
+                # the gradient's transformations, as a torch loop: clip_grad_norm_, then the
+                # optimizer's weight decay; each skipped where no lane of the block uses it
+                if any_clip:
+                    for k in range(nl):
+                        acc[0, k] = 0.0
+                    for p in range(P):
+                        for k in range(nl):
+                            acc[0, k] += gr[p, k] * gr[p, k]
+                    for k in range(nl):
+                        acc[0, k] = clip_scale(acc[0, k], clip[k]) if clip[k] > 0.0 else 1.0
+                    for p in range(P):
+                        for k in range(nl):
+                            gr[p, k] = gr[p, k] * acc[0, k] if clip[k] > 0.0 else gr[p, k]
+                if any_wd:
+                    for p in range(P):
+                        for k in range(nl):
+                            gr[p, k] = decayed(gr[p, k], wd[k], th[p, k]) if wd[k] != 0.0 else gr[p, k]
+                f = lr_factor(sched, tg)
+                for k in range(nl):
+                    lrt[k] = lr[k] * f
                 for p in range(P):
                     for k in range(nl):
-                        alive = diverged_at[k] < 0
+                        alive = frozen[k] < 0
                         step, vk, mk = optimizer_step(opt, gr[p, k], v[p, k], m[p, k], mom[k], c1, c2)
                         v[p, k] = vk if alive else v[p, k]
                         m[p, k] = mk if alive else m[p, k]
-                        new = th[p, k] - lr[k] * step
+                        new = th[p, k] - lrt[k] * step
                         th[p, k] = new if alive else th[p, k]
             # --- write the block back -------------------------------------------------------------
             for k in range(gb):
                 g = g0 + k
                 for p in range(P):
                     theta[p, g] = th[p, k]
+                    v_all[p, g] = v[p, k]
+                    m_all[p, g] = m[p, k]
                 for r in range(R):
                     rec_loss_all[r, g] = rec_loss[r, k]
                     for l in range(n_layers):
                         for q in range(NQ):
                             rec_layer_all[r, l, q, g] = rec_layer[r, l, q, k]
                 diverged_all[g] = diverged_at[k]
+                reached_all[g] = reached_at[k]
                 final_all[g] = final_loss[k]
                 for q in range(3):
                     final_val_all[q, g] = final_val[q, k]

@@ -23,7 +23,8 @@ same telemetry, same divergence rule. Every sum runs in the same order as there 
 inputs in order, samples in order), and batch norm, the losses and the telemetry call the lane
 kernels themselves on views of one network's buffers (a view with the columns as lanes, or with
 one lane), so the two strategies agree bitwise where the order of every sum is the same.
-A network that diverges is frozen at once: only its final evaluation remains to be computed.
+A network that diverges (or, with ``stop_at_target``, reaches its target) is frozen at once:
+only its final evaluation remains to be computed.
 """
 import functools
 
@@ -36,7 +37,8 @@ from ..interrupt import stop_requested
 from ..simd import width
 from ..losses import accuracy_units
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
-                   batch_order, check_batchnorm_layout, evaluation, is_diverged, optimizer_step)
+                   batch_order, check_batchnorm_layout, clip_scale, decayed, evaluation, frozen_at,
+                   is_diverged, is_reached, lr_factor, optimizer_step)
 from .cpu import (_bn_apply, _bn_backward, _bn_forward, _chunk_plan, _count_correct, _empty_aligned, _loss_lanes,
                   _output_lanes, _tele_accumulate, _tele_finish, _view)
 
@@ -50,6 +52,43 @@ def _cols(buf, base, nb, ld, w):
     return buf[base:base + nb * ld].reshape((nb, ld))[:, :w, np.newaxis]
 
 
+@cpu_kernel(ordered=True)
+def _to_padded(v_all, m_all, g, layout, l, ow, ob, og, w, v, m):
+    """Layer l of network g's optimizer state, columns g of v_all and m_all (P, G) in the MLP
+    layout, into the padded v and m (W at ow with rows of w, b at ob, gamma and beta at og)."""
+    fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+    for i in range(fi):
+        for j in range(fo):
+            v[ow + i * w + j] = v_all[layout[l, OFF_W] + i * fo + j, g]
+            m[ow + i * w + j] = m_all[layout[l, OFF_W] + i * fo + j, g]
+    for j in range(fo):
+        v[ob + j] = v_all[layout[l, OFF_B] + j, g]
+        m[ob + j] = m_all[layout[l, OFF_B] + j, g]
+        if og >= 0:
+            v[og + j] = v_all[layout[l, OFF_GAMMA] + j, g]
+            m[og + j] = m_all[layout[l, OFF_GAMMA] + j, g]
+            v[og + w + j] = v_all[layout[l, OFF_BETA] + j, g]
+            m[og + w + j] = m_all[layout[l, OFF_BETA] + j, g]
+
+
+@cpu_kernel(ordered=True)
+def _from_padded(v, m, layout, l, ow, ob, og, w, v_all, m_all, g):
+    """The inverse of :func:`_to_padded`: layer l of the padded v, m into columns g of v_all, m_all."""
+    fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
+    for i in range(fi):
+        for j in range(fo):
+            v_all[layout[l, OFF_W] + i * fo + j, g] = v[ow + i * w + j]
+            m_all[layout[l, OFF_W] + i * fo + j, g] = m[ow + i * w + j]
+    for j in range(fo):
+        v_all[layout[l, OFF_B] + j, g] = v[ob + j]
+        m_all[layout[l, OFF_B] + j, g] = m[ob + j]
+        if og >= 0:
+            v_all[layout[l, OFF_GAMMA] + j, g] = v[og + j]
+            m_all[layout[l, OFF_GAMMA] + j, g] = m[og + j]
+            v_all[layout[l, OFF_BETA] + j, g] = v[og + w + j]
+            m_all[layout[l, OFF_BETA] + j, g] = m[og + w + j]
+
+
 @functools.lru_cache(maxsize=None)
 def train_kernel(batchnorm):
     """The per-network training kernel ``train_networks``, compiled with or without batch norm
@@ -60,6 +99,7 @@ def train_kernel(batchnorm):
     def train_networks(theta, layout, act, loss_code, X, Y,
                        Xv, Yv, rec_val_all, final_val_all,
                        seeds_all, lr_all, mom_all, ref_all, opt,
+                       wd_all, clip_all, sched, target_all, stop_at_target, t0, v_all, m_all, reached_all,
                        steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
                        final_all, first_block, end_block, nl, stop):
         """Train networks [first_block * nl, end_block * nl) of theta (P, G), one after the other,
@@ -156,6 +196,8 @@ def train_kernel(batchnorm):
                         th[pg[l] + wp[l] + j] = theta[layout[l, OFF_BETA] + j, g]
             v[:] = 0.0
             m[:] = 0.0
+            for l in range(n_layers):  # the optimizer's state where it trained before, else 0
+                _to_padded(v_all, m_all, g, layout, l, pw[l], pb[l], pg[l], wp[l], v, m)
             for r in range(R):
                 rec_loss_all[r, g] = np.nan
                 for q in range(3):
@@ -165,11 +207,15 @@ def train_kernel(batchnorm):
                         rec_layer_all[r, l, q, g] = np.nan
             lr, mu, seed = lr_all[g], mom_all[g], seeds_all[g]
             loss0 = 0.0
-            diverged_at = -1
+            diverged_at = diverged_all[g]
+            reached_at = reached_all[g]
+            frozen = frozen_at(diverged_at, reached_at, stop_at_target)
+            wd, clip, target = wd_all[g], clip_all[g], target_all[g]
             t = 0
             while True:
                 if stop_requested(stop):  # Ctrl-C in the caller (simcore.interrupt)
                     return
+                tg = t0 + t  # the global step: schedule, Adam's corrections, minibatch order
                 # W^T of every layer that passes a delta back, from the current W
                 for l in range(1, n_layers):
                     fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
@@ -180,9 +226,9 @@ def train_kernel(batchnorm):
                 record = t % record_every == 0 or final
                 use_mini = minibatch and not final
                 nb = batch if use_mini else n
-                if use_mini and t % n_batches == 0:
-                    batch_order(seed, t // n_batches, n, order)
-                pos = (t % n_batches) * batch
+                if use_mini and (tg % n_batches == 0 or t == 0):
+                    batch_order(seed, tg // n_batches, n, order)
+                pos = (tg % n_batches) * batch
                 loss[0] = 0.0
                 vloss[0] = 0.0
                 right[:] = 0.0
@@ -276,9 +322,12 @@ def train_kernel(batchnorm):
                 if t == 0:
                     loss0 = lt if ref_all[g] < 0.0 else ref_all[g]
                 if diverged_at < 0 and is_diverged(lt, loss0):
-                    diverged_at = t
+                    diverged_at = tg
+                if reached_at < 0 and frozen < 0 and is_reached(lt, target):
+                    reached_at = tg
+                frozen = frozen_at(diverged_at, reached_at, stop_at_target)
                 held_out = evaluation(units, right[0, 0], nb, vloss[0], right[1, 0], n_val)
-                if record and (diverged_at < 0 or diverged_at == t):
+                if record and (frozen < 0 or frozen == tg):
                     r = t // record_every if t % record_every == 0 else R - 1
                     for q in range(3):
                         rec_val_all[r, q, g] = held_out[q]
@@ -293,11 +342,23 @@ def train_kernel(batchnorm):
                     for q in range(3):
                         final_val_all[q, g] = held_out[q]
                     break
-                if diverged_at >= 0:  # frozen: only the final evaluation is left
+                if frozen >= 0:  # frozen: only the final evaluation is left
                     t = steps
                     continue
                 # --- the update ---------------------------------------------------------------------
-                c1, c2 = adam_corrections(t)
+                c1, c2 = adam_corrections(tg)
+                # clip_grad_norm_, then the optimizer's weight decay, as a torch loop (padding is 0)
+                if clip > 0.0:
+                    sq = 0.0
+                    for p in range(Pp):
+                        sq += gr[p] * gr[p]
+                    scale = clip_scale(sq, clip)
+                    for p in range(Pp):
+                        gr[p] = gr[p] * scale
+                if wd != 0.0:
+                    for p in range(Pp):
+                        gr[p] = decayed(gr[p], wd, th[p])
+                lr = lr_all[g] * lr_factor(sched, tg)
                 for p in range(Pp):
                     step, vk, mk = optimizer_step(opt, gr[p], v[p], m[p], mu, c1, c2)
                     v[p] = vk
@@ -315,6 +376,8 @@ def train_kernel(batchnorm):
                     if pg[l] >= 0:
                         theta[layout[l, OFF_GAMMA] + j, g] = th[pg[l] + j]
                         theta[layout[l, OFF_BETA] + j, g] = th[pg[l] + wp[l] + j]
+                _from_padded(v, m, layout, l, pw[l], pb[l], pg[l], wp[l], v_all, m_all, g)
             diverged_all[g] = diverged_at
+            reached_all[g] = reached_at
 
     return train_networks

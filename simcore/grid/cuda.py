@@ -47,7 +47,8 @@ from ..losses import (CE, accuracy_units, ce_delta, ce_row_loss, correct_units, 
                       softmax_shift, unit_loss)
 from ..scalar import act_deriv, act_value, normal, stream_key, uniform
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
-                   batch_order, evaluation, is_diverged, optimizer_step, saturated, shifted_moments)
+                   batch_order, clip_scale, decayed, evaluation, frozen_at, is_diverged, is_reached,
+                   lr_factor, optimizer_step, saturated, shifted_moments)
 
 _SHARED_BYTES = 48 * 1024       # the dynamic shared memory every CUDA GPU grants a block
 _SCRATCH_BYTES = 2 * 1024 ** 3  # global scratch memory the engine allows itself
@@ -128,6 +129,11 @@ _stream_key = gpu_device(stream_key)
 _normal = gpu_device(normal)
 _uniform = gpu_device(uniform)
 _batch_order = gpu_device(batch_order)
+_lr_factor = gpu_device(lr_factor)
+_clip_scale = gpu_device(clip_scale)
+_decayed = gpu_device(decayed)
+_is_reached = gpu_device(is_reached)
+_frozen_at = gpu_device(frozen_at)
 _exp = _for_gpu(fastmath.exp)
 
 
@@ -413,10 +419,28 @@ def _update(opt, th, gr, v, m, P, lr, mu, c1, c2, alive):
 
 
 @gpu_device
+def _transform_grads(th, gr, P, clip, wd, red):
+    """clip_grad_norm_ (clip > 0), then the optimizer's weight decay (wd != 0), on the block's
+    network (threads over parameters, each the parameters its _update handles)."""
+    if clip > 0.0:
+        sq = 0.0
+        for p in range(cuda.threadIdx.x, P, cuda.blockDim.x):
+            sq += gr[p] * gr[p]
+        _block_sum(red, 1, sq, 0.0, 0.0, 0.0, 0.0)
+        scale = _clip_scale(red[0], clip)
+        for p in range(cuda.threadIdx.x, P, cuda.blockDim.x):
+            gr[p] = gr[p] * scale
+    if wd != 0.0:
+        for p in range(cuda.threadIdx.x, P, cuda.blockDim.x):
+            gr[p] = _decayed(gr[p], wd, th[p])
+
+
+@gpu_device
 def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, theta, layout, act,
                    loss_code, X, Y,
                    Xv, Yv, vidx, rec_val, final_val,
-                   seeds, lrs, moms, refs, opt, steps, batch, record_every,
+                   seeds, lrs, moms, refs, opt, wds, clips, sched, targets,
+                   stop_at_target, t0, v_all, m_all, reached_all, steps, batch, record_every,
                    rec_loss, rec_layer, diverged_all, final_all, stop, halt):
     """Train network g with the whole block (see the module docstring); th, gr are its
     parameters and gradients (shared or global), v, m the optimizer's state, fb the per-sample
@@ -439,14 +463,16 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
     n_batches = n // batch
     for p in range(tid, P, T):
         th[p] = theta[p, g]
-        v[p] = 0.0
-        m[p] = 0.0
+        v[p] = v_all[p, g]
+        m[p] = m_all[p, g]
     seed = seeds[g]
     lr = lrs[g]
     mu = moms[g]
     ref = refs[g]
-    alive = True
-    dv = -1
+    dv = diverged_all[g]
+    reached = reached_all[g]
+    frozen = _frozen_at(dv, reached, stop_at_target)
+    alive = frozen < 0
     loss0 = 0.0
     c1 = 1.0
     c2 = 1.0
@@ -461,15 +487,20 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
             cuda.syncthreads()
             if halt[0] != 0:
                 break
+        tg = t0 + t  # the global step: schedule, Adam's corrections, minibatch order
+        # frozen before this step: only the final evaluation is left (step 0 always runs: it
+        # sets the divergence reference)
+        if 0 < t < steps and 0 <= frozen < tg:
+            continue
         final = t == steps
         record = t % record_every == 0 or final
         use_mini = minibatch and not final
         nb = batch if use_mini else n
-        if use_mini and t % n_batches == 0:
+        if use_mini and (tg % n_batches == 0 or t == 0):
             if tid == 0:
-                _batch_order(seed, t // n_batches, n, order)
+                _batch_order(seed, tg // n_batches, n, order)
             cuda.syncthreads()
-        pos = (t % n_batches) * batch
+        pos = (tg % n_batches) * batch
         a0 = lofs[0, 0]
         for s in range(tid, nb, T):
             idx = order[pos + s] if use_mini else s
@@ -483,10 +514,13 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
         # --- divergence is data --------------------------------------------------------------
         if t == 0:
             loss0 = loss if ref < 0.0 else ref
-        if alive and _is_diverged(loss, loss0):
-            alive = False
-            dv = t
-        keep = alive or dv == t
+        if dv < 0 and _is_diverged(loss, loss0):
+            dv = tg
+        if reached < 0 and frozen < 0 and _is_reached(loss, targets[g]):
+            reached = tg
+        frozen = _frozen_at(dv, reached, stop_at_target)
+        alive = frozen < 0
+        keep = alive or frozen == tg
         # --- backward: the delta of layer l in cur, the one below built in oth ---------------
         cur = d1
         oth = d2
@@ -560,13 +594,17 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
             break
         # --- the update (a diverged network stays frozen) ------------------------------------
         if opt == 3:
-            c1, c2 = _adam_corrections(t)
-        _update(opt, th, gr, v, m, P, lr, mu, c1, c2, alive)
+            c1, c2 = _adam_corrections(tg)
+        _transform_grads(th, gr, P, clips[g], wds[g], red)
+        _update(opt, th, gr, v, m, P, lr * _lr_factor(sched, tg), mu, c1, c2, alive)
         cuda.syncthreads()
     for p in range(tid, P, T):
         theta[p, g] = th[p]
+        v_all[p, g] = v[p]
+        m_all[p, g] = m[p]
     if tid == 0:
         diverged_all[g] = dv
+        reached_all[g] = reached
     cuda.syncthreads()
 
 
@@ -590,7 +628,8 @@ def _train_kernel(dtype, tpb, shared):
     if shared:
         def kernel(theta, layout, act, loss_code, X, Y,
                    Xv, Yv, vidx, rec_val, final_val,
-                   seeds, lrs, moms, refs, opt, steps, batch,
+                   seeds, lrs, moms, refs, opt, wds, clips, sched,
+                   targets, stop_at_target, t0, v_all, m_all, reached_all, steps, batch,
                    record_every, rec_loss, rec_layer, diverged_all, final_all, lofs, d1, d2,
                    fbuf, sbuf, ibuf, wbuf, stop):
             red = cuda.shared.array(red_size, nb_float64)
@@ -609,14 +648,16 @@ def _train_kernel(dtype, tpb, shared):
                                ib[n:2 * n], red, lofs, d1, d2, theta, layout, act, loss_code, X,
                                Y,
                                Xv, Yv, vidx, rec_val, final_val,
-                               seeds, lrs, moms, refs, opt, steps, batch, record_every,
+                               seeds, lrs, moms, refs, opt, wds, clips, sched, targets,
+                               stop_at_target, t0, v_all, m_all, reached_all, steps, batch, record_every,
                                rec_loss, rec_layer, diverged_all, final_all, stop,
                                halt)
                 g += cuda.gridDim.x
     else:
         def kernel(theta, layout, act, loss_code, X, Y,
                    Xv, Yv, vidx, rec_val, final_val,
-                   seeds, lrs, moms, refs, opt, steps, batch,
+                   seeds, lrs, moms, refs, opt, wds, clips, sched,
+                   targets, stop_at_target, t0, v_all, m_all, reached_all, steps, batch,
                    record_every, rec_loss, rec_layer, diverged_all, final_all, lofs, d1, d2,
                    fbuf, sbuf, ibuf, wbuf, stop):
             red = cuda.shared.array(red_size, nb_float64)
@@ -632,8 +673,9 @@ def _train_kernel(dtype, tpb, shared):
                                sbuf[b], ib[0:n], ib[n:2 * n], red, lofs, d1, d2, theta, layout,
                                act, loss_code, X, Y,
                                Xv, Yv, vidx, rec_val, final_val,
-                               seeds, lrs, moms, refs, opt, steps, batch,
-                               record_every, rec_loss, rec_layer, diverged_all, final_all, stop,
+                               seeds, lrs, moms, refs, opt, wds, clips,
+                               sched, targets, stop_at_target, t0, v_all, m_all, reached_all,
+                               steps, batch, record_every, rec_loss, rec_layer, diverged_all, final_all, stop,
                                halt)
                 g += cuda.gridDim.x
 
@@ -703,14 +745,17 @@ def _scratch_layout(layout, n):
 def train_blocks_cuda(theta, layout, act, loss_code, X, Y,
                       Xv, Yv, rec_val_all, final_val_all,
                       seeds_all, lr_all, mom_all, ref_all,
-                      opt, steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
+                      opt, wd_all, clip_all, sched, target_all, stop_at_target, t0, v_all, m_all,
+                      reached_all, steps, batch, record_every, rec_loss_all, rec_layer_all, diverged_all,
                       final_all, stop=None):
     """Train the G networks of one architecture on the GPU; the contract of the CPU's
     ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`; without the block range): theta
     (P, G) is updated in place, telemetry written to rec_loss_all (R, G) and rec_layer_all
     (R, L, NQ, G), the step of divergence (-1: none) to diverged_all (G,) and the full-data
     loss at the end to final_all; the held-out set (Xv, Yv; no rows: none) as there, into
-    rec_val_all (R, 3, G) and final_val_all (3, G).
+    rec_val_all (R, 3, G) and final_val_all (3, G). The training's options (weight decay,
+    clipping, the schedule, targets, and a resumed state: ``t0``, the moments v_all and m_all,
+    diverged_all and reached_all read and written back) as in ``train_lanes``.
 
     The call waits for the kernel in short slices, so Ctrl-C stops it within
     ``STOP_POLL_STEPS`` steps (:func:`simcore.interrupt.wait_device`) and raises
@@ -738,6 +783,9 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y,
     d_final = dev(final_all)
     d_rec_val = dev(rec_val_all)
     d_final_val = dev(final_val_all)
+    d_v = dev(v_all)
+    d_m = dev(m_all)
+    d_reached = dev(reached_all)
     fbuf = cuda.device_array((nblk, fsize), dtype)
     sbuf = cuda.device_array((nblk, st_size), np.float64)
     ibuf = cuda.device_array((nblk, 2 * n), np.int64)
@@ -746,7 +794,9 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y,
     kernel[nblk, tpb, 0, shared_bytes](
         d_theta, dev(np.ascontiguousarray(layout)), int(act), int(loss_code), dev(X), dev(Y),
         dev(Xv), dev(Yv), dev(np.arange(max(Xv.shape[0], 1), dtype=np.int64)), d_rec_val, d_final_val,
-        dev(seeds_all), dev(lr_all), dev(mom_all), dev(ref_all), int(opt), int(steps), int(batch),
+        dev(seeds_all), dev(lr_all), dev(mom_all), dev(ref_all), int(opt), dev(wd_all),
+        dev(clip_all), dev(sched), dev(target_all), bool(stop_at_target), int(t0), d_v, d_m, d_reached,
+        int(steps), int(batch),
         int(record_every), d_rec_loss, d_rec_layer, d_div, d_final, dev(lofs), d1, d2, fbuf, sbuf,
         ibuf, wbuf, stop)
     _wait(stop)
@@ -757,3 +807,6 @@ def train_blocks_cuda(theta, layout, act, loss_code, X, Y,
     d_final.copy_to_host(final_all)
     d_rec_val.copy_to_host(rec_val_all)
     d_final_val.copy_to_host(final_val_all)
+    d_v.copy_to_host(v_all)
+    d_m.copy_to_host(m_all)
+    d_reached.copy_to_host(reached_all)

@@ -32,10 +32,12 @@ class GridResult:
         ``arch`` (the layer widths joined by "-", e.g. "2-16-16-1"), ``activation``,
         ``batchnorm`` (bool), ``lr``, ``seed`` (uint64: the key of its initial draw and
         minibatch orders), ``init_scale``, ``bias_scale``, ``momentum`` (0 for an optimizer
-        without it), ``strategy`` (how it was trained: "lanes", "gemm" or "cuda"), and
+        without it), ``strategy`` (how it was trained: "lanes", "gemm" or "cuda"),
         ``final_loss``, ``diverged``, ``diverged_at``, ``final_val_loss``, ``final_accuracy``,
-        ``final_val_accuracy`` as the attributes of those names, and ``n_val`` (rows of the
-        held-out set, 0 without one).
+        ``final_val_accuracy`` as the attributes of those names, ``n_val`` (rows of the
+        held-out set, 0 without one), and the training's options: ``weight_decay`` (0: none),
+        ``clip_norm`` (NaN: none), ``target_loss`` (NaN: none), ``reached_at`` as the attribute
+        below, ``stop_at_target`` (bool).
     nets : list of MLP or None
         The G networks' architectures (one MLP per network, the same object for networks of one
         architecture), or None where the result was built without them.
@@ -46,6 +48,19 @@ class GridResult:
         where its logit > 0; ce: the arg max, ties to the first). NaN where not defined (mse
         losses have no accuracy; no held-out set); None in a result built without them (a file
         of an older simcore).
+    reached_at : (G,) int64 or None
+        The first step whose loss (the one recorded at that step) was <= the network's
+        ``target_loss``; -1 if never (or no target). With ``stop_at_target`` the network was
+        frozen there: its telemetry ends at that step.
+    state : dict or None
+        What ``train_grid(..., resume=result)`` continues from: ``step`` (the steps trained so
+        far), ``optimizer``, ``n`` (samples) and ``batch`` (the batch size), ``schedule`` (the
+        learning-rate schedule, encoded as :meth:`simcore.LRSchedule.encode`), ``loss0`` (G,)
+        (each network's divergence reference), ``diverged_at`` and ``reached_at`` (G,) (as the
+        attributes, less a step found only in the last step's full-data loss of a minibatch
+        training), ``v`` and ``m`` (the optimizer's moments: every network's parameters in the
+        flat layout of :meth:`simcore.MLP.pack`, end to end in the grid's order). Arrays only,
+        so that :meth:`save` stores it.
 
     ``print(res)`` gives a one-line summary; :meth:`history` the telemetry; :meth:`save` and
     :meth:`load` a file (:mod:`simcore.io`).
@@ -63,6 +78,8 @@ class GridResult:
     final_accuracy: np.ndarray = field(default=None, repr=False)
     final_val_accuracy: np.ndarray = field(default=None, repr=False)
     _val_groups: list = field(default=None, repr=False)  # [rec_val (R, 3, Gg)], one per group of _groups
+    reached_at: np.ndarray = field(default=None, repr=False)
+    state: dict = field(default=None, repr=False)
 
     def __repr__(self):
         G = len(self.final_loss)
@@ -91,7 +108,8 @@ class GridResult:
         ``val_loss`` (the mean loss over the held-out set at that step's parameters), ``accuracy``
         (on the batch used at that step) and ``val_accuracy`` (on the held-out set): per network
         and step, repeated on its layers' rows; NaN where not defined (no held-out set, mse
-        losses, a result without them). Steps after a network diverged are absent.
+        losses, a result without them). Steps after a network diverged (or, with
+        ``stop_at_target``, reached its target) are absent.
         """
         frames = []
         R = len(self.record_steps)
@@ -111,9 +129,19 @@ class GridResult:
                 cols[name] = rec_layer[:, :, q, :].ravel()
             frames.append(pd.DataFrame(cols))
         df = pd.concat(frames, ignore_index=True)
-        after = self.diverged_at[df["network"].to_numpy()]
+        after = self.frozen_at()[df["network"].to_numpy()]
         df = df[(after < 0) | (df["step"].to_numpy() <= after)]
         return df.sort_values(["network", "step", "layer"], kind="stable").reset_index(drop=True)
+
+    def frozen_at(self):
+        """(G,) int64: the step each network stopped training at, the step it diverged or (with
+        ``stop_at_target``) reached its target, whichever came first; -1 for none."""
+        frozen = np.asarray(self.diverged_at).copy()
+        if self.reached_at is not None and "stop_at_target" in self.config:
+            reached = np.asarray(self.reached_at)
+            stop = self.config["stop_at_target"].to_numpy(bool) & (reached >= 0)
+            frozen = np.where(stop & ((frozen < 0) | (reached < frozen)), reached, frozen)
+        return frozen
 
     # --- the file ------------------------------------------------------------------------------
     def save(self, path):
