@@ -219,3 +219,34 @@ def test_a_result_without_the_held_out_fields_reads_nan(tmp_path):
     back = GridResult.load(tmp_path / "old.npz")
     assert back.final_accuracy is None and back._val_groups is None
     pd.testing.assert_frame_equal(back.history(), old.history(), check_exact=True)
+
+
+@pytest.mark.parametrize("strategy", ["lanes", "gemm"])
+def test_held_out_values_follow_stop_at_target_and_resume(strategy):
+    """With the training's options: a network stopped at its target records its held-out values
+    up to that step and none after (a block of lanes whose networks all stopped skips its steps
+    too), its final ones at its frozen parameters; two resumed halves record the held-out values
+    of one whole training, bitwise."""
+    X, y = data("bce", 40, 0)
+    Xv, yv = data("bce", 27, 1)
+    net = make_net("bce")
+    lr = np.r_[np.full(32, 0.5), np.geomspace(0.05, 1.0, 8)]
+    target = np.r_[np.full(32, np.inf), np.full(8, 0.6)]  # the first block stops at step 0
+    kw = dict(lr=lr, record_every=2, strategy=strategy, validation=(Xv, yv), target_loss=target,
+              stop_at_target=True)
+    res = train_grid(net, X, y, steps=12, **kw)
+    h = res.history().query("layer == 1")
+    first = h[h["network"] < 32]
+    assert (first["step"] == 0).all() and first[VAL].notna().all().all()
+    assert np.array_equal(res.final_val_loss[:32], first["val_loss"].to_numpy())
+    for g in np.flatnonzero(res.reached_at > 0):
+        rows = h[h["network"] == g]
+        assert rows["step"].max() == res.reached_at[g] - res.reached_at[g] % 2
+    whole = res
+    a = train_grid(net, X, y, steps=6, **kw)
+    b = train_grid(net, X, y, steps=6, resume=a, **kw)
+    for key in ("final_val_loss", "final_accuracy", "final_val_accuracy"):
+        assert np.array_equal(getattr(b, key), getattr(whole, key), equal_nan=True), key
+    hw, hb = whole.history(), b.history()
+    hw = hw[hw["step"] >= 6].reset_index(drop=True)
+    pd.testing.assert_frame_equal(hb, hw, check_exact=True)
