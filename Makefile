@@ -49,8 +49,11 @@ $(VENV)/.docs: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 # docs/_build/html, offline; every gallery example runs; a warning or a failing example fails it.
-# The generated API stubs and gallery pages are made afresh (a stale one, of a function since
-# removed, would fail the build), and -E rereads every page so none lags a docstring edit.
+# The theory pages show each study's quick preset, run by the build (about 3 min on 2 cores) and
+# cached in docs/_build/quick_presets under a hash of simcore/ and studies/ (docs/_ext/quick_presets.py):
+# a rebuild of unchanged code reuses it. The generated API stubs and gallery pages are made
+# afresh (a stale one, of a function since removed, would fail the build), and -E rereads every
+# page so none lags a docstring edit.
 SPHINXOPTS ?=
 docs: $(VENV)/.docs
 	rm -rf docs/generated docs/auto_examples

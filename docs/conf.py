@@ -5,6 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))          # the working tree's simcore and studies, not an installed copy
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 os.environ.setdefault("MPLBACKEND", "agg")
 
 import simcore  # noqa: E402
@@ -22,10 +23,12 @@ extensions = [
     "myst_parser",
     "sphinx_gallery.gen_gallery",
     "sphinx-mathjax-offline",          # MathJax copied into the site: the math renders offline too
+    "quick_presets",                   # the theory pages' figures: each study's quick preset (docs/_ext)
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip",
+exclude_patterns = ["_build", "generated/quick_presets",   # included by the theory pages, not pages
+                    "auto_examples/*.ipynb", "auto_examples/*.py", "auto_examples/*.zip",
                     "auto_examples/*.md5", "auto_examples/*.json"]
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3               # `[text](page.md#a-heading)` links resolve

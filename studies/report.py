@@ -1,6 +1,7 @@
 """Reports: claims (theory beside measurement), figures and tables, written as
-``DIR/claims.json``, ``DIR/report.md``, ``DIR/report.html`` (standalone: figures embedded) and
-``DIR/figures/*.png``; and ``index.html`` in the directory above, linking every run there.
+``DIR/claims.json`` (the counts, every claim, and each figure's caption under ``figures``),
+``DIR/report.md``, ``DIR/report.html`` (standalone: figures embedded) and ``DIR/figures/*.png``;
+and ``index.html`` in the directory above, linking every run there.
 """
 import base64
 import datetime
@@ -213,7 +214,8 @@ class Report:
         (self.out / "claims.json").write_text(json.dumps(
             {"title": self.title, **self.meta, "passed": hp, "total": tp,
              "checks": {"passed": hc, "total": tc}, "observations": n["observations"],
-             "claims": [{**asdict(c), "verdict": c.verdict} for c in self.claims]}, indent=2))
+             "claims": [{**asdict(c), "verdict": c.verdict} for c in self.claims],
+             "figures": self._captions()}, indent=2))
         (self.out / "report.md").write_text(self._markdown())
         (self.out / "report.html").write_text(self._html())
         return self.out / "report.html"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from studies import spec
+from studies import STUDIES, spec
+from studies.report import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -102,3 +103,63 @@ def test_the_readme_links_every_page_and_every_link_resolves():
     unlinked = sorted(pages - local)
     assert not unlinked, f"docs pages the README does not link: {unlinked}"
     assert "examples/" in local, "the README links the gallery's sources"
+
+
+def test_every_theory_page_shows_its_study_s_quick_preset():
+    included = {m for p in (DOCS / "theory").glob("*.md")
+                for m in re.findall(r"^```\{include\} \.\./generated/quick_presets/([\w-]+)\.md$",
+                                    p.read_text(), re.M)}
+    assert included == set(STUDIES)
+
+
+@pytest.fixture
+def quick_presets():
+    pytest.importorskip("sphinx")
+    import sys
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import quick_presets
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    return quick_presets
+
+
+def test_a_statement_stays_literal_text_on_the_page(quick_presets):
+    from markdown_it import MarkdownIt
+    text = "eta* = 2/(lambda_min + lambda_max) | $x$ [a](b) `c` <d> 1. \\ *e*"
+    html = MarkdownIt("commonmark").render(quick_presets.md_escape(text))
+    assert html == MarkdownIt("commonmark").render("x").replace("x", text.replace("<", "&lt;")
+                                                                 .replace(">", "&gt;"))
+
+
+def test_the_quick_preset_page_lists_each_prediction_and_its_figure(quick_presets, tmp_path):
+    import matplotlib.pyplot as plt
+    rep = Report(tmp_path / "run", "t", meta={"trainings": 3})
+    rep.prediction("rate", "The rate is 1/2 ln lambda_BN", 0.19, 0.2, "2 SE", True, assumes="a", figure="f1")
+    rep.prediction("edge", "The edge is 2/eta", 1.0, 0.9, "1 SE", False, assumes="b", figure="f1")
+    rep.figure("f1", plt.figure(), "Rate against depth")
+    rep.figure("f2", plt.figure(), "Not a headline figure")
+    rep.write()
+    md = quick_presets.page("demo", tmp_path / "run", "abc", 1.5)
+    assert "**1 of 2 predictions hold**" in md and "`studies/specs/demo.quick.toml`" in md
+    assert "- **holds** (rate)" in md and "- **FAILS** (edge)" in md and r"Predicted 0\.19, measured 0\.2;" in md
+    assert md.count("```{figure}") == 1 and "/generated/quick_presets/demo/f1.png" in md
+    assert "the predictions it draws: rate, edge" in md and "Rate against depth" in md
+
+
+def test_the_quick_preset_cache_key_follows_the_code_not_its_docstrings(quick_presets, tmp_path, monkeypatch):
+    for rel in ("simcore/a.py", "studies/specs/b.toml", "simcore/__pycache__/a.nbi", "docs/c.md"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("1")
+    monkeypatch.setattr(quick_presets, "ROOT", tmp_path)
+    key = quick_presets.code_key()
+    for rel in ("simcore/__pycache__/a.nbi", "docs/c.md"):
+        (tmp_path / rel).write_text("2")
+    assert quick_presets.code_key() == key
+    (tmp_path / "simcore/a.py").write_text('"""A docstring."""\n1  # a comment\n')
+    assert quick_presets.code_key() == key
+    (tmp_path / "simcore/a.py").write_text("2")
+    assert quick_presets.code_key() != key
+    key = quick_presets.code_key()
+    (tmp_path / "studies/specs/b.toml").write_text("2")
+    assert quick_presets.code_key() != key
