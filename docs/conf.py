@@ -33,6 +33,27 @@ exclude_patterns = ["_build", "generated/quick_presets",   # included by the the
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3               # `[text](page.md#a-heading)` links resolve
 
+# every cross-reference must resolve (a renamed function fails the build), except these, which
+# sit in files being rewritten in this session (the lead fixes them after merging, then drops
+# the entry): each names its file and what the reference should become
+nitpicky = True
+nitpick_ignore = [
+    # simcore/grid/__init__.py: short names in train_grid, initial_params and telemetry_bytes,
+    # which are documented as simcore.train_grid (module simcore), so they need full names
+    ("py:func", "train_grid"),          # -> simcore.train_grid
+    ("py:func", "batch_order"),         # -> simcore.grid.core.batch_order
+    ("py:func", "choose_strategy"),     # -> simcore.grid.choose_strategy
+    ("py:func", "telemetry_bytes"),     # -> simcore.grid.telemetry_bytes
+    # simcore/grid/cpu.py: run_blocks is public in simcore.grid but not in its __all__ (-> add
+    # it there and to the API page, or write ``run_blocks``)
+    ("py:func", "simcore.grid.run_blocks"),
+    # simcore/grid/core.py: a private function (-> ``simcore._jit.gpu_device``, a literal)
+    ("py:func", "simcore._jit.gpu_device"),
+    # simcore/io.py: documented under simcore, not simcore.io
+    ("py:func", "save_params"),         # -> simcore.save_params
+    ("py:meth", "MLP.init_state"),      # -> simcore.MLP.init_state
+]
+
 # API reference: one page per object from its numpydoc docstring
 autosummary_generate = True
 templates_path = ["_templates"]        # a class page documents its methods and properties

@@ -96,10 +96,11 @@ def output_grad(code, z, out):
     return sigmoid_grad(z, out)
 
 
-# name -> (code, per-unit formula; None for ce, whose softmax couples a row). The code is what
-# compiled kernels switch on.
+#: Loss name -> (code, per-unit formula; None for ce, whose softmax couples a row). The code is
+#: what compiled kernels switch on.
 LOSSES = {"mse": (0, mse_unit), "mse_sigmoid": (1, mse_sigmoid_unit), "bce": (2, bce_unit),
           "ce": (3, None)}
+#: Loss name -> its code in :data:`LOSSES`.
 LOSS_CODE = {name: entry[0] for name, entry in LOSSES.items()}
 NAMES = tuple(LOSS_CODE)
 assert list(LOSS_CODE.values()) == list(range(len(LOSSES))), "codes must be 0, 1, ... in order"

@@ -107,7 +107,7 @@ def fmt(v):
 
 @dataclass
 class Report:
-    """A study's report under construction; :meth:`write` puts it on disk."""
+    """A study's report under construction; :meth:`~studies.report.Report.write` puts it on disk."""
 
     out: Path
     title: str
@@ -208,6 +208,9 @@ class Report:
             raise ValueError(f"headline figures that the report does not have: {', '.join(bad)}")
 
     def write(self):
+        """Write ``claims.json``, ``report.md`` and ``report.html`` (the figures were saved as they
+        were added); returns the path of ``report.html``. Raises ValueError if a claim names a
+        headline figure the report does not have."""
         self._check_figures()
         n = self.counts()
         (hp, tp), (hc, tc) = n["predictions"], n["checks"]

@@ -1234,7 +1234,7 @@ def mlp_grad_fn(net, X, y):
     r"""The gradient of ``net``'s mean training loss on (X, y) as a function of its flat
     parameters: ``theta (n_params,) -> grad (n_params,)``, both float64.
 
-    ``theta`` is ``net.pack(params)`` (the layout of :attr:`simcore.MLP.slots`); the batchnorm
+    ``theta`` is ``net.pack(params)`` (the layout of ``net.slots``, see :class:`simcore.MLP`); the batchnorm
     study's sharpness at initialisation differentiates it (:func:`mlp_sharpness`). The gradient is
     evaluated by a float64 twin of ``net`` (same sizes, activation, loss, batch norm), so finite
     differences of it are accurate whatever ``net.dtype`` is. With batch norm it uses the batch's
