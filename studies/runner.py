@@ -463,7 +463,7 @@ def _held_out_logits(net, params, fw, Xh):
 
 def holdout_accuracy(net, params, X, Xh, yh):
     """Accuracy of one network on held-out (Xh, yh), batch norm normalised by the training
-    set X's statistics (:func:`_held_out_logits`)."""
+    set X's statistics (``_held_out_logits``)."""
     return _logit_accuracy(_held_out_logits(net, params, net.forward(params, X), Xh), yh)
 
 
