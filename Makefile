@@ -60,7 +60,7 @@ docs: $(VENV)/.docs
 	$(BIN)/python -m sphinx -E -W --keep-going -q -b html $(SPHINXOPTS) docs docs/_build/html
 	@echo "docs/_build/html/index.html"
 
-# the built site as a browser renders it: the index, an API page and a gallery page to PNG under
+# the built site as a browser renders it: the index, an API page, a theory page and a gallery page to PNG under
 # docs/_build/screenshots (Debian's chromium; this target installs nothing); the virtual time lets
 # MathJax typeset before the shot
 CHROMIUM ?= chromium
@@ -70,7 +70,7 @@ chromium-present:
 	@command -v $(CHROMIUM) >/dev/null || { echo "docs-check needs headless Chromium: apt-get install chromium (or CHROMIUM=/path/to/it)" >&2; exit 2; }
 docs-check: chromium-present docs
 	mkdir -p $(SHOTS)
-	for page in index api/simcore auto_examples/plot_04_vanishing_gradients; do \
+	for page in index api/simcore theory/convergence auto_examples/plot_04_vanishing_gradients; do \
 	    $(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 --virtual-time-budget=10000 \
 	        --screenshot=$(SHOTS)/$$(echo $$page | tr / _).png file://$(CURDIR)/docs/_build/html/$$page.html \
 	        2>/dev/null || exit 1; \

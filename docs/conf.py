@@ -99,6 +99,8 @@ sphinx_gallery_conf = {
 mathjax3_config = {"loader": {"load": ["[tex]/textmacros"]},
                    "tex": {"packages": {"[+]": ["textmacros"]}}}
 
+toc_object_entries = False             # a page's contents list its sections, not every constant
+
 html_theme = "pydata_sphinx_theme"
 html_title = "simcore"
 html_theme_options = {

@@ -103,17 +103,18 @@ def page(name, run, key, seconds):
              f"hold**, {checks['passed']} of {checks['total']} engine checks ok. The whole report, "
              f"with every table and the engine checks: {{download}}`report.html "
              f"</generated/quick_presets/{name}/report.html>`.", ""]
-    for c in preds:
-        verdict = "holds" if c["passed"] else "FAILS"
-        lines.append(f"- **{verdict}** ({md_escape(c['id'])}): {md_escape(c['statement'])}. Predicted "
-                     f"{md_escape(fmt(c['predicted']))}, measured {md_escape(fmt(c['measured']))}; "
-                     f"tolerance: {md_escape(c['tolerance'])}.")
-    lines.append("")
     for fig in dict.fromkeys(c["figure"] for c in preds if c["figure"]):
         drawn = ", ".join(md_escape(c["id"]) for c in preds if c["figure"] == fig)
         lines += [f"```{{figure}} /generated/quick_presets/{name}/{fig}.png", f":alt: {fig}",
                   ":width: 100%", "", f"{md_escape(info['figures'][fig])} (Quick preset; the "
                   f"predictions it draws: {drawn}.)", "```", ""]
+    lines += ["Each prediction, predicted beside measured:", ""]
+    for c in preds:
+        verdict = "holds" if c["passed"] else "FAILS"
+        lines.append(f"- **{verdict}** ({md_escape(c['id'])}): {md_escape(c['statement'].rstrip('.'))}. Predicted "
+                     f"{md_escape(fmt(c['predicted']))}, measured {md_escape(fmt(c['measured']))}; "
+                     f"tolerance: {md_escape(c['tolerance'])}.")
+    lines.append("")
     return "\n".join(lines)
 
 
