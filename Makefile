@@ -49,7 +49,7 @@ $(VENV)/.docs: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 # docs/_build/html, offline; every gallery example runs; a warning or a failing example fails it.
-# The theory pages show each study's quick preset, run by the build (about 3 min on 2 cores) and
+# The theory pages show each study's quick preset, run by the build (3-5 min on 2 busy cores) and
 # cached in docs/_build/quick_presets under a hash of simcore/ and studies/ (docs/_ext/quick_presets.py):
 # a rebuild of unchanged code reuses it. The generated API stubs and gallery pages are made
 # afresh (a stale one, of a function since removed, would fail the build), and -E rereads every

@@ -3,11 +3,11 @@
 At ``builder-inited`` each study's quick preset (``studies/specs/<name>.quick.toml``) runs through
 :func:`studies.cli.run_one` into a cache, ``docs/_build/quick_presets/<key>/<name>/``, keyed by a
 hash of the code that makes the figures (every ``.py`` file under ``simcore/`` and ``studies/``
-without its docstrings, every ``.toml`` there, and the Python, NumPy and numba versions): a build
-whose key is already there reuses it, any change to that code reruns all five. From each run's ``claims.json`` this writes
-``docs/generated/quick_presets/<name>.md`` (which its theory page includes): the predictions
-with predicted beside measured and the headline figures that draw theory over the measured
-points, with the report itself beside them.
+without its docstrings, every ``.toml`` there, and the versions of Python and of the libraries
+in ``LIBRARIES``): a build whose key is already there reuses it, any change to that code reruns
+all five. From each run's ``claims.json`` this writes ``docs/generated/quick_presets/<name>.md``
+(which its theory page includes): the headline figures that draw theory over the measured
+points, each prediction with predicted beside measured, and the report itself beside them.
 """
 import ast
 import hashlib
@@ -17,10 +17,9 @@ import re
 import shutil
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
-import numba
-import numpy
 from sphinx.util import logging
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +28,8 @@ DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
 CACHE = DOCS / "_build" / "quick_presets"
 OUT = DOCS / "generated" / "quick_presets"
+# the libraries whose version can change a study's numbers or figures
+LIBRARIES = ("numba", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib")
 
 
 def _code(path):
@@ -48,7 +49,8 @@ def _code(path):
 
 def code_key():
     """sha256 (16 hex digits) of the code a quick preset's figures depend on."""
-    h = hashlib.sha256(f"python {sys.version} numpy {numpy.__version__} numba {numba.__version__}\n".encode())
+    versions = " ".join(f"{d} {metadata.version(d)}" for d in LIBRARIES)
+    h = hashlib.sha256(f"python {sys.version} {versions}\n".encode())
     files = sorted(p for d in ("simcore", "studies") for p in (ROOT / d).rglob("*")
                    if p.suffix in (".py", ".toml") and "__pycache__" not in p.parts)
     for p in files:
