@@ -49,15 +49,18 @@ $(VENV)/.docs: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 # docs/_build/html, offline; every gallery example runs; a warning or a failing example fails it.
-# The generated API stubs and gallery pages are made afresh (a stale one, of a function since
-# removed, would fail the build), and -E rereads every page so none lags a docstring edit.
+# The theory pages show each study's quick preset, run by the build (3-5 min on 2 busy cores) and
+# cached in docs/_build/quick_presets under a hash of simcore/ and studies/ (docs/_ext/quick_presets.py):
+# a rebuild of unchanged code reuses it. The generated API stubs and gallery pages are made
+# afresh (a stale one, of a function since removed, would fail the build), and -E rereads every
+# page so none lags a docstring edit.
 SPHINXOPTS ?=
 docs: $(VENV)/.docs
 	rm -rf docs/generated docs/auto_examples
 	$(BIN)/python -m sphinx -E -W --keep-going -q -b html $(SPHINXOPTS) docs docs/_build/html
 	@echo "docs/_build/html/index.html"
 
-# the built site as a browser renders it: the index, an API page and a gallery page to PNG under
+# the built site as a browser renders it: the index, an API page, a theory page and a gallery page to PNG under
 # docs/_build/screenshots (Debian's chromium; this target installs nothing); the virtual time lets
 # MathJax typeset before the shot
 CHROMIUM ?= chromium
@@ -67,7 +70,7 @@ chromium-present:
 	@command -v $(CHROMIUM) >/dev/null || { echo "docs-check needs headless Chromium: apt-get install chromium (or CHROMIUM=/path/to/it)" >&2; exit 2; }
 docs-check: chromium-present docs
 	mkdir -p $(SHOTS)
-	for page in index api/simcore auto_examples/plot_04_vanishing_gradients; do \
+	for page in index api/simcore theory/convergence auto_examples/plot_04_vanishing_gradients; do \
 	    $(CHROMIUM) --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,2000 --virtual-time-budget=10000 \
 	        --screenshot=$(SHOTS)/$$(echo $$page | tr / _).png file://$(CURDIR)/docs/_build/html/$$page.html \
 	        2>/dev/null || exit 1; \

@@ -1,9 +1,10 @@
 """simcore: Numba-compiled kernels for the fundamentals of neural networks.
 
 The public API: :class:`MLP` (single networks), :func:`train_grid` (many networks),
-:mod:`perceptron`, :mod:`datasets`, the kernel modules :mod:`activations`, :mod:`losses`,
-:mod:`layers`, :mod:`optim`, and :func:`hessian.sharpness` (the largest Hessian eigenvalue of
-many networks, compiled), and files: :func:`save_params` / :func:`load_params`
+:mod:`~simcore.perceptron`, :mod:`~simcore.datasets`, the kernel modules
+:mod:`~simcore.activations`, :mod:`~simcore.losses`, :mod:`~simcore.layers`, :mod:`~simcore.optim`,
+and :func:`hessian.sharpness` (the largest Hessian eigenvalue of many networks, compiled), and
+files: :func:`save_params` / :func:`load_params`
 (:mod:`simcore.io`; a grid's :meth:`GridResult.save` / :meth:`GridResult.load`). PyTorch
 conversion is :mod:`simcore.interop` (imported on demand: simcore never imports torch).
 """

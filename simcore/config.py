@@ -7,7 +7,7 @@
                       kernels never reassociate (``FASTMATH_ORDERED``, see ``_jit.cpu_kernel``).
 ``SIMCORE_WIDE_VECTORS``  "1" (default) lets LLVM's loop vectoriser use whole 512-bit registers
                       on a CPU with AVX-512 (it prefers 256-bit ones there by default), see
-                      :mod:`simcore._jit`; "0" leaves numba's choice.
+                      ``simcore._jit``; "0" leaves numba's choice.
 ``SIMCORE_CUDA_THREADS``     threads per block of the CUDA grid engine (a power of two, default
                       128); one block trains one network, its threads split the samples.
 ``SIMCORE_CUDA_MAX_BLOCKS``  at most this many blocks are launched (default 4096); each block

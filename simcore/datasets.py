@@ -464,6 +464,7 @@ _REGISTRY = {
     "digits": digits,
 }
 
+#: The data sets :func:`load` and :func:`generator` know, by name.
 NAMES = tuple(_REGISTRY)
 
 

@@ -13,14 +13,14 @@ add/shift/and and bitcasts), without branches, loops or calls, so once LLVM inli
 
 Types: each public function is a type switch resolved at compile time (see ``_by_type``).  A
 float32 argument is computed in float32 and gives a float32, so a float32 loop packs twice as
-many lanes (16 with AVX-512): exp and tanh have native float32 kernels (:func:`_exp32`,
-:func:`_tanh32`); expm1, log and log1p compute in float64 and round once to float32.  Any other
+many lanes (16 with AVX-512): exp and tanh have native float32 kernels (``_exp32``,
+``_tanh32``); expm1, log and log1p compute in float64 and round once to float32.  Any other
 argument (float64, integers) is converted with ``float(x)`` and computed in float64.
 
 Method (float64, shared by all five)
 ------------------------------------
 * ``2**k`` is built directly from its bit pattern ``(k + 1023) << 52`` through a numba
-  ``@intrinsic`` that bitcasts int64 <-> float64 (:func:`_as_float`, :func:`_as_int`).
+  ``@intrinsic`` that bitcasts int64 <-> float64 (``_as_float``, ``_as_int``).
 * exp/expm1: Cody-Waite reduction ``x = k*ln2 + r``, ``|r| <= ln2/2``, and a degree-12 polynomial
   for ``expm1(r)`` (near-minimax Chebyshev fit computed with mpmath, fit error 1e-18 relative).
 * log/log1p: the fdlibm (Sun) algorithm: ``1+x = 2**k * m`` with ``m`` in ``[sqrt(2)/2, sqrt(2))``,
@@ -30,7 +30,7 @@ Method (float64, shared by all five)
 
 Method (float32 exp, tanh)
 --------------------------
-* ``2**k`` from ``(k + 127) << 23`` (:func:`_as_float32`, :func:`_as_int32`); every constant is
+* ``2**k`` from ``(k + 127) << 23`` (``_as_float32``, ``_as_int32``); every constant is
   an ``np.float32`` (a Python float literal is a float64 and would widen the arithmetic).
 * exp: the same Cody-Waite reduction with a 1.5*2**23 shifter and Cephes' two-part ln2, and a
   degree-7 polynomial for ``expm1(r)`` (near-minimax fit with numpy, 1.6e-10 relative).
@@ -65,7 +65,7 @@ tanh(-0) = -0 and tanh(+-9.010914 and beyond, +-inf) = +-1.
 
 Vectorising also needs the loop body to be unable to raise: numba's default
 ``error_model="python"`` guards every float ``/`` with a ZeroDivisionError check, which stops
-LLVM's loop vectoriser, so divisions here go through :func:`_div`.  The same applies to callers:
+LLVM's loop vectoriser, so divisions here go through ``_div``.  The same applies to callers:
 a loop such as ``out[i] = 1 / (1 + exp(-z[i]))`` vectorises only if the caller's own division
 cannot raise (``error_model="numpy"`` or no ``/``).
 """
@@ -366,7 +366,7 @@ def _expm1_64(x):
     """exp(x) - 1, float64, accurate also for tiny x.  Measured max error 1 ulp (1.1 vs mpmath).
 
     x is clamped to [-40, 710] (expm1(-40) rounds to -1; exp(710) overflows), reduced as in
-    :func:`_exp64`, and expm1(x) = 2**k * expm1(r) + (2**k - 1) -- the last term is exact for
+    ``_exp64``, and expm1(x) = 2**k * expm1(r) + (2**k - 1) -- the last term is exact for
     |k| <= 53 and k = 0 gives expm1(r) itself, so there is no cancellation for small x.
     For k = 1024 (x in (709.43, 709.79]) the scale is applied as 2**1023 * 2.
     """
@@ -390,7 +390,7 @@ def _log64(x):
     """Natural log, float64.  Measured max error 1 ulp.
 
     Subnormal x are first scaled by 2**54 (k -= 54); then fdlibm's log kernel (see
-    :func:`_log_core`).  log(0) = -inf, log(x<0) = NaN, log(inf) = inf, NaN -> NaN
+    ``_log_core``).  log(0) = -inf, log(x<0) = NaN, log(inf) = inf, NaN -> NaN
     (special cases by selects).
     """
     x = float(x)
@@ -408,7 +408,7 @@ def _log1p64(x):
 
     u = 1 + x rounded; its rounding error c = (1 + x) - u is recovered exactly with Fast2Sum
     (larger operand first: x - (u - 1) for x <= 1, 1 - (u - x) otherwise, in IEEE order), and
-    log1p(x) = log(u) + c/u with log(u) from fdlibm's kernel (:func:`_log_core`).  Tiny x gives
+    log1p(x) = log(u) + c/u with log(u) from fdlibm's kernel (``_log_core``).  Tiny x gives
     u = 1, c = x, result x exactly.  log1p(-1) = -inf, x < -1 -> NaN, log1p(inf) = inf,
     NaN -> NaN (selects).
     """
@@ -470,7 +470,7 @@ def _exp32_reduce(x):
     """Return ``(r, k)`` with ``x = k*ln2 + r``, ``|r| <= ln2/2``, for float32 ``|x| <= 2e4``
     (k*_F_LN2_HI exact); here |x| <= 104.
 
-    As :func:`_exp_reduce` with the 1.5*2**23 shifter (its low 23 bits hold k) and Cephes'
+    As ``_exp_reduce`` with the 1.5*2**23 shifter (its low 23 bits hold k) and Cephes'
     two-part ln2.  NaN x gives NaN r (and garbage k).
     """
     t = x * _F_INV_LN2 + _F_SHIFT
@@ -504,7 +504,7 @@ def _exp32(x):
     k has x's sign), so the first product is exact and the second rounds once, giving +inf
     above 88.72 and correctly rounded gradual underflow to 0 below -103.97.  NaN propagates
     through r.
-    (Not k1 = k >> 1 as in :func:`_exp64`: numba does integer arithmetic in int64 and LLVM
+    (Not k1 = k >> 1 as in ``_exp64``: numba does integer arithmetic in int64 and LLVM
     cannot narrow a right shift back to int32, which costs a second vector per 16 lanes.)
     """
     x = _F_EXP_HI if x > _F_EXP_HI else x     # comparisons are false for NaN
@@ -598,31 +598,31 @@ _tanh_t = _by_type(_tanh32, _tanh64)
 
 @scalar
 def exp(x):
-    """exp(x): float32 -> float32 (:func:`_exp32`), else float64 (:func:`_exp64`)."""
+    """exp(x): float32 -> float32 (``_exp32``), else float64 (``_exp64``)."""
     return _exp_t(x)
 
 
 @scalar
 def expm1(x):
-    """exp(x) - 1, accurate for tiny x: float32 -> float32 (:func:`_expm1_32`), else float64
-    (:func:`_expm1_64`)."""
+    """exp(x) - 1, accurate for tiny x: float32 -> float32 (``_expm1_32``), else float64
+    (``_expm1_64``)."""
     return _expm1_t(x)
 
 
 @scalar
 def log(x):
-    """Natural log: float32 -> float32 (:func:`_log32`), else float64 (:func:`_log64`)."""
+    """Natural log: float32 -> float32 (``_log32``), else float64 (``_log64``)."""
     return _log_t(x)
 
 
 @scalar
 def log1p(x):
-    """log(1 + x), accurate for tiny x: float32 -> float32 (:func:`_log1p32`), else float64
-    (:func:`_log1p64`)."""
+    """log(1 + x), accurate for tiny x: float32 -> float32 (``_log1p32``), else float64
+    (``_log1p64``)."""
     return _log1p_t(x)
 
 
 @scalar
 def tanh(x):
-    """tanh(x): float32 -> float32 (:func:`_tanh32`), else float64 (:func:`_tanh64`)."""
+    """tanh(x): float32 -> float32 (``_tanh32``), else float64 (``_tanh64``)."""
     return _tanh_t(x)

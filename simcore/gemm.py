@@ -1,5 +1,5 @@
 r"""A register-tiled matrix product for one network's layers: the micro-kernel of the grid
-engine's per-network strategy (:mod:`simcore.grid.gemm`).
+engine's per-network strategy (:mod:`simcore.grid.cpu_gemm`).
 
 .. math::
     C_{mn} = I_{mn} + \sum_{k=0}^{K-1} L_{mk} R_{kn}, \qquad 0 \le m < M,\ 0 \le n < N

@@ -244,11 +244,11 @@ def sharpness(net, params, X, y, iters=100, tol=1e-6, seed=0, return_info=False)
     ----------
     net : MLP
     params : list of dict
-        One network's parameters (as :meth:`MLP.init` returns), or stacked parameters with a
+        One network's parameters (as :meth:`simcore.MLP.init` returns), or stacked parameters with a
         leading axis of G networks (as ``train_grid(...).params``). Non-finite values are
         allowed; such a network gets NaN.
     X : (n, sizes[0]) array
-    y : targets, as for :meth:`MLP.loss_and_grad`.
+    y : targets, as for :meth:`simcore.MLP.loss_and_grad`.
     iters : int >= 1
         Most Hessian-vector products per phase (each costs two gradients).
     tol : float > 0

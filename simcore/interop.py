@@ -92,9 +92,9 @@ def to_torch(net, params, state=None):
     ----------
     net : MLP
     params : list of dict
-        As :meth:`MLP.init` returns them (W (fan_in, fan_out), b, gamma, beta).
+        As :meth:`simcore.MLP.init` returns them (W (fan_in, fan_out), b, gamma, beta).
     state : list of dict, optional
-        Batch-norm running statistics (:meth:`MLP.init_state`), copied into each
+        Batch-norm running statistics (:meth:`simcore.MLP.init_state`), copied into each
         ``BatchNorm1d``'s ``running_mean`` and ``running_var``; without it those are zeros and
         ones (torch's and simcore's initial values).
 
@@ -103,9 +103,9 @@ def to_torch(net, params, state=None):
     torch.nn.Sequential
         In the net's dtype (float32 or float64), on the CPU, in training mode (torch's default:
         batch statistics, updating the running ones); ``.eval()`` normalises with the running
-        statistics, as :meth:`MLP.predict` with ``state`` does. Its parameters are copies.
+        statistics, as :meth:`simcore.MLP.predict` with ``state`` does. Its parameters are copies.
         The output function is not included: ``torch.sigmoid`` / ``torch.softmax`` of the
-        output is :meth:`MLP.predict` for ``bce`` / ``ce``.
+        output is :meth:`simcore.MLP.predict` for ``bce`` / ``ce``.
 
     Raises
     ------
@@ -161,7 +161,7 @@ def from_torch(module, loss="bce", init="glorot"):
     ----------
     module : torch.nn.Sequential
     loss, init : str
-        The MLP's loss and initialisation, which the module does not hold (see :class:`MLP`).
+        The MLP's loss and initialisation, which the module does not hold (see :class:`simcore.MLP`).
         A module without hidden layers gets MLP's default activation.
 
     Returns
@@ -297,13 +297,13 @@ def torch_loss(net):
 
 
 def torch_targets(net, y):
-    """simcore's targets ``y`` (see :class:`MLP`) as the tensor :func:`torch_loss` takes: int64
+    """simcore's targets ``y`` (see :class:`simcore.MLP`) as the tensor :func:`torch_loss` takes: int64
     labels (n,) for ``ce``, else (n, n_out) in the net's dtype (the shape of the logits).
 
     Raises
     ------
     ValueError
-        Naming ``y`` when it does not fit ``net``'s loss (as :meth:`MLP.loss_and_grad` does).
+        Naming ``y`` when it does not fit ``net``'s loss (as :meth:`simcore.MLP.loss_and_grad` does).
     """
     torch = _torch()
     if not isinstance(net, MLP):

@@ -28,7 +28,9 @@ import numpy as np
 from . import _validate
 from ._jit import cpu_kernel
 
+#: Batch norm's :math:`\epsilon` in :math:`\hat z = (z - \mu)/\sqrt{\sigma^2 + \epsilon}`.
 BN_EPS = 1e-5
+#: The running statistics' update :math:`r \leftarrow (1 - m) r + m \cdot \text{batch}` (PyTorch's convention).
 BN_MOMENTUM = 0.1
 
 

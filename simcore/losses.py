@@ -161,10 +161,11 @@ def accuracy_units(code, K):
     return 1 if code == CE else 0
 
 
-# name -> (code, per-unit formula; None for ce, whose softmax couples a row). The code is what
-# compiled kernels switch on.
+#: Loss name -> (code, per-unit formula; None for ce, whose softmax couples a row). The code is
+#: what compiled kernels switch on.
 LOSSES = {"mse": (MSE, mse_unit), "mse_sigmoid": (MSE_SIGMOID, mse_sigmoid_unit), "bce": (BCE, bce_unit),
           "ce": (CE, None)}
+#: Loss name -> its code in :data:`LOSSES`.
 LOSS_CODE = {name: entry[0] for name, entry in LOSSES.items()}
 NAMES = tuple(LOSS_CODE)
 assert list(LOSS_CODE.values()) == list(range(len(LOSSES))), "codes must be 0, 1, ... in order"

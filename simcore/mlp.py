@@ -120,7 +120,7 @@ def predict_kernel(theta, layout, act, loss_code, X, running, mode):
 
 
 class Forward(namedtuple("Forward", ["z", "y", "a", "mean", "var", "logits"])):
-    """What :meth:`MLP.forward` returns, one entry per hidden layer ``l`` in each list.
+    """What :meth:`simcore.MLP.forward` returns, one entry per hidden layer ``l`` in each list.
 
     Attributes
     ----------
@@ -128,7 +128,7 @@ class Forward(namedtuple("Forward", ["z", "y", "a", "mean", "var", "logits"])):
         The dense outputs :math:`z_l = a_{l-1} W_l + b_l`, before batch norm.
     y : list of (n, sizes[l]) arrays
         The activation's inputs: batch-normalised :math:`z_l`, or :math:`z_l` itself without
-        batch norm (what :meth:`MLP.activation_inputs` returns).
+        batch norm (what :meth:`simcore.MLP.activation_inputs` returns).
     a : list of (n, sizes[l]) arrays
         The activations :math:`a_l = f(y_l)`, the next layer's input.
     mean, var : lists of (sizes[l],) arrays
@@ -141,8 +141,8 @@ class Forward(namedtuple("Forward", ["z", "y", "a", "mean", "var", "logits"])):
     __slots__ = ()
 
     def state(self):
-        """``mean`` and ``var`` as a batch-norm state (the list :meth:`MLP.init_state` makes):
-        pass it to :meth:`MLP.forward` or :meth:`MLP.predict` to normalise other data with
+        """``mean`` and ``var`` as a batch-norm state (the list :meth:`simcore.MLP.init_state`
+        makes): pass it to :meth:`simcore.MLP.forward` or :meth:`simcore.MLP.predict` to normalise other data with
         these statistics (eval mode). Empty dicts without batch norm."""
         out = [{} for _ in range(len(self.z) + 1)]
         for l, (mu, var) in enumerate(zip(self.mean, self.var)):
@@ -174,6 +174,9 @@ class MLP:
         Each layer's widths and tensor offsets in the flat parameter array (:mod:`simcore.layout`).
     n_params : int
         Length of the flat parameter array ``theta``.
+    slots : list of dict
+        Per layer, ``{name: (offset, size, shape)}`` of its tensors in ``theta`` (``"W"``,
+        ``"b"``, and ``"gamma"``, ``"beta"`` with batch norm), in the flat order.
     act_code, loss_code : int
         The activation's code (:data:`simcore.scalar.ACT_CODE`) and the loss's
         (:data:`simcore.losses.LOSS_CODE`): what the compiled kernels take instead of names.
@@ -487,14 +490,14 @@ class MLP:
         X : (n, sizes[0]) array
             At least 2 rows with batch norm and no ``state``.
         state : list of dict, optional
-            Running statistics (:meth:`init_state`, or :meth:`Forward.state` of another pass);
+            Running statistics (:meth:`init_state`, or :meth:`simcore.mlp.Forward.state` of another pass);
             read, never updated.
 
         Returns
         -------
         Forward
             ``z``, ``y``, ``a`` (per hidden layer), ``mean``, ``var`` (per hidden layer with
-            batch norm) and ``logits``; see :class:`Forward`.
+            batch norm) and ``logits``; see :class:`simcore.mlp.Forward`.
 
         Raises
         ------

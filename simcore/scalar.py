@@ -1,7 +1,7 @@
 """Scalar math, written once: activations with their derivatives, stable log-exp helpers,
 and a counter-based random number generator.
 
-Each formula is a plain Python function compiled by :func:`simcore._jit.scalar`; the array
+Each formula is a plain Python function compiled by ``simcore._jit.scalar``; the array
 kernels (:mod:`simcore.activations`, :mod:`simcore.layers`, the grid engine) call them inside
 their loops, where LLVM inlines and vectorises them. A formula stands next to its derivative;
 ``ACTIVATIONS`` maps a name to the pair.
@@ -120,6 +120,7 @@ ACTIVATIONS = {
     "leaky_relu": (4, leaky_relu, leaky_relu_grad),
     "softplus": (5, softplus, softplus_grad),
 }
+#: Activation name -> the integer code compiled kernels take instead of the name.
 ACT_CODE = {name: entry[0] for name, entry in ACTIVATIONS.items()}
 # the codes act_value and act_deriv branch on, in ACTIVATIONS' order
 assert ACT_CODE == {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "softplus": 5}

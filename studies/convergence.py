@@ -62,7 +62,7 @@ sub-grid, not its name:
   seeds (observations). Zero-centring is judged without the step-size confound: since
   :math:`\sigma(x) - \frac12 = \frac12\tanh(x/2)`, the centred twin of a sigmoid run at
   :math:`(\eta, s)` with one hidden layer is the tanh run at :math:`(\eta/4, s/2)` (see
-  :func:`_zero_centring`); the
+  ``_zero_centring``); the
   old claim "tanh reaches the target faster than sigmoid at equal eta" compared tanh's 4-times
   larger effective step and is kept only as the observation ``tanh_vs_sigmoid_equal_eta``.
   Where a sub-grid holds a quarter of its samples out (``holdout``), the generalisation is
@@ -256,7 +256,7 @@ def _ls_modes(th, X, point, steps):
 
 
 def _ls_predicted_excess(th, X, point, steps):
-    """Excess loss predicted at ``steps``: the sum of :func:`_ls_modes`."""
+    """Excess loss predicted at ``steps``: the sum of ``_ls_modes``."""
     return _ls_modes(th, X, point, steps)[0].sum(1)
 
 
@@ -387,7 +387,7 @@ def _by_eta(m, keys=("lr",)):
 
 def _contraction_claim(report, cid, m, statement, why, assumes, figure, note):
     """The contraction prediction of gradient descent and heavy ball alike: the worst relative
-    error of ln rho over the runs of :func:`_rate_runs` marked ``used`` is at most ``RATE_TOL``
+    error of ln rho over the runs of ``_rate_runs`` marked ``used`` is at most ``RATE_TOL``
     (``why``: what the tolerance covers), and at least half the runs are used."""
     use = m["used"]
     err = m.loc[use, "log_rate_rel_err"]
@@ -405,9 +405,9 @@ def _threshold_claims(report, prefix, key, method, threshold, eta_c, by_eta, rho
     alike: ``<prefix>_threshold_bracket[key]``, the largest converging and the smallest
     non-converging grid eta bracket ``eta_c`` (:func:`studies.rows.bracket`), and
     ``<prefix>_threshold_interpolated[key]``, where :math:`\ln\rho` measured, interpolated
-    linearly between grid etas, crosses 0 (:func:`_crossing`), within the same interpolation of
+    linearly between grid etas, crosses 0 (``_crossing``), within the same interpolation of
     the theory ``rho_theory(etas)`` plus the fit's error at both ends
-    (:func:`_crossing_tolerance`). Etas without a measurable rate (right at the threshold) are
+    (``_crossing_tolerance``). Etas without a measurable rate (right at the threshold) are
     skipped; an axis whose measured contraction never crosses 1 fails the second."""
     lo, hi, monotone = bracket(by_eta["lr"], by_eta["converged"])
     report.prediction(
@@ -568,7 +568,7 @@ def _ls_oscillation(report, label, th, X, gd, rows):
 
     The engine records parameters only through per-layer telemetry; the mean output (``act_mean``
     of the output layer) is a linear functional of the parameters, :math:`m_t - \bar y = c^T d_t =
-    \sum_i w_i (1 - \eta\lambda_i)^t` (:func:`_mean_output_modes`), so its sign and rate are
+    \sum_i w_i (1 - \eta\lambda_i)^t` (``_mean_output_modes``), so its sign and rate are
     those of the directions that dominate it. Where the top direction's term is larger than
     the sum of all the others (computed from the run's initial weights), the sign of
     :math:`m_t - \bar y` is the sign of :math:`(1 - \eta\lambda_{max})^t`: it alternates every

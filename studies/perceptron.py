@@ -248,7 +248,7 @@ def group_loss(counts_pos, counts_neg, n):
 def xor_plateau_levels(n):
     """The loss levels of the plateaus at infinity of a network on XOR: the four corner clusters
     (simcore's layout, row i at corner i mod 4) partitioned into groups that share one saturated
-    hidden code; each group with both labels costs its entropy (:func:`group_loss`), the others
+    hidden code; each group with both labels costs its entropy (:func:`~studies.perceptron.group_loss`), the others
     0. Returns {description: level} for every partition with a positive level, the clusters
     named by corner (0: (-1,-1), 1: (-1,1), 2: (1,-1), 3: (1,1)); for n divisible by 4 the
     levels are (1/2) ln 2 (an opposite pair merged), (3/4) H(1/3) (three clusters) and ln 2

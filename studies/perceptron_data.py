@@ -51,4 +51,5 @@ def hadamard(k=8, seed=0):
     return np.ascontiguousarray(H[:, 1:], dtype=np.float64), y
 
 
+#: The study's own data sets, by name, beside :data:`simcore.datasets.NAMES`.
 DATASETS = {"hadamard": hadamard}

@@ -1,6 +1,7 @@
 """Reports: claims (theory beside measurement), figures and tables, written as
-``DIR/claims.json``, ``DIR/report.md``, ``DIR/report.html`` (standalone: figures embedded) and
-``DIR/figures/*.png``; and ``index.html`` in the directory above, linking every run there.
+``DIR/claims.json`` (the counts, every claim, and each figure's caption under ``figures``),
+``DIR/report.md``, ``DIR/report.html`` (standalone: figures embedded) and ``DIR/figures/*.png``;
+and ``index.html`` in the directory above, linking every run there.
 """
 import base64
 import datetime
@@ -106,7 +107,7 @@ def fmt(v):
 
 @dataclass
 class Report:
-    """A study's report under construction; :meth:`write` puts it on disk."""
+    """A study's report under construction; :meth:`~studies.report.Report.write` puts it on disk."""
 
     out: Path
     title: str
@@ -207,13 +208,17 @@ class Report:
             raise ValueError(f"headline figures that the report does not have: {', '.join(bad)}")
 
     def write(self):
+        """Write ``claims.json``, ``report.md`` and ``report.html`` (the figures were saved as they
+        were added); returns the path of ``report.html``. Raises ValueError if a claim names a
+        headline figure the report does not have."""
         self._check_figures()
         n = self.counts()
         (hp, tp), (hc, tc) = n["predictions"], n["checks"]
         (self.out / "claims.json").write_text(json.dumps(
             {"title": self.title, **self.meta, "passed": hp, "total": tp,
              "checks": {"passed": hc, "total": tc}, "observations": n["observations"],
-             "claims": [{**asdict(c), "verdict": c.verdict} for c in self.claims]}, indent=2))
+             "claims": [{**asdict(c), "verdict": c.verdict} for c in self.claims],
+             "figures": self._captions()}, indent=2))
         (self.out / "report.md").write_text(self._markdown())
         (self.out / "report.html").write_text(self._html())
         return self.out / "report.html"

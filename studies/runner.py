@@ -281,10 +281,10 @@ def _data_settings(spec):
 
 
 def check_data(spec):
-    """Build a sample of the data sets the grid uses (:func:`_data_settings`), so that a bad
+    """Build a sample of the data sets the grid uses (``_data_settings``), so that a bad
     argument fails before training: the perceptron and binary losses need two classes, a batch
     size at most the sample count (as ``simcore.train_grid`` requires). Every chunk checks its
-    own data sets again when it is computed (:func:`check_chunk_data`)."""
+    own data sets again when it is computed (:func:`~studies.runner.check_chunk_data`)."""
     for gname, kind, name, args, axes in _data_settings(spec):
         sizes = axes.get("batch_size", [])
         if isinstance(sizes, specmod.Span):       # a range: its largest value is its last
@@ -469,7 +469,7 @@ def _held_out_logits(net, params, fw, Xh):
 
 def holdout_accuracy(net, params, X, Xh, yh):
     """Accuracy of one network on held-out (Xh, yh), batch norm normalised by the training
-    set X's statistics (:func:`_held_out_logits`)."""
+    set X's statistics (``_held_out_logits``)."""
     return _logit_accuracy(_held_out_logits(net, params, net.forward(params, X), Xh), yh)
 
 
@@ -647,8 +647,9 @@ def execute_chunk(chunk, root, backend="cpu"):
 # --------------------------------------------------------------------------------------------
 # sizes: what a grid will cost, told (and bounded) before any work
 
-# past either bound `simstudy run` refuses a grid unless told --yes
+#: Trainings past which ``simstudy run`` refuses a grid unless told ``--yes``.
 MAX_TRAININGS = 10**6
+#: Bytes of results past which ``simstudy run`` refuses a grid unless told ``--yes``.
 MAX_RESULT_BYTES = 8 * 2**30
 # floating-point operations per second of the grid engine, for the rough time: on the CPU the
 # full presets ran at 4-5 GFLOP/s (24 for batchnorm's wide networks, the per-network strategy);
@@ -884,7 +885,7 @@ def run(spec, out, backend="cpu", scheduler=None, workers=None, quiet=False, log
     of chunks computed.
 
     Checks come first (:func:`preflight`), then the store is locked (a second run on ``out``
-    fails at once, see :meth:`Store.lock`). Every stored part is verified; a bad one is named
+    fails at once, see :meth:`studies.store.Store.lock`). Every stored part is verified; a bad one is named
     in a log line and recomputed. A chunk that raises is recorded (``parts/<key>.failed.json``)
     and the others go on; :class:`ChunksFailed` is raised at the end. Interrupting (Ctrl-C,
     SIGKILL) loses at most the chunks in flight: stored parts stay and the next call skips them.

@@ -47,8 +47,8 @@ import pyarrow.parquet as pq
 
 from .errors import StudyError
 
-# Bump when the meaning of stored rows or of a chunk's key changes, and say what changed in
-# VERSION_CHANGES: a directory of another version is then refused (Store.check_version).
+#: Bump when the meaning of stored rows or of a chunk's key changes, and say what changed in
+#: VERSION_CHANGES: a directory of another version is then refused (Store.check_version).
 STORE_VERSION = 3
 VERSION_CHANGES = {
     1: "long-form rows with the data set's arguments as data_<name> columns",

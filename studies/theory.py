@@ -53,11 +53,14 @@ from simcore.scalar import LEAKY_SLOPE
 
 __all__ = [
     "ACTIVATION_FUNCS", "gaussian_expectation", "variance_map", "variance_trajectory", "q_star",
-    "chi_1", "critical_sigma_w2", "depth_scale", "log_gradient_growth", "sigma_w2_of_init",
-    "sigmoid_derivative_bound", "sigmoid_gradient_bound",
+    "chi_1", "critical_sigma_w2", "depth_scale", "log_gradient_growth", "finite_width_log_growth",
+    "correlation_map", "c_star", "chi_c", "correlation_depth_scale", "sigma_w2_of_init",
+    "sigmoid_derivative_bound", "sigmoid_gradient_bound", "bn_gradient_factor",
+    "bn_log_gradient_growth", "random_mlp_telemetry",
     "ls_design", "ls_hessian", "ls_spectrum", "ls_threshold", "ls_optimal_step",
     "ls_contraction", "ls_optimal_contraction", "ls_condition_number", "ls_solution",
-    "LSSolution",
+    "LSSolution", "heavy_ball_factor", "heavy_ball_contraction", "heavy_ball_threshold",
+    "heavy_ball_optimal", "heavy_ball_excess", "sigmoid_escape_time",
     "exact_hessian", "sharpness_lanczos",
     "mlp_grad_fn", "mlp_sharpness",
     # batchnorm
@@ -1234,7 +1237,7 @@ def mlp_grad_fn(net, X, y):
     r"""The gradient of ``net``'s mean training loss on (X, y) as a function of its flat
     parameters: ``theta (n_params,) -> grad (n_params,)``, both float64.
 
-    ``theta`` is ``net.pack(params)`` (the layout of :attr:`simcore.MLP.slots`); the batchnorm
+    ``theta`` is ``net.pack(params)`` (the layout of ``net.slots``, see :class:`simcore.MLP`); the batchnorm
     study's sharpness at initialisation differentiates it (:func:`mlp_sharpness`). The gradient is
     evaluated by a float64 twin of ``net`` (same sizes, activation, loss, batch norm), so finite
     differences of it are accurate whatever ``net.dtype`` is. With batch norm it uses the batch's

@@ -53,6 +53,8 @@ def test_claims_json_counts_predictions_only(report):
     assert by_id["threshold"]["measured"]["tanh"] == pytest.approx(2.5)
     assert by_id["rate"]["assumes"] == "wide layers, large batches"
     assert report.headline() == "1 of 2 predictions hold, 1 of 2 engine checks ok"
+    assert info["figures"] == {"rate_fig": "Rate: theory line over the measured points",
+                               "share_fig": "Share of oscillating runs against eta", "other": "Another figure"}
 
 
 def test_summary_comes_first_with_numbers_side_by_side(report):
