@@ -74,7 +74,7 @@ def _at_simcore_opt_level(dispatcher):
     from numba.core import config as numba_config
     from numba.core.compiler_lock import global_compiler_lock
     compile_at_numba_level = dispatcher.compile
-    level = numba_config._OptLevel(config.OPT)
+    level = getattr(numba_config, "_OptLevel", int)(config.OPT)  # numba's int subclass, where it has one
 
     def compile(sig):
         with global_compiler_lock:
