@@ -23,10 +23,20 @@ from . import config
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def package_digest(package_dir=PACKAGE_DIR, fastmath=config.FASTMATH):
-    """sha256 of the fastmath flags and of every .py file under ``package_dir`` (names and
-    contents, in a fixed order)."""
-    h = hashlib.sha256(repr(sorted(fastmath) if fastmath else None).encode())
+def compile_opt_level():
+    """The LLVM optimisation level simcore's kernels compile at: ``config.OPT``
+    (``SIMCORE_OPT``), or numba's own when that is None."""
+    from numba.core import config as numba_config
+    return config.OPT if config.OPT is not None else int(numba_config.OPT)
+
+
+def package_digest(package_dir=PACKAGE_DIR, fastmath=config.FASTMATH, opt=None):
+    """sha256 of the compile flags (fastmath, and simcore's optimisation level ``opt``, default
+    the one in force) and of every .py file under ``package_dir`` (names and contents, in a
+    fixed order)."""
+    if opt is None:
+        opt = compile_opt_level()
+    h = hashlib.sha256(repr((sorted(fastmath) if fastmath else None, int(opt))).encode())
     for root, dirs, files in os.walk(package_dir):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(f for f in files if f.endswith(".py")):

@@ -57,9 +57,41 @@ def _prefer_512_bit_vectors():
 WIDE_VECTORS = _prefer_512_bit_vectors()
 
 
+def _at_simcore_opt_level(dispatcher):
+    """``dispatcher`` (simcore's own), made to compile at LLVM optimisation level ``config.OPT``
+    (``SIMCORE_OPT``) whatever numba's global level is; unchanged when that is None.
+
+    Why: the grid kernels' hot loops are explicit vectors (:mod:`simcore.simd`) and short
+    elementwise loops, which level 2 compiles to the same machine code's speed as level 3, and
+    the same results bit for bit, while their first compilation takes about a fifth less time
+    (docs/benchmarks.md, "Compile time"). numba reads its level (``numba.core.config.OPT``) at
+    every compilation, so it is set around this dispatcher's compilations only, under numba's
+    compiler lock (no other thread compiles meanwhile), and the user's own ``@njit`` code keeps
+    numba's level. Callees compiled for this dispatcher are simcore's too and set it themselves;
+    a user's function that calls a simcore kernel is optimised as a whole at the user's level."""
+    if config.OPT is None:
+        return dispatcher
+    from numba.core import config as numba_config
+    from numba.core.compiler_lock import global_compiler_lock
+    compile_at_numba_level = dispatcher.compile
+    level = getattr(numba_config, "_OptLevel", int)(config.OPT)  # numba's int subclass, where it has one
+
+    def compile(sig):
+        with global_compiler_lock:
+            saved = numba_config.OPT
+            numba_config.OPT = level
+            try:
+                return compile_at_numba_level(sig)
+            finally:
+                numba_config.OPT = saved
+
+    dispatcher.compile = compile
+    return dispatcher
+
+
 def scalar(func):
     """Compile a scalar formula for the CPU (inlined into callers by LLVM)."""
-    return njit(cache=config.CACHE, fastmath=config.FASTMATH, error_model="numpy")(func)
+    return _at_simcore_opt_level(njit(cache=config.CACHE, fastmath=config.FASTMATH, error_model="numpy")(func))
 
 
 def cpu_kernel(func=None, *, parallel=False, ordered=False):
@@ -77,8 +109,8 @@ def cpu_kernel(func=None, *, parallel=False, ordered=False):
     flags = config.FASTMATH_ORDERED if ordered else config.FASTMATH
 
     def wrap(f):
-        return njit(cache=config.CACHE, fastmath=flags, parallel=parallel, error_model="numpy",
-                    nogil=True)(f)
+        return _at_simcore_opt_level(njit(cache=config.CACHE, fastmath=flags, parallel=parallel,
+                                          error_model="numpy", nogil=True)(f))
     return wrap if func is None else wrap(func)
 
 

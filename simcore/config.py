@@ -8,6 +8,10 @@
 ``SIMCORE_WIDE_VECTORS``  "1" (default) lets LLVM's loop vectoriser use whole 512-bit registers
                       on a CPU with AVX-512 (it prefers 256-bit ones there by default), see
                       ``simcore._jit``; "0" leaves numba's choice.
+``SIMCORE_OPT``       numba's optimisation level (0-3) for simcore's own kernels, default 2;
+                      "numba" keeps numba's level (``NUMBA_OPT``, default 3) for them too. Left
+                      unset while ``NUMBA_OPT`` is set, the user's level applies. Only simcore's
+                      compilations are affected (``simcore._jit``).
 ``SIMCORE_CUDA_THREADS``     threads per block of the CUDA grid engine (a power of two, default
                       128); one block trains one network, its threads split the samples.
 ``SIMCORE_CUDA_MAX_BLOCKS``  at most this many blocks are launched (default 4096); each block
@@ -35,6 +39,22 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc"} if _flag("SIMCORE_FASTMATH", "
 # for kernels whose sums must run in the source's order: no reassociation, no x/y -> x*(1/y)
 FASTMATH_ORDERED = (FASTMATH - {"reassoc", "arcp"}) if FASTMATH else False
 WIDE_VECTORS = _flag("SIMCORE_WIDE_VECTORS", "1")
+
+
+def _opt_level():
+    """SIMCORE_OPT as an int 0-3, or None for numba's own level."""
+    raw = os.environ.get("SIMCORE_OPT")
+    if raw is None:
+        return None if "NUMBA_OPT" in os.environ else 2
+    raw = raw.strip().lower()
+    if raw == "numba":
+        return None
+    if raw not in ("0", "1", "2", "3"):
+        raise ValueError(f"SIMCORE_OPT must be 0, 1, 2, 3 or 'numba', got {os.environ['SIMCORE_OPT']!r}")
+    return int(raw)
+
+
+OPT = _opt_level()
 
 
 def _int(name, default):
