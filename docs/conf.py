@@ -39,22 +39,7 @@ myst_heading_anchors = 3               # `[text](page.md#a-heading)` links resol
 # sit in files being rewritten in this session (the lead fixes them after merging, then drops
 # the entry): each names its file and what the reference should become
 nitpicky = True
-nitpick_ignore = [
-    # simcore/grid/__init__.py: short names in train_grid, initial_params and telemetry_bytes,
-    # which are documented as simcore.train_grid (module simcore), so they need full names
-    ("py:func", "train_grid"),          # -> simcore.train_grid
-    ("py:func", "batch_order"),         # -> simcore.grid.core.batch_order
-    ("py:func", "choose_strategy"),     # -> simcore.grid.choose_strategy
-    ("py:func", "telemetry_bytes"),     # -> simcore.grid.telemetry_bytes
-    # simcore/grid/cpu.py: run_blocks is public in simcore.grid but not in its __all__ (-> add
-    # it there and to the API page, or write ``run_blocks``)
-    ("py:func", "simcore.grid.run_blocks"),
-    # simcore/grid/core.py: a private function (-> ``simcore._jit.gpu_device``, a literal)
-    ("py:func", "simcore._jit.gpu_device"),
-    # simcore/io.py: documented under simcore, not simcore.io
-    ("py:func", "save_params"),         # -> simcore.save_params
-    ("py:meth", "MLP.init_state"),      # -> simcore.MLP.init_state
-]
+nitpick_ignore = []  # every reference resolves; an entry here would hide a broken one
 
 # API reference: one page per object from its numpydoc docstring. The modules whose public
 # functions and classes (``__all__``, else those without a leading underscore) the API pages

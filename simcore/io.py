@@ -9,7 +9,7 @@ A file is an uncompressed ``.npz`` (a zip of ``.npy`` arrays, each with its CRC-
 ``simcore_header``
     UTF-8 JSON, stored as a uint8 array, holding:
 
-    - ``format``: ``"simcore.params"`` (:func:`save_params`) or ``"simcore.grid_result"``
+    - ``format``: ``"simcore.params"`` (:func:`simcore.save_params`) or ``"simcore.grid_result"``
       (:meth:`simcore.GridResult.save`);
     - ``format_version``: :data:`FORMAT_VERSION` (2: a grid result holds ``state`` and
       ``reached_at``); files of version 1 load too, a file of another version is refused;
@@ -78,7 +78,7 @@ def net_from_spec(spec, path):
 
 
 def check_state(net, state):
-    """``state`` (batch-norm running statistics, as :meth:`MLP.init_state` gives them) checked
+    """``state`` (batch-norm running statistics, as :meth:`simcore.MLP.init_state` gives them) checked
     for ``net`` and copied in its dtype; a ValueError naming the entry that does not fit."""
     template = net.init_state()
     if not isinstance(state, (list, tuple)) or len(state) != len(template):
@@ -262,7 +262,7 @@ def save_params(path, net, params, state=None):
     params : list of dict
         As :meth:`MLP.init` returns them; stored in the net's dtype.
     state : list of dict, optional
-        Batch-norm running statistics (:meth:`MLP.init_state`).
+        Batch-norm running statistics (:meth:`simcore.MLP.init_state`).
 
     Raises
     ------
@@ -285,7 +285,7 @@ def save_params(path, net, params, state=None):
 
 
 def load_params(path):
-    """Load what :func:`save_params` wrote.
+    """Load what :func:`simcore.save_params` wrote.
 
     Returns
     -------

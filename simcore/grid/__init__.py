@@ -58,7 +58,7 @@ def _draw_theta(m, seeds, init_scale, bias_scale):
 
 
 def initial_params(net, seeds, init_scale=1.0, bias_scale=0.0):
-    """The stacked initial parameters :func:`train_grid` draws for ``seeds`` (a leading G axis;
+    """The stacked initial parameters :func:`simcore.train_grid` draws for ``seeds`` (a leading G axis;
     network g equals ``net.init(seeds[g], init_scale[g], bias_scale[g])``)."""
     if not isinstance(net, MLP):
         raise ValueError(f"net must be an MLP, got {type(net).__name__}")
@@ -104,7 +104,7 @@ def record_bytes(n_layers):
 
 
 def telemetry_bytes(net, G, steps, record_every, strategy="auto"):
-    """Bytes of the telemetry :func:`train_grid` allocates for G networks like ``net`` (an MLP, or
+    """Bytes of the telemetry :func:`simcore.train_grid` allocates for G networks like ``net`` (an MLP, or
     a list of MLPs, one per network): the loss and the per-layer quantities at each of the
     ``steps // record_every + 2`` records, 8 bytes each; with the "lanes" strategy, the same again
     per thread for the block of LANES networks it records into before copying them out."""
@@ -220,7 +220,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         Given with another optimizer, a ValueError (it would change nothing).
     batch_size : int, optional
         None: full batch. Otherwise minibatch SGD: each epoch every network visits the samples
-        in its own order (:func:`batch_order` of its seed and the epoch) in ``n // batch_size``
+        in its own order (:func:`simcore.grid.core.batch_order` of its seed and the epoch) in ``n // batch_size``
         batches of exactly ``batch_size`` (the remainder of the epoch is left out).
     record_every : int >= 1
         Telemetry every ``record_every`` steps, and at the last step.
@@ -253,7 +253,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
     strategy : {"auto", "lanes", "gemm"}
         How the CPU backend lays out the work: "lanes" trains LANES networks side by side in
         SIMD lanes, "gemm" one network at a time with register-tiled matrix products, "auto"
-        picks per architecture and G (:func:`choose_strategy`). Results agree to rounding
+        picks per architecture and G (:func:`simcore.grid.choose_strategy`). Results agree to rounding
         (float64 within 1e-12), and each strategy is bitwise reproducible on its own. Only
         "auto" with ``backend="cuda"``.
     lr_schedule : LRSchedule, optional
@@ -282,7 +282,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         work is skipped where the strategy allows (a network of "gemm" or CUDA at once, a block
         of "lanes" once all of its networks are frozen). Needs ``target_loss``.
     resume : GridResult, optional
-        Continue the training ``resume`` returned (its :attr:`GridResult.state`): its
+        Continue the training ``resume`` returned (its ``GridResult.state``): its
         parameters, the optimizer's moments, the step count (the schedule, Adam's corrections
         and the minibatch epoch continue where it stopped), the divergence references, and the
         steps of divergence and of reaching the target so far. Two calls of S/2 steps, the
@@ -303,7 +303,7 @@ def train_grid(net, X, y, lr, steps, seeds=None, params0=None, init_scale=1.0, b
         Naming the argument: mismatched lengths of per-network arrays, negative or non-finite
         lr, steps < 1, batch_size out of [1, n], params0 of the wrong shapes, unknown optimizer,
         momentum with an optimizer that ignores it, telemetry past ``simcore.config.MAX_GIB``
-        (:func:`telemetry_bytes`); negative weight_decay, clip_norm <= 0, a NaN target_loss,
+        (:func:`simcore.grid.telemetry_bytes`); negative weight_decay, clip_norm <= 0, a NaN target_loss,
         stop_at_target without target_loss, a resume that does not match the call.
     TypeError
         lr_schedule not an LRSchedule, resume not a GridResult with a state.
@@ -681,7 +681,7 @@ def _assemble(job, runs):
 
 
 def _final_state(job, runs, diverged_at, reached_at):
-    """GridResult.state: what :func:`train_grid` needs to continue this training (``resume``)."""
+    """GridResult.state: what :func:`simcore.train_grid` needs to continue this training (``resume``)."""
     G, nets = job.G, job.nets
     starts = np.r_[0, np.cumsum([m.n_params for m in nets])]
     v = np.empty(starts[-1], nets[0].dtype)

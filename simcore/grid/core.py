@@ -2,7 +2,7 @@
 layout's columns, the codes of the update rules, the telemetry's quantities, the divergence
 test, the optimizer's per-parameter step and the minibatch order. The CPU kernels call these
 functions compiled for the CPU; :mod:`simcore.grid.cuda` compiles the same source for the GPU
-(:func:`simcore._jit.gpu_device`), so each rule is written once for both.
+(``simcore._jit.gpu_device``), so each rule is written once for both.
 """
 import math
 

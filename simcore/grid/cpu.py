@@ -3,7 +3,7 @@ r"""The grid engine on the CPU: many networks of one architecture trained in one
 Networks sit in *lanes* (docs/architecture.md, *A strategy per size*): every per-network array carries the network
 index as its innermost, contiguous axis of length ``LANES``, so each arithmetic instruction
 advances ``LANES`` networks at once with SIMD and nothing needs a horizontal reduction. Threads
-(:func:`simcore.grid.run_blocks`) own disjoint blocks of ``LANES`` networks: no shared
+(``simcore.grid.run_blocks``) own disjoint blocks of ``LANES`` networks: no shared
 writes, and every network sees the same sequence of operations whatever its block, lane,
 thread count or chunking of the grid, so results are bitwise reproducible.
 

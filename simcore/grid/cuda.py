@@ -2,7 +2,7 @@ r"""The grid engine on the GPU (numba-cuda): one thread block trains one network
 
 The contract is that of the CPU engine's ``train_lanes`` (:func:`simcore.grid.cpu.train_kernel`:
 the same arguments less the block range, same outputs, same semantics: minibatch orders from
-:func:`batch_order` of the network's seed and the epoch, telemetry every ``record_every``
+:func:`simcore.grid.core.batch_order` of the network's seed and the epoch, telemetry every ``record_every``
 steps and at the last step, the batch's loss before the update, the full-data loss at the
 end, divergence freezing); only the layout of the work differs (docs/architecture.md, *One block per network on the GPU*):
 
@@ -23,7 +23,7 @@ end, divergence freezing); only the layout of the work differs (docs/architectur
 
 The math is written once (docs/architecture.md, *Write the math once*): activations, their derivatives, the stable exp/log
 helpers and the counter-based generator are the functions of :mod:`simcore.scalar` compiled for
-the GPU by :func:`simcore._jit.gpu_device` (fastmath's CPU-only exp/log1p/tanh become the GPU's
+the GPU by ``simcore._jit.gpu_device`` (fastmath's CPU-only exp/log1p/tanh become the GPU's
 libm); the per-output-unit loss terms and the optimizer rules below are ``@scalar`` formulas
 usable on both targets.
 
