@@ -62,9 +62,8 @@ def _at_simcore_opt_level(dispatcher):
     (``SIMCORE_OPT``) whatever numba's global level is; unchanged when that is None.
 
     Why: the grid kernels' hot loops are explicit vectors (:mod:`simcore.simd`) and short
-    elementwise loops, which level 2 compiles to the same machine code's speed as level 3, and
-    the same results bit for bit, while their first compilation takes about a fifth less time
-    (docs/benchmarks.md, "Compile time"). numba reads its level (``numba.core.config.OPT``) at
+    elementwise loops, which level 2 compiles to code as fast as level 3's, with the same
+    results bit for bit, in less compile time (docs/benchmarks.md, "Compile time"). numba reads its level (``numba.core.config.OPT``) at
     every compilation, so it is set around this dispatcher's compilations only, under numba's
     compiler lock (no other thread compiles meanwhile), and the user's own ``@njit`` code keeps
     numba's level. Callees compiled for this dispatcher are simcore's too and set it themselves;

@@ -20,10 +20,11 @@ from . import _validate
 from ._jit import cpu_kernel
 
 NAMES = ("gd", "sgd", "momentum", "nesterov", "adam")
-# the code each rule has in the compiled kernels (sgd is gd on minibatches: the same rule)
-OPT_CODE = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3}
+# the code each rule has in the compiled kernels (sgd is gd on minibatches: the same rule); the
+# kernels compare with these names (numba reads them as compile-time constants)
+GD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
+OPT_CODE = {"gd": GD, "sgd": GD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adam": ADAM}
 assert tuple(OPT_CODE) == NAMES
-_MOMENTUM, _NESTEROV = OPT_CODE["momentum"], OPT_CODE["nesterov"]  # as compile-time constants
 # Each hyperparameter, the optimizers that use it and its default. The one rule, for Optimizer,
 # train_grid and the studies' TOML grids alike: left out (None) it takes its default; given to
 # an optimizer that does not use it, it is an error (it would silently change nothing).
@@ -51,11 +52,11 @@ def parameter_step(opt, g, v, m, mu, c1, c2, beta1, beta2, eps):
     (step = g + mu v); Adam (m, v the moving averages of g and g^2, step = m_hat / (sqrt(v_hat)
     + eps), with c1, c2 the bias corrections 1 - beta^t of :func:`adam_corrections`). The
     single-network kernels below and both grid engines call this one function."""
-    if opt == 0:
+    if opt == GD:
         return g, v, m
-    if opt == 1 or opt == 2:
+    if opt == MOMENTUM or opt == NESTEROV:
         vk = mu * v + g
-        return (g + mu * vk if opt == 2 else vk), vk, m
+        return (g + mu * vk if opt == NESTEROV else vk), vk, m
     mk = beta1 * m + (1.0 - beta1) * g
     vk = beta2 * v + (1.0 - beta2) * g * g
     return (mk / c1) / (math.sqrt(vk / c2) + eps), vk, mk
@@ -71,14 +72,14 @@ def adam_corrections(t, beta1, beta2):
 def gd_step(theta, grad, eta):
     """theta -= eta * grad (:func:`parameter_step`, code 0)."""
     for i in range(theta.size):
-        step, _, _ = parameter_step(0, grad[i], 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0)
+        step, _, _ = parameter_step(GD, grad[i], 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0)
         theta[i] -= eta * step
 
 
 @cpu_kernel
 def momentum_step(theta, grad, v, eta, mu, nesterov):
     """Heavy-ball (or Nesterov) momentum, velocity ``v`` updated in place (:func:`parameter_step`)."""
-    opt = _NESTEROV if nesterov else _MOMENTUM
+    opt = NESTEROV if nesterov else MOMENTUM
     for i in range(theta.size):
         step, v[i], _ = parameter_step(opt, grad[i], v[i], 0.0, mu, 1.0, 1.0, 0.0, 0.0, 0.0)
         theta[i] -= eta * step
@@ -90,7 +91,7 @@ def adam_step(theta, grad, m, v, t, eta, beta1, beta2, eps):
     (:func:`parameter_step`)."""
     c1, c2 = adam_corrections(t, beta1, beta2)
     for i in range(theta.size):
-        step, v[i], m[i] = parameter_step(3, grad[i], v[i], m[i], 0.0, c1, c2, beta1, beta2, eps)
+        step, v[i], m[i] = parameter_step(ADAM, grad[i], v[i], m[i], 0.0, c1, c2, beta1, beta2, eps)
         theta[i] -= eta * step
 
 

@@ -43,6 +43,7 @@ from ..interrupt import stop_requested
 from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
 from ..losses import (CE, MSE, MSE_SIGMOID, accuracy_units, bce_unit, ce_delta, ce_row_loss, correct_units,
                       mse_sigmoid_unit, mse_unit, output_grad, output_unit, softmax_shift)
+from ..optim import ADAM
 from ..scalar import exp
 from ..simd import (VBYTES, fma4, fma4x4, load4, load4x4, store4, store4x4, vfma, vload, vsplat, vstore,
                     vzero, width)
@@ -724,7 +725,7 @@ def train_kernel(batchnorm):
                 if final:
                     break
                 # --- the update, masked per lane (a diverged network stays frozen) ----------------
-                if opt == 3:
+                if opt == ADAM:
                     c1, c2 = adam_corrections(tg)
                 # the gradient's transformations, as a torch loop: clip_grad_norm_, then the
                 # optimizer's weight decay; each skipped where no lane of the block uses it

@@ -45,6 +45,7 @@ from .._jit import _for_gpu, gpu_device, gpu_kernel
 from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
 from ..losses import (CE, accuracy_units, ce_delta, ce_row_loss, correct_units, output_grad, output_unit,
                       softmax_shift, unit_loss)
+from ..optim import ADAM
 from ..scalar import act_deriv, act_value, normal, stream_key, uniform
 from .core import (FAN_IN, FAN_OUT, NQ, OFF_B, OFF_BETA, OFF_GAMMA, OFF_W, adam_corrections,
                    batch_order, clip_scale, decayed, evaluation, frozen_at, is_diverged, is_reached,
@@ -593,7 +594,7 @@ def _train_network(g, th, gr, v, m, fb, st, order, sidx, red, lofs, d1, d2, thet
                 final_all[g] = loss
             break
         # --- the update (a diverged network stays frozen) ------------------------------------
-        if opt == 3:
+        if opt == ADAM:
             c1, c2 = _adam_corrections(tg)
         _transform_grads(th, gr, P, clips[g], wds[g], red)
         _update(opt, th, gr, v, m, P, lr * _lr_factor(sched, tg), mu, c1, c2, alive)
