@@ -18,7 +18,8 @@
                       trains networks blockIdx, blockIdx + gridDim, ... so the per-block scratch
                       memory stays bounded whatever G is.
 ``SIMCORE_MAX_GIB``   the most memory (GiB, default 4) one call may allocate for its results
-                      (the grid engine's telemetry): a call that would need more is refused with
+                      (the grid engine's telemetry, trained parameters and optimizer state): a
+                      call that would need more is refused with
                       a ValueError before anything is allocated. ``simcore.config.MAX_GIB`` may
                       also be set at run time.
 

@@ -108,7 +108,7 @@ import pandas as pd
 import seaborn as sns
 from scipy import optimize
 
-from .rows import data_set, of_kind, per_run
+from .rows import data_set, integer_columns, of_kind, per_run
 
 NAME = "perceptron"
 TITLE = "Perceptron: Novikoff's mistake bound and XOR"
@@ -281,28 +281,19 @@ def richardson_limit(t1, L1, t2, L2):
 # --------------------------------------------------------------------------------------------
 # selecting the runs
 
+# configuration columns that hold integers (studies.rows.integer_columns restores them)
 _INT_COLS = ("data_d", "data_n", "data_k", "data_seed", "seed", "epochs", "epochs_run",
              "total_mistakes", "steps", "point")
 
 
-def _intify(df):
-    """Integer configuration columns back to integers (rows of several kinds share one frame,
-    so a column that one kind lacks comes back as float with NaN)."""
-    df = df.copy()
-    for c in _INT_COLS:
-        if c in df.columns and df[c].notna().all() and (df[c] % 1 == 0).all():
-            df[c] = df[c].astype(np.int64)
-    return df
-
-
 def _runs(rows):
     """One row per training (its last stored row: per-run values repeat on every row)."""
-    return _intify(per_run(rows, keep="last").reset_index(drop=True))
+    return integer_columns(per_run(rows, keep="last").reset_index(drop=True), _INT_COLS)
 
 
 def _perceptron(data, name):
     runs = of_kind(data, "perceptron")
-    return _intify(runs[runs["data"] == name])
+    return integer_columns(runs[runs["data"] == name], _INT_COLS)
 
 
 def separable_rows(data):
@@ -322,8 +313,8 @@ def xor_mlp_rows(data):
     """2-2-1 networks (one hidden layer of 2 units) trained with BCE on ``xor``."""
     if "widths" not in data.columns:
         return data.iloc[0:0]
-    return _intify(data[(data["kind"] == "mlp") & (data["data"] == "xor") & (data["widths"] == "2")
-                        & (data["loss_fn"] == "bce")])
+    return integer_columns(data[(data["kind"] == "mlp") & (data["data"] == "xor") & (data["widths"] == "2")
+                                   & (data["loss_fn"] == "bce")], _INT_COLS)
 
 
 def _xor_data_cols(df):

@@ -36,6 +36,17 @@ def of_kind(data, kind):
     return data[data["kind"] == kind]
 
 
+def integer_columns(rows, columns):
+    """``rows`` with each of ``columns`` that is present, complete and whole-valued as int64
+    again: rows of several kinds share one frame, so a column one kind lacks reads back as float
+    with NaN, and the rows a study selected hold integers in it."""
+    rows = rows.copy()
+    for c in columns:
+        if c in rows.columns and rows[c].notna().all() and (rows[c] % 1 == 0).all():
+            rows[c] = rows[c].astype(np.int64)
+    return rows
+
+
 def per_run(rows, keep="first"):
     """One row per training (per-run values repeat on every row of a run), indexed by
     ``point`` and keeping the column; ``keep="last"``: a run's last stored row."""

@@ -939,3 +939,22 @@ def test_kernel_buffers_start_on_64_byte_boundaries(dtype):
             assert a.shape == (n,) and a.dtype == dtype and a.flags.c_contiguous
             assert a.ctypes.data % 64 == 0
         assert len({a.ctypes.data for a in arrays if n}) == (8 if n else 0)  # distinct buffers
+
+
+def test_size_guard_counts_the_parameters_and_the_optimizers_state(moons, monkeypatch):
+    """Wide networks with little telemetry: their trained parameters and the optimizer's moments
+    (GridResult.state), three values per parameter, count against MAX_GIB too; the held-out
+    values count in every record."""
+    X, y = moons
+    net = MLP([2, 200, 200, 1], activation="tanh", loss="bce")
+    G = 64
+    assert simcore.grid.state_bytes(net, G) == 3 * net.n_params * 8 * G
+    assert simcore.grid.record_bytes(3) == (1 + 3 + 3 * len(simcore.grid.QUANTITIES)) * 8
+    tele = simcore.grid.telemetry_bytes(net, G, 2, 1)
+    limit = (tele + simcore.grid.state_bytes(net, G)) / 2 ** 30
+    monkeypatch.setattr(simcore.config, "MAX_GIB", limit * 0.99)  # the telemetry alone fits
+    assert tele < simcore.config.limit_bytes()
+    with pytest.raises(ValueError, match=r"optimizer's state would take .* GiB.*MAX_GIB"):
+        train_grid(net, X, y, lr=np.full(G, 0.1), steps=2, record_every=1)
+    monkeypatch.setattr(simcore.config, "MAX_GIB", limit * 1.01)
+    assert train_grid(net, X, y, lr=np.full(G, 0.1), steps=2, record_every=1).record_steps.size == 3

@@ -78,3 +78,15 @@ def test_row_selections(stored):
     assert {"lr", "loss_fn", "widths", "data", "activation"} <= set(axes)
     assert not set(axes) & (rows.RESULT_COLUMNS | {"point", "grid", "data_args", "steps"})
     assert rows.slug("Least squares on teacher_student(n=24)") == "least_squares_on_teacher_student_n_24"
+
+
+def test_integer_columns_restores_whole_complete_columns_only():
+    """A column a kind lacks reads back as float with NaN; once the rows of one kind are
+    selected, the whole-valued complete ones are integers again, the others stay as they are."""
+    import pandas as pd
+    from studies.rows import integer_columns
+    df = pd.DataFrame({"seed": [1.0, 2.0], "epochs": [3.0, np.nan], "eta": [0.5, 1.0], "n": [1.5, 2.0]})
+    out = integer_columns(df, ("seed", "epochs", "n", "absent"))
+    assert out["seed"].dtype == np.int64 and out["seed"].tolist() == [1, 2]
+    assert out["epochs"].dtype == np.float64 and out["n"].dtype == np.float64
+    assert df["seed"].dtype == np.float64  # the input is left as it was

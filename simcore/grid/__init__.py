@@ -25,7 +25,7 @@ from .schedule import LRSchedule
 BACKENDS = ("cpu", "cuda")
 STRATEGIES = ("auto", "lanes", "gemm")
 
-__all__ = ["train_grid", "initial_params", "choose_strategy", "telemetry_bytes", "GridResult", "batch_order", "QUANTITIES",
+__all__ = ["train_grid", "initial_params", "choose_strategy", "telemetry_bytes", "state_bytes", "GridResult", "batch_order", "QUANTITIES",
            "LANES", "STRATEGIES", "LRSchedule"]
 
 
@@ -99,20 +99,30 @@ LANES_FILL = 2    # lanes need G >= LANES / LANES_FILL networks per thread to pa
 
 
 def record_bytes(n_layers):
-    """Bytes of one telemetry record of one network: its loss and every layer's QUANTITIES."""
-    return (1 + n_layers * len(QUANTITIES)) * 8
+    """Bytes of one telemetry record of one network: its loss, its held-out values
+    (``VAL_QUANTITIES``) and every layer's QUANTITIES."""
+    return (1 + len(VAL_QUANTITIES) + n_layers * len(QUANTITIES)) * 8
 
 
 def telemetry_bytes(net, G, steps, record_every, strategy="auto"):
     """Bytes of the telemetry :func:`simcore.train_grid` allocates for G networks like ``net`` (an MLP, or
-    a list of MLPs, one per network): the loss and the per-layer quantities at each of the
-    ``steps // record_every + 2`` records, 8 bytes each; with the "lanes" strategy, the same again
-    per thread for the block of LANES networks it records into before copying them out."""
+    a list of MLPs, one per network): the loss, the held-out values and the per-layer quantities
+    at each of the ``steps // record_every + 2`` records, 8 bytes each; with the "lanes"
+    strategy, the same again per thread for the block of LANES networks it records into before
+    copying them out."""
     nets = list(net) if isinstance(net, (list, tuple)) else [net]
     per_network = (steps // record_every + 2) * record_bytes(max(m.n_layers for m in nets))
     how = choose_strategy(nets[0], G) if strategy == "auto" else strategy
     blocks = LANES * min(numba.get_num_threads(), -(-G // LANES)) if how == "lanes" else 0
     return per_network * (G + blocks)
+
+
+def state_bytes(net, G):
+    """Bytes of the trained parameters and the optimizer's moments v and m
+    (:attr:`simcore.GridResult.state`) of G networks like ``net`` (an MLP, or a list of G):
+    three values per parameter, in the networks' dtype."""
+    nets = list(net) if isinstance(net, (list, tuple)) else [net] * G
+    return 3 * sum(m.n_params * np.dtype(m.dtype).itemsize for m in nets)
 
 
 def n_records(steps, record_every):
@@ -121,14 +131,17 @@ def n_records(steps, record_every):
 
 
 def check_size(net, G, steps, record_every, strategy="auto"):
-    """ValueError naming steps, record_every and G when the telemetry would pass
-    ``simcore.config.MAX_GIB`` (before anything is allocated)."""
-    need = telemetry_bytes(net, G, steps, record_every, strategy)
+    """ValueError naming steps, record_every and G when the results (the telemetry, the trained
+    parameters and the optimizer's state) would pass ``simcore.config.MAX_GIB`` (before anything
+    is allocated)."""
+    tele = telemetry_bytes(net, G, steps, record_every, strategy)
+    need = tele + state_bytes(net, G)
     limit = config.limit_bytes()
     if need > limit:
         raise ValueError(
             f"steps={steps} with record_every={record_every} is {n_records(steps, record_every)} records of G={G} "
-            f"networks: the telemetry would take {need / 2**30:.1f} GiB, over the limit of "
+            f"networks: the telemetry ({tele / 2**30:.1f} GiB) with the trained parameters and the "
+            f"optimizer's state would take {need / 2**30:.1f} GiB, over the limit of "
             f"{config.MAX_GIB:g} GiB (simcore.config.MAX_GIB, env SIMCORE_MAX_GIB); raise "
             f"record_every, or lower steps or G (or raise the limit)")
 
