@@ -119,7 +119,7 @@ def telemetry_bytes(net, G, steps, record_every, strategy="auto"):
 
 def state_bytes(net, G):
     """Bytes of the trained parameters and the optimizer's moments v and m
-    (:attr:`simcore.GridResult.state`) of G networks like ``net`` (an MLP, or a list of G):
+    (``GridResult.state``) of G networks like ``net`` (an MLP, or a list of G):
     three values per parameter, in the networks' dtype."""
     nets = list(net) if isinstance(net, (list, tuple)) else [net] * G
     return 3 * sum(m.n_params * np.dtype(m.dtype).itemsize for m in nets)
