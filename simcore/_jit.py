@@ -88,12 +88,32 @@ def _at_simcore_opt_level(dispatcher):
     return dispatcher
 
 
+def _inlined_always(dispatcher):
+    """``dispatcher``, its compiled function marked ``alwaysinline`` in the module that numba
+    links into its callers, so LLVM inlines it wherever it is called."""
+    compile_marking_nothing = dispatcher.compile
+    marked = set()
+
+    def compile(sig):
+        entry = compile_marking_nothing(sig)
+        for cres in list(dispatcher.overloads.values()):
+            if id(cres.library) in marked:
+                continue
+            marked.add(id(cres.library))
+            fn = cres.library._get_module_for_linking().get_function(cres.fndesc.mangled_name)
+            fn.add_function_attribute("alwaysinline")
+        return entry
+
+    dispatcher.compile = compile
+    return dispatcher
+
+
 def scalar(func):
     """Compile a scalar formula for the CPU (inlined into callers by LLVM)."""
-    return _at_simcore_opt_level(njit(cache=config.CACHE, fastmath=config.FASTMATH, error_model="numpy")(func))
+    return _inlined_always(_at_simcore_opt_level(njit(cache=config.CACHE, fastmath=config.FASTMATH, error_model="numpy")(func)))
 
 
-def cpu_kernel(func=None, *, parallel=False, ordered=False):
+def cpu_kernel(func=None, *, parallel=False, ordered=False, inline=False):
     """Compile an array kernel for the CPU (releasing the GIL, so Python threads can run
     kernels side by side).
 
@@ -108,8 +128,9 @@ def cpu_kernel(func=None, *, parallel=False, ordered=False):
     flags = config.FASTMATH_ORDERED if ordered else config.FASTMATH
 
     def wrap(f):
-        return _at_simcore_opt_level(njit(cache=config.CACHE, fastmath=flags, parallel=parallel,
-                                          error_model="numpy", nogil=True)(f))
+        d = _at_simcore_opt_level(njit(cache=config.CACHE, fastmath=flags, parallel=parallel,
+                                       error_model="numpy", nogil=True)(f))
+        return _inlined_always(d) if inline else d
     return wrap if func is None else wrap(func)
 
 

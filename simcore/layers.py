@@ -38,25 +38,25 @@ BN_MOMENTUM = 0.1
 # call these, so each is written once (docs/architecture.md, *Write the math once*); compiled
 # without reassociation, as the grid kernels that inline them (simcore._jit.cpu_kernel) ---------
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def bn_inv_std(var, eps):
     r""":math:`1/\sqrt{\sigma^2 + \epsilon}` from the biased batch variance."""
     return 1.0 / math.sqrt(var + eps)
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def bn_normalize(z, mu, inv_std):
     r""":math:`\hat z = (z - \mu) / \sqrt{\sigma^2 + \epsilon}`."""
     return (z - mu) * inv_std
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def bn_affine(gamma, xhat, beta):
     r""":math:`y = \gamma \hat z + \beta`."""
     return gamma * xhat + beta
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def bn_input_grad(dy, xhat, gamma, inv_std, n, sum_dy, sum_dy_xhat):
     r""":math:`\partial z = \frac{\gamma}{n\sqrt{\sigma^2+\epsilon}}(n\,\partial y - \nabla_\beta
     - \hat z \nabla_\gamma)`, with :math:`\nabla_\beta = \sum_i \partial y_i` (``sum_dy``) and

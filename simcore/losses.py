@@ -35,14 +35,14 @@ MSE, MSE_SIGMOID, BCE, CE = 0, 1, 2, 3
 # engine) calls these; the softmax cross-entropy couples a row's units and is written per row.
 # Compiled without reassociation, as the grid kernels that inline them (simcore._jit.cpu_kernel).
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def mse_unit(z, y):
     r""":math:`(z - y)^2` and :math:`2 (z - y)`."""
     r = z - y
     return r * r, 2.0 * r
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def mse_sigmoid_unit(z, y):
     r""":math:`(\sigma(z) - y)^2` and :math:`2 (\sigma(z) - y) \sigma'(z)`: the gradient carries
     :math:`\sigma'`, the learning slowdown of a saturated output."""
@@ -51,14 +51,14 @@ def mse_sigmoid_unit(z, y):
     return r * r, 2.0 * r * sigmoid_grad(z, a)
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def bce_unit(z, y):
     r""":math:`\mathrm{softplus}(z) - y z = -y \log\sigma(z) - (1 - y) \log(1 - \sigma(z))` and
     :math:`\sigma(z) - y`, from the logit (no overflow for any finite z)."""
     return softplus(z) - y * z, sigmoid(z) - y
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def unit_loss(code, z, y):
     """(value, d value / dz) of one output unit for loss ``code`` 0, 1 or 2 (see LOSSES)."""
     if code == MSE:
@@ -71,14 +71,14 @@ def unit_loss(code, z, y):
 # --- the softmax cross-entropy couples a row's k units; each kernel runs the row's loop (the lanes
 # kernel across networks, the GPU across samples) around these two formulas -------------------
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def ce_row_loss(zmax, total, zy):
     r"""One row's :math:`\log \sum_j e^{z_j} - \sum_j y_j z_j` by the log-sum-exp trick, from
     :math:`z_{max}`, ``total`` :math:`= \sum_j e^{z_j - z_{max}}` and ``zy`` :math:`= \sum_j y_j z_j`."""
     return zmax + math.log(total) - zy
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def ce_delta(e, inv_total, y):
     r""":math:`\partial / \partial z_j` of one row's loss: :math:`p_j - y_j`, with
     :math:`p_j = e_j / \sum_i e_i` (``e`` :math:`= e^{z_j - z_{max}}`, ``inv_total`` the row's
@@ -86,7 +86,7 @@ def ce_delta(e, inv_total, y):
     return e * inv_total - y
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def softmax_shift(row):
     r"""The shift :math:`z_{max} = \max_j z_j` and the normaliser :math:`\sum_j e^{z_j - z_{max}}`
     of one row of logits (any 1-D view: a row, a strided column of lanes or of a unit-major
@@ -100,7 +100,7 @@ def softmax_shift(row):
     return zmax, total
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def output_unit(code, z, zmax, total):
     r"""The network's output for one unit from its logit ``z``, for loss ``code``: z itself
     (``mse``), :math:`\sigma(z)` (``mse_sigmoid``, ``bce``), or
@@ -113,7 +113,7 @@ def output_unit(code, z, zmax, total):
     return sigmoid(z) * 1.0
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def output_grad(code, z, out):
     r"""The diagonal derivative :math:`\partial\,\mathrm{out}_j / \partial z_j` of the network's
     output function for loss ``code``, given out = that output: 1 (identity, ``mse``),
@@ -128,7 +128,7 @@ def output_grad(code, z, out):
 
 # --- accuracy: the classification rule of bce and ce, counted once for every kernel ------------
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def correct_units(code, z, zo, zs, Y, r, yo, ys, K):
     r"""How many of one sample's predictions are right: its logits are ``z[zo + j * zs]`` and its
     encoded targets ``Y[r, yo + j * ys]``, j = 0..K-1 (strides let every kernel pass its own
@@ -152,7 +152,7 @@ def correct_units(code, z, zo, zs, Y, r, yo, ys, K):
     return count
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def accuracy_units(code, K):
     """Predictions :func:`correct_units` counts per sample: K for ``bce`` (one per unit), 1 for
     ``ce``, 0 for ``mse`` and ``mse_sigmoid`` (no accuracy: the kernels record NaN)."""

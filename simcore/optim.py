@@ -44,7 +44,7 @@ def check_used(optimizer, **given):
                              f"would ignore {key}={shown} (leave it out)")
 
 
-@cpu_kernel(ordered=True)  # its sums and divisions must not be reassociated
+@cpu_kernel(ordered=True, inline=True)  # its sums and divisions must not be reassociated
 def parameter_step(opt, g, v, m, mu, c1, c2, beta1, beta2, eps):
     """The rule of every optimizer for one parameter with gradient ``g``: returns
     (step, new v, new m), and the parameter moves by theta <- theta - eta * step. ``opt`` from
@@ -62,7 +62,7 @@ def parameter_step(opt, g, v, m, mu, c1, c2, beta1, beta2, eps):
     return (mk / c1) / (math.sqrt(vk / c2) + eps), vk, mk
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def adam_corrections(t, beta1, beta2):
     """Adam's bias corrections after t steps (t counts from 1): 1 - beta1^t, 1 - beta2^t."""
     return 1.0 - beta1 ** t, 1.0 - beta2 ** t

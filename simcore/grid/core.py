@@ -48,34 +48,34 @@ def batch_order(seed, epoch, n, out):
         out[i], out[j] = out[j], out[i]
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def optimizer_step(opt, g, v, m, mu, c1, c2):
     """:func:`simcore.optim.parameter_step` with Adam's default betas and eps, the ones the grid
     engine trains with: (step, new v, new m) of one parameter."""
     return parameter_step(opt, g, v, m, mu, c1, c2, ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def adam_corrections(t):
     """Adam's bias corrections of step t of the grid (counted from 0): 1 - beta^(t+1)."""
     return optim_adam_corrections(t + 1, ADAM_BETA1, ADAM_BETA2)
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def is_diverged(loss, loss0):
     """A network has diverged when its loss is non-finite or above DIVERGE_FACTOR times loss0,
     the loss it is compared with (its own at step 0, or the ``divergence_ref`` it was given)."""
     return not (math.isfinite(loss) and loss <= DIVERGE_FACTOR * max(loss0, 1e-300))
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def saturated(deriv):
     """1.0 where a unit counts as saturated (``|f'(y)| < SATURATED``), else 0.0: summed and
     divided by the count, the telemetry's ``saturated`` fraction."""
     return 1.0 if abs(deriv) < SATURATED else 0.0
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def shifted_moments(shift, sum_d, sum_d2, m):
     r"""Mean and standard deviation of m values x from the sums of :math:`d = x - c` and
     :math:`d^2` about a shift c (the first value): :math:`\bar x = c + \bar d`,
@@ -95,7 +95,7 @@ def check_batchnorm_layout(layout, batchnorm):
             raise ValueError("layout's batch-norm layers do not match the kernel's setting")
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def evaluation(units, right, m, val_loss, val_right, m_val):
     r"""(val_loss, accuracy, val_accuracy) of one network at one recorded step, from its sums:
     ``right`` and ``val_right`` right predictions (:func:`simcore.losses.correct_units`) over
@@ -109,7 +109,7 @@ def evaluation(units, right, m, val_loss, val_right, m_val):
     return val_loss, acc, (val_right / (m_val * units) if units > 0 else math.nan)
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def lr_factor(sched, t):
     r"""The factor of the learning rate at (global) step t, :math:`\eta_t = \eta\,f(t)`, of the
     schedule ``sched`` = [code, w, s0, gamma, every, floor, T] (:class:`simcore.LRSchedule`):
@@ -129,7 +129,7 @@ def lr_factor(sched, t):
     return 1.0
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def clip_scale(sum_sq, max_norm):
     r"""The factor global-norm clipping multiplies a network's gradients by, as
     ``torch.nn.utils.clip_grad_norm_``: :math:`\min(1, c / (\lVert g \rVert_2 + 10^{-6}))` with
@@ -137,20 +137,20 @@ def clip_scale(sum_sq, max_norm):
     return min(max_norm / (math.sqrt(sum_sq) + CLIP_EPS), 1.0)
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def decayed(g, wd, theta):
     r"""L2 weight decay as ``torch.optim``'s ``weight_decay``: :math:`g + \lambda \theta`, the
     gradient the optimizer's rule then sees (Adam's too: not AdamW)."""
     return g + wd * theta
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def is_reached(loss, target):
     """A network has reached its target when its loss is <= it (never for a NaN target)."""
     return loss <= target
 
 
-@cpu_kernel(ordered=True)
+@cpu_kernel(ordered=True, inline=True)
 def frozen_at(diverged_at, reached_at, stop_at_target):
     """The step from which a network is frozen (no more updates): the step it diverged, or with
     ``stop_at_target`` the step it reached its target, whichever came first; -1 while it trains."""

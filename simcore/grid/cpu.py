@@ -657,7 +657,7 @@ def train_kernel(batchnorm):
                                        Yc.reshape((cn, K * nl)), 0, nl, K, cn, right[1 if held else 0])
                     if held:
                         continue
-                    # --- backward: delta in D1, the next one built in D2, then they swap ----------
+                    # --- backward: delta in D1; delta W^T into D2, times f' back into D1 -------
                     for l in range(n_layers - 1, -1, -1):
                         fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
                         if batchnorm and l < n_layers - 1:
@@ -670,11 +670,11 @@ def train_kernel(batchnorm):
                         da = _view(D2, origin, cn, fi, nl)
                         _dense_backward(_view(A, abase[l], cn, fi, nl), th, layout[l, OFF_W],
                                         layout[l, OFF_B], fi, fo, delta, gr, da, l > 0)
-                        if l > 0:
+                        if l > 0:  # times f'(y) below, into D1 (this delta is spent): written
+                            # in place, LLVM's overlap check would take its scalar loop
                             size = cn * fi * nl
                             act_backward(act, Ypre[ybase[l - 1]:ybase[l - 1] + size],
-                                         A[abase[l]:abase[l] + size], D2[:size], D2[:size])
-                            D1, D2 = D2, D1
+                                         A[abase[l]:abase[l] + size], D2[:size], D1[:size])
                             delta = _view(D1, origin, cn, fi, nl)
                     # --- telemetry sums of the chunk ----------------------------------------------
                     if record:

@@ -280,7 +280,7 @@ def train_kernel(batchnorm):
                     for s in range(cn):
                         for j in range(K, wl):
                             D1[s * wl + j] = 0.0
-                    # --- backward: delta in D1, the next one built in D2, then they swap ----------
+                    # --- backward: delta in D1; delta W^T into D2, times f' back into D1 -------
                     for l in range(n_layers - 1, -1, -1):
                         fi, fo, w = layout[l, FAN_IN], layout[l, FAN_OUT], wp[l]
                         lda = d_in if l == 0 else wp[l - 1]
@@ -300,9 +300,10 @@ def train_kernel(batchnorm):
                             gemm(D1, origin, w, 1, Wt, pwt[l], lda, zero_row, origin, 0, D2, origin, lda,
                                  cn, lda, fo)
                             size = cn * lda
+                            # into D1 (this delta is spent): written in place, LLVM's overlap
+                            # check would take its scalar loop
                             act_backward(act, Ypre[ybase[l - 1]:ybase[l - 1] + size],
-                                         A[abase[l]:abase[l] + size], D2[:size], D2[:size])
-                            D1, D2 = D2, D1
+                                         A[abase[l]:abase[l] + size], D2[:size], D1[:size])
                     # --- telemetry sums of the chunk ----------------------------------------------
                     if record:
                         for l in range(n_layers):
