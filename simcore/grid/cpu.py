@@ -43,7 +43,7 @@ from ..interrupt import stop_requested
 from ..layers import BN_EPS, bn_affine, bn_input_grad, bn_inv_std, bn_normalize
 from ..losses import (CE, MSE, MSE_SIGMOID, accuracy_units, bce_unit, ce_delta, ce_row_loss, correct_units,
                       mse_sigmoid_unit, mse_unit, output_grad, output_unit, softmax_shift)
-from ..optim import ADAM
+from ..optim import ADAM, GD, MOMENTUM, NESTEROV
 from ..scalar import exp
 from ..simd import (VBYTES, fma4, fma4x4, load4, load4x4, store4, store4x4, vfma, vload, vsplat, vstore,
                     vzero, width)
@@ -405,6 +405,36 @@ def _output_lanes(code, z, out, deriv):
                 deriv[s, j, k] = output_grad(code, z[s, j, k], out[s, j, k])
 
 
+@cpu_kernel(ordered=True, inline=True)
+def _update_loop(opt, th, gr, v, m, lrt, mom, frozen, c1, c2):
+    """theta <- theta - lr * step for every parameter and lane, v and m updated; a frozen lane
+    (frozen[k] >= 0) keeps its parameters and moments."""
+    nl = th.shape[1]
+    for p in range(th.shape[0]):
+        for k in range(nl):
+            alive = frozen[k] < 0
+            step, vk, mk = optimizer_step(opt, gr[p, k], v[p, k], m[p, k], mom[k], c1, c2)
+            v[p, k] = vk if alive else v[p, k]
+            m[p, k] = mk if alive else m[p, k]
+            new = th[p, k] - lrt[k] * step
+            th[p, k] = new if alive else th[p, k]
+
+
+@cpu_kernel(ordered=True)
+def _update_lanes(opt, th, gr, v, m, lrt, mom, frozen, c1, c2):
+    """The update of a block (:func:`_update_loop`), one inlined loop per optimizer: with the
+    code a constant, the step's other rules fold away (a run-time code would compute all of
+    them, Adam's square root and division included, and select one per element)."""
+    if opt == GD:
+        _update_loop(GD, th, gr, v, m, lrt, mom, frozen, c1, c2)
+    elif opt == MOMENTUM:
+        _update_loop(MOMENTUM, th, gr, v, m, lrt, mom, frozen, c1, c2)
+    elif opt == NESTEROV:
+        _update_loop(NESTEROV, th, gr, v, m, lrt, mom, frozen, c1, c2)
+    else:
+        _update_loop(ADAM, th, gr, v, m, lrt, mom, frozen, c1, c2)
+
+
 @cpu_kernel(ordered=True)
 def _chunk_plan(ci, nb, n_val, chunk):
     """(held, first sample, samples) of chunk ci of a step: the batch's ceil(nb / chunk) chunks
@@ -747,14 +777,7 @@ def train_kernel(batchnorm):
                 f = lr_factor(sched, tg)
                 for k in range(nl):
                     lrt[k] = lr[k] * f
-                for p in range(P):
-                    for k in range(nl):
-                        alive = frozen[k] < 0
-                        step, vk, mk = optimizer_step(opt, gr[p, k], v[p, k], m[p, k], mom[k], c1, c2)
-                        v[p, k] = vk if alive else v[p, k]
-                        m[p, k] = mk if alive else m[p, k]
-                        new = th[p, k] - lrt[k] * step
-                        th[p, k] = new if alive else th[p, k]
+                _update_lanes(opt, th, gr, v, m, lrt, mom, frozen, c1, c2)
             # --- write the block back -------------------------------------------------------------
             for k in range(gb):
                 g = g0 + k

@@ -33,6 +33,7 @@ import numpy as np
 from .._jit import cpu_kernel
 from ..activations import backward as act_backward, forward as act_forward
 from ..gemm import gemm
+from ..optim import ADAM, GD, MOMENTUM, NESTEROV
 from ..interrupt import stop_requested
 from ..simd import width
 from ..losses import accuracy_units
@@ -87,6 +88,30 @@ def _from_padded(v, m, layout, l, ow, ob, og, w, v_all, m_all, g):
             m_all[layout[l, OFF_GAMMA] + j, g] = m[og + j]
             v_all[layout[l, OFF_BETA] + j, g] = v[og + w + j]
             m_all[layout[l, OFF_BETA] + j, g] = m[og + w + j]
+
+
+@cpu_kernel(ordered=True, inline=True)
+def _update_loop(opt, th, gr, v, m, lr, mu, c1, c2):
+    """theta <- theta - lr * step for every parameter of one network, v and m updated."""
+    for p in range(th.shape[0]):
+        step, vk, mk = optimizer_step(opt, gr[p], v[p], m[p], mu, c1, c2)
+        v[p] = vk
+        m[p] = mk
+        th[p] = th[p] - lr * step
+
+
+@cpu_kernel(ordered=True)
+def _update(opt, th, gr, v, m, lr, mu, c1, c2):
+    """The update of one network (:func:`_update_loop`), one inlined loop per optimizer, as in
+    :func:`simcore.grid.cpu._update_lanes`: with the code a constant the loop vectorises."""
+    if opt == GD:
+        _update_loop(GD, th, gr, v, m, lr, mu, c1, c2)
+    elif opt == MOMENTUM:
+        _update_loop(MOMENTUM, th, gr, v, m, lr, mu, c1, c2)
+    elif opt == NESTEROV:
+        _update_loop(NESTEROV, th, gr, v, m, lr, mu, c1, c2)
+    else:
+        _update_loop(ADAM, th, gr, v, m, lr, mu, c1, c2)
 
 
 @functools.lru_cache(maxsize=None)
@@ -218,10 +243,12 @@ def train_kernel(batchnorm):
                 tg = t0 + t  # the global step: schedule, Adam's corrections, minibatch order
                 # W^T of every layer that passes a delta back, from the current W
                 for l in range(1, n_layers):
-                    fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
-                    for i in range(fi):
-                        for j in range(fo):
-                            Wt[pwt[l] + j * wp[l - 1] + i] = th[pw[l] + i * wp[l] + j]
+                    # offsets and strides in locals: LLVM would reload them from their arrays
+                    # after every store (they might alias Wt)
+                    fi, fo, bt, ldt, bw, ldw = layout[l, FAN_IN], layout[l, FAN_OUT], pwt[l], wp[l - 1], pw[l], wp[l]
+                    for j in range(fo):
+                        for i in range(fi):
+                            Wt[bt + j * ldt + i] = th[bw + i * ldw + j]
                 final = t == steps
                 record = t % record_every == 0 or final
                 use_mini = minibatch and not final
@@ -360,11 +387,7 @@ def train_kernel(batchnorm):
                     for p in range(Pp):
                         gr[p] = decayed(gr[p], wd, th[p])
                 lr = lr_all[g] * lr_factor(sched, tg)
-                for p in range(Pp):
-                    step, vk, mk = optimizer_step(opt, gr[p], v[p], m[p], mu, c1, c2)
-                    v[p] = vk
-                    m[p] = mk
-                    th[p] = th[p] - lr * step
+                _update(opt, th[:Pp], gr[:Pp], v[:Pp], m[:Pp], lr, mu, c1, c2)
                 t += 1
             # --- write the network back ---------------------------------------------------------
             for l in range(n_layers):
