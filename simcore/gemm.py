@@ -28,7 +28,7 @@ triple loop with fused multiply-adds (tests/test_gemm.py).
 column counts with zeros. Nothing is bounds-checked (as in :mod:`simcore.simd`).
 """
 from ._jit import cpu_kernel, scalar
-from .simd import fma2, fma4, load2, load4, store2, store4, vfma, vload, vsplat, vstore, width
+from .simd import fma2, fma4, load2, load4, store2, store4, vbroadcast, vfma, vload, vstore, width
 
 MR = 6  # rows of a tile (broadcasts per k)
 NR = 4  # vectors of a tile (loads per k)
@@ -46,12 +46,12 @@ def _tile_6x4(L, lo, sm, sk, R, ro, ldr, I, io, si, C, co, ldc, K):
     for k in range(K):
         r = load4(R, ro + k * ldr, V)
         lk = lo + k * sk
-        c0 = fma4(vsplat(R, L[lk]), r, c0)
-        c1 = fma4(vsplat(R, L[lk + sm]), r, c1)
-        c2 = fma4(vsplat(R, L[lk + 2 * sm]), r, c2)
-        c3 = fma4(vsplat(R, L[lk + 3 * sm]), r, c3)
-        c4 = fma4(vsplat(R, L[lk + 4 * sm]), r, c4)
-        c5 = fma4(vsplat(R, L[lk + 5 * sm]), r, c5)
+        c0 = fma4(vbroadcast(L, lk), r, c0)
+        c1 = fma4(vbroadcast(L, lk + sm), r, c1)
+        c2 = fma4(vbroadcast(L, lk + 2 * sm), r, c2)
+        c3 = fma4(vbroadcast(L, lk + 3 * sm), r, c3)
+        c4 = fma4(vbroadcast(L, lk + 4 * sm), r, c4)
+        c5 = fma4(vbroadcast(L, lk + 5 * sm), r, c5)
     store4(C, co, V, c0)
     store4(C, co + ldc, V, c1)
     store4(C, co + 2 * ldc, V, c2)
@@ -65,7 +65,7 @@ def _tile_1x4(L, lo, sk, R, ro, ldr, I, io, C, co, K):
     V = width(R)
     c0 = load4(I, io, V)
     for k in range(K):
-        c0 = fma4(vsplat(R, L[lo + k * sk]), load4(R, ro + k * ldr, V), c0)
+        c0 = fma4(vbroadcast(L, lo + k * sk), load4(R, ro + k * ldr, V), c0)
     store4(C, co, V, c0)
 
 
@@ -81,12 +81,12 @@ def _tile_6x2(L, lo, sm, sk, R, ro, ldr, I, io, si, C, co, ldc, K):
     for k in range(K):
         r = load2(R, ro + k * ldr, V)
         lk = lo + k * sk
-        c0 = fma2(vsplat(R, L[lk]), r, c0)
-        c1 = fma2(vsplat(R, L[lk + sm]), r, c1)
-        c2 = fma2(vsplat(R, L[lk + 2 * sm]), r, c2)
-        c3 = fma2(vsplat(R, L[lk + 3 * sm]), r, c3)
-        c4 = fma2(vsplat(R, L[lk + 4 * sm]), r, c4)
-        c5 = fma2(vsplat(R, L[lk + 5 * sm]), r, c5)
+        c0 = fma2(vbroadcast(L, lk), r, c0)
+        c1 = fma2(vbroadcast(L, lk + sm), r, c1)
+        c2 = fma2(vbroadcast(L, lk + 2 * sm), r, c2)
+        c3 = fma2(vbroadcast(L, lk + 3 * sm), r, c3)
+        c4 = fma2(vbroadcast(L, lk + 4 * sm), r, c4)
+        c5 = fma2(vbroadcast(L, lk + 5 * sm), r, c5)
     store2(C, co, V, c0)
     store2(C, co + ldc, V, c1)
     store2(C, co + 2 * ldc, V, c2)
@@ -100,7 +100,7 @@ def _tile_1x2(L, lo, sk, R, ro, ldr, I, io, C, co, K):
     V = width(R)
     c0 = load2(I, io, V)
     for k in range(K):
-        c0 = fma2(vsplat(R, L[lo + k * sk]), load2(R, ro + k * ldr, V), c0)
+        c0 = fma2(vbroadcast(L, lo + k * sk), load2(R, ro + k * ldr, V), c0)
     store2(C, co, V, c0)
 
 
@@ -115,12 +115,12 @@ def _tile_6x1(L, lo, sm, sk, R, ro, ldr, I, io, si, C, co, ldc, K):
     for k in range(K):
         r = vload(R, ro + k * ldr)
         lk = lo + k * sk
-        c0 = vfma(vsplat(R, L[lk]), r, c0)
-        c1 = vfma(vsplat(R, L[lk + sm]), r, c1)
-        c2 = vfma(vsplat(R, L[lk + 2 * sm]), r, c2)
-        c3 = vfma(vsplat(R, L[lk + 3 * sm]), r, c3)
-        c4 = vfma(vsplat(R, L[lk + 4 * sm]), r, c4)
-        c5 = vfma(vsplat(R, L[lk + 5 * sm]), r, c5)
+        c0 = vfma(vbroadcast(L, lk), r, c0)
+        c1 = vfma(vbroadcast(L, lk + sm), r, c1)
+        c2 = vfma(vbroadcast(L, lk + 2 * sm), r, c2)
+        c3 = vfma(vbroadcast(L, lk + 3 * sm), r, c3)
+        c4 = vfma(vbroadcast(L, lk + 4 * sm), r, c4)
+        c5 = vfma(vbroadcast(L, lk + 5 * sm), r, c5)
     vstore(C, co, c0)
     vstore(C, co + ldc, c1)
     vstore(C, co + 2 * ldc, c2)
@@ -133,7 +133,7 @@ def _tile_6x1(L, lo, sm, sk, R, ro, ldr, I, io, si, C, co, ldc, K):
 def _tile_1x1(L, lo, sk, R, ro, ldr, I, io, C, co, K):
     c0 = vload(I, io)
     for k in range(K):
-        c0 = vfma(vsplat(R, L[lo + k * sk]), vload(R, ro + k * ldr), c0)
+        c0 = vfma(vbroadcast(L, lo + k * sk), vload(R, ro + k * ldr), c0)
     vstore(C, co, c0)
 
 

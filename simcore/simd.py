@@ -28,6 +28,7 @@ compiled code.
 ``vfma(a, b, c)``       a * b + c elementwise (one fused instruction where the CPU has FMA)
 ``vzero(arr)``          a vector of zeros of arr's dtype
 ``vsplat(arr, x)``      a vector of arr's dtype with every element x
+``vbroadcast(arr, i)``  a vector with every element arr[i] (one load, no negative-index test)
 
 Register rows: a tuple of 4 vectors (after inlining, 4 registers), ``stride`` apart in memory:
 ``load4(arr, o, stride)``, ``store4(arr, o, stride, v)`` and ``fma4(x, r, acc)`` (acc[q] + x * r[q],
@@ -162,6 +163,26 @@ def vsplat(typingctx, arr, x):
         return out
 
     return vt(arr, x), codegen
+
+
+@intrinsic
+def vbroadcast(typingctx, arr, idx):
+    """A vector of ``arr``'s dtype with every element arr[idx]: one load, without the test for
+    a negative index that numba's ``arr[idx]`` makes (in a micro-kernel's loop, four integer
+    instructions per broadcast)."""
+    vt = _vec_of(arr)
+    if vt is None or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1]))
+        ty = context.get_value_type(vt)
+        out = ir.Constant(ty, ir.Undefined)
+        for q in range(vt.count):
+            out = builder.insert_element(out, x, ir.Constant(ir.IntType(32), q))
+        return out
+
+    return vt(arr, idx), codegen
 
 
 # --- register rows of 4 vectors (the GEMM micro-kernel of simcore.gemm) -----------------------
