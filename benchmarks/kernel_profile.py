@@ -76,7 +76,8 @@ def _demangle(sym):
     while rest[:1].isdigit():
         n = int(re.match(r"\d+", rest).group())
         rest = rest[len(str(n)):]
-        parts.append(re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), rest[:n]))
+        parts.append(re.sub(r"_([0-7][0-9a-f])", lambda m: chr(int(m.group(1), 16))
+                            if not chr(int(m.group(1), 16)).isalnum() else m.group(0), rest[:n]))
         rest = rest[n:]
     return ".".join(parts) or sym
 
