@@ -32,10 +32,11 @@ $(VENV)/.cuda: pyproject.toml | $(BIN)/python
 
 # the suite, then the CUDA backend against the CPU one under the simulator (a GPU is not needed;
 # on a machine with one, `$(BIN)/python -m pytest tests/test_cuda_sim.py` runs the same tests on it),
-# then the documentation with warnings as errors (after pytest, so numba's cache is warm for the gallery)
+# then the documentation with warnings as errors (after pytest, so numba's cache is warm for the gallery);
+# the suite runs on every core (pytest-xdist): most of its time is numba compiling, one process per core
 test: $(VENV)/.dev $(VENV)/.cuda $(VENV)/.docs
-	$(BIN)/python -m pytest -q
-	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q tests/test_cuda_sim.py tests/test_cuda_sim_validation.py tests/test_cuda_sim_training.py
+	$(BIN)/python -m pytest -q -n auto
+	NUMBA_ENABLE_CUDASIM=1 $(BIN)/python -m pytest -q -n auto tests/test_cuda_sim.py tests/test_cuda_sim_validation.py tests/test_cuda_sim_training.py
 	$(MAKE) --no-print-directory docs
 
 # the examples in simcore's docstrings (not part of make test: about 15 s; the gallery runs in make test)

@@ -4,7 +4,7 @@ Every compiled function in simcore goes through one of these, so cache and fastm
 are set once (see :mod:`simcore.config`).
 
 ``scalar``      a scalar formula (activation, its derivative, a stable exp/log); compiled for the
-                CPU with :func:`numba.njit` and inlined by LLVM into the loops that call it.
+                CPU with :func:`numba.njit` and always inlined into the loops that call it.
 ``cpu_kernel``  a loop over arrays, compiled for the CPU.
 ``gpu_device``  the same formula compiled as a CUDA device function (numba-cuda, imported only
                 when called), from the same Python source: see the GPU section below.
@@ -119,7 +119,7 @@ def _inlined_always(dispatcher):
 
 
 def scalar(func):
-    """Compile a scalar formula for the CPU (inlined into callers by LLVM)."""
+    """Compile a scalar formula for the CPU, inlined into every caller (:func:`_inlined_always`)."""
     return _inlined_always(_at_simcore_opt_level(njit(cache=config.CACHE, fastmath=config.FASTMATH, error_model="numpy")(func)))
 
 
@@ -134,7 +134,10 @@ def cpu_kernel(func=None, *, parallel=False, ordered=False, inline=False):
     whichever definition of the symbol the process loaded first (the callee's own build in a
     process that compiled it, the caller's copy in one that loaded the caller from the cache).
     With reassociation allowed the two copies can round differently, and a result then depends
-    on the process's history (seen: a cross-entropy loss 1 ulp apart)."""
+    on the process's history (seen: a cross-entropy loss 1 ulp apart).
+
+    ``inline=True`` marks the kernel for inlining into its callers, as every ``scalar`` is: for
+    the small formulas (a loss unit, an optimizer's step) that loops call per element."""
     flags = config.FASTMATH_ORDERED if ordered else config.FASTMATH
 
     def wrap(f):
