@@ -6,7 +6,7 @@ import pytest
 from simcore._jit import cpu_kernel
 from simcore.grid import LANES
 from simcore.grid import cpu
-from simcore.simd import vfma, vload, vsplat, vstore, vzero, width, VBYTES
+from simcore.simd import vbroadcast, vfma, vload, vsplat, vstore, vzero, width, VBYTES
 
 
 @cpu_kernel
@@ -19,6 +19,14 @@ def _fma_loop(a, b, c, out):
 def _splat_loop(a, x, out):
     for i in range(0, a.size, width(a)):
         vstore(out, i, vfma(vload(a, i), vsplat(a, x), vsplat(a, 0.5)))
+
+
+@cpu_kernel
+def _broadcast_each(a, out):
+    """out's row i: every element a[i] (vbroadcast), for every i."""
+    w = width(a)
+    for i in range(a.size):
+        vstore(out, i * w, vbroadcast(a, i))
 
 
 @cpu_kernel
@@ -54,6 +62,16 @@ def test_load_fma_store_against_numpy(dtype):
     assert out.dtype == dtype
     _splat_loop(a, 3, out)  # an int converted to the dtype; a * 3 + 0.5
     np.testing.assert_allclose(out, a.astype(np.float64) * 3 + 0.5, rtol=0, atol=16 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_broadcast_fills_a_vector_with_one_element(dtype):
+    w = VBYTES // np.dtype(dtype).itemsize
+    a = np.array([1.5, -0.0, np.inf, np.nan, np.finfo(dtype).tiny / 4, 3.0, -7.25], dtype)
+    out = np.zeros(a.size * w, dtype)
+    _broadcast_each(a, out)
+    np.testing.assert_array_equal(out.reshape(a.size, w), np.repeat(a[:, None], w, axis=1))
+    assert np.signbit(out[w:2 * w]).all()  # -0.0 stays -0.0: a bit copy, no arithmetic
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
