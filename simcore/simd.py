@@ -72,6 +72,14 @@ def _vec_of(arr):
     return Vec(arr.dtype, VBYTES // (arr.dtype.bitwidth // 8))
 
 
+def _splat(context, builder, vt, x):
+    """The vector of type ``vt`` with every element the scalar value x (LLVM IR)."""
+    out = ir.Constant(context.get_value_type(vt), ir.Undefined)
+    for q in range(vt.count):
+        out = builder.insert_element(out, x, ir.Constant(ir.IntType(32), q))
+    return out
+
+
 def _element_ptr(context, builder, arrty, arr, idx):
     data = context.make_array(arrty)(context, builder, arr).data
     return builder.gep(data, [idx])
@@ -155,12 +163,7 @@ def vsplat(typingctx, arr, x):
         return None
 
     def codegen(context, builder, sig, args):
-        v = context.cast(builder, args[1], sig.args[1], vt.dtype)
-        ty = context.get_value_type(vt)
-        out = ir.Constant(ty, ir.Undefined)
-        for q in range(vt.count):
-            out = builder.insert_element(out, v, ir.Constant(ir.IntType(32), q))
-        return out
+        return _splat(context, builder, vt, context.cast(builder, args[1], sig.args[1], vt.dtype))
 
     return vt(arr, x), codegen
 
@@ -175,12 +178,7 @@ def vbroadcast(typingctx, arr, idx):
         return None
 
     def codegen(context, builder, sig, args):
-        x = builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1]))
-        ty = context.get_value_type(vt)
-        out = ir.Constant(ty, ir.Undefined)
-        for q in range(vt.count):
-            out = builder.insert_element(out, x, ir.Constant(ir.IntType(32), q))
-        return out
+        return _splat(context, builder, vt, builder.load(_element_ptr(context, builder, sig.args[0], args[0], args[1])))
 
     return vt(arr, idx), codegen
 
