@@ -96,10 +96,10 @@ def _inlined_always(dispatcher):
     then inlines it only below a size threshold. A formula left as a call in an elementwise
     loop keeps the loop scalar: the BCE loss (``softplus`` and ``bce_unit``) was a quarter of
     the float32 W1 kernel's time that way, and the optimizer's step a call per parameter
-    (docs/benchmarks.md, "Where the time went"). Inlined, the formula's code is one copy, so a
+    (docs/benchmarks.md, "Where the time went, session 10"). Inlined, the formula's code is one copy, so a
     result no longer depends on which build of a callee a process happens to call. The mark
     goes on numba's linking module (``_get_module_for_linking``, the one private numba method
-    simcore uses, ``tests/test_opt_level.py`` checks it); it is also what numba caches, and a
+    simcore uses, ``tests/test_inlining.py`` checks it); it is also what numba caches, and a
     callee loaded from the cache is marked again here."""
     compile_marking_nothing = dispatcher.compile
     marked = set()
