@@ -21,6 +21,7 @@ the cache load). Needs ``perf``, ``nm`` and ``objdump``; one cold compile per ru
 """
 import argparse
 import collections
+import importlib.util
 import json
 import os
 import re
@@ -126,8 +127,11 @@ def main():
         per = collections.Counter()
         for o in inside:
             per[next((name for s, n, name, _ in syms if s <= o < s + n), "(between functions)")] += 1
-        print(f"{args.workload} {args.dtype}, strategy {run['strategy']}: {len(ips)} samples, "
-              f"{len(inside)} ({100 * len(inside) / max(len(ips), 1):.0f}%) in the kernel\n")
+        # the children import simcore as this process would: from PYTHONPATH, else the installed
+        # one (a worktree's script profiles the installed checkout unless PYTHONPATH names it)
+        where = os.path.dirname(importlib.util.find_spec("simcore").origin)
+        print(f"{args.workload} {args.dtype}, strategy {run['strategy']}, simcore from {where}: "
+              f"{len(ips)} samples, {len(inside)} ({100 * len(inside) / max(len(ips), 1):.0f}%) in the kernel\n")
         print("| function | share of the kernel's samples |\n|---|---|")
         for name, n in per.most_common(20):
             print(f"| {name} | {100 * n / len(inside):.1f}% |")
