@@ -60,11 +60,18 @@ def _stamped(base):
         def get_source_stamp(self):
             return (super().get_source_stamp(), PACKAGE_STAMP)
 
+        def get_disambiguator(self):
+            # a twin for compiled callers (simcore._jit) shares its function's name and line
+            return super().get_disambiguator() + ("-callee" if self.simcore_twin else "")
+
         @classmethod
         def from_function(cls, py_func, py_file):
             if not _in_package(py_file):
                 return None  # someone else's function: numba's own locators take it
-            return super().from_function(py_func, py_file)
+            locator = super().from_function(py_func, py_file)
+            if locator is not None:
+                locator.simcore_twin = getattr(py_func, "simcore_twin", False)
+            return locator
 
     Locator.__name__ = Locator.__qualname__ = "Simcore" + base.__name__
     return Locator

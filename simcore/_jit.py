@@ -13,8 +13,18 @@ are set once (see :mod:`simcore.config`).
 The CPU ones use ``error_model="numpy"``: a float division by zero gives inf or NaN instead of raising.
 That is what training needs (divergence is data), and it is also what lets LLVM vectorise a
 loop containing ``/`` (numba's default "python" model puts a raising check on every division).
+
+Each CPU function is two numba dispatchers of one Python function (:class:`_TwinDispatcher`):
+the one its name holds, which Python calls, and a twin made on first use, which compiled code
+calls. The twin is compiled without the wrapper that converts Python arguments (and neither has
+numba's C-callback wrapper, which simcore never uses): those wrappers are a third of the
+compile time of a small function and of no use to a callee. A cold first ``train_grid`` call
+compiles about a hundred callees (docs/benchmarks.md, "Compile time").
 """
-from numba import njit
+import types as pytypes
+
+from numba import njit, types
+from numba.core.registry import CPUDispatcher
 
 from . import _cache  # noqa: F401  (its cache locators must be in place before any decorator runs)
 from . import config
@@ -118,9 +128,55 @@ def _inlined_always(dispatcher):
     return dispatcher
 
 
+class _TwinDispatcher(CPUDispatcher):
+    """A simcore CPU dispatcher: Python's calls compile and run this one; compiled code that
+    calls it (simcore's kernels, or a user's ``@njit`` function) types the call as a call of its
+    twin (``_numba_type_``), made on first use by ``_make_twin``: the same Python function, the
+    same options, compiled without the Python-argument wrapper, and cached apart
+    (:mod:`simcore._cache` gives it its own file name). Nothing else differs, so the twin computes
+    what this one does, bit for bit. A dispatcher rebuilt by pickle has no twin and is its own
+    callee, as any numba dispatcher."""
+
+    @property
+    def _numba_type_(self):
+        twin = self.__dict__.get("_twin")
+        if twin is None:
+            make = self.__dict__.get("_make_twin")
+            if make is None:
+                return types.Dispatcher(self)
+            twin = self._twin = make()
+        return types.Dispatcher(twin)
+
+
+def for_compiled_callers(dispatcher):
+    """The dispatcher that compiled code calls in place of simcore's ``dispatcher`` (its twin;
+    ``dispatcher`` itself for any other)."""
+    return dispatcher._numba_type_.dispatcher
+
+
+def _cpu_compiled(func, finish, **options):
+    """``func`` compiled by ``njit(**options)`` at simcore's level for Python's calls, with its
+    twin for compiled callers (:class:`_TwinDispatcher`), which ``finish`` completes."""
+    public = _at_simcore_opt_level(njit(no_cfunc_wrapper=True, **options)(func))
+
+    def make_twin():
+        twin = pytypes.FunctionType(func.__code__, func.__globals__, func.__name__, func.__defaults__,
+                                    func.__closure__)
+        twin.__qualname__, twin.__module__, twin.__doc__ = func.__qualname__, func.__module__, func.__doc__
+        twin.__kwdefaults__ = func.__kwdefaults__
+        twin.simcore_twin = True  # read by simcore._cache: a cache file of its own
+        return finish(_at_simcore_opt_level(njit(no_cfunc_wrapper=True, no_cpython_wrapper=True,
+                                                 **options)(twin)))
+
+    public.__class__ = _TwinDispatcher
+    public._make_twin = make_twin
+    return public
+
+
 def scalar(func):
     """Compile a scalar formula for the CPU, inlined into every caller (:func:`_inlined_always`)."""
-    return _inlined_always(_at_simcore_opt_level(njit(cache=config.CACHE, fastmath=config.FASTMATH, error_model="numpy")(func)))
+    return _cpu_compiled(func, _inlined_always, cache=config.CACHE, fastmath=config.FASTMATH,
+                         error_model="numpy")
 
 
 def cpu_kernel(func=None, *, parallel=False, ordered=False, inline=False):
@@ -141,9 +197,8 @@ def cpu_kernel(func=None, *, parallel=False, ordered=False, inline=False):
     flags = config.FASTMATH_ORDERED if ordered else config.FASTMATH
 
     def wrap(f):
-        d = _at_simcore_opt_level(njit(cache=config.CACHE, fastmath=flags, parallel=parallel,
-                                       error_model="numpy", nogil=True)(f))
-        return _inlined_always(d) if inline else d
+        return _cpu_compiled(f, _inlined_always if inline else (lambda d: d), cache=config.CACHE,
+                             fastmath=flags, parallel=parallel, error_model="numpy", nogil=True)
     return wrap if func is None else wrap(func)
 
 

@@ -1,7 +1,8 @@
 """simcore's formulas are inlined into the loops that call them (``simcore._jit._inlined_always``):
 after a cold compile and after a load from numba's cache alike, the BCE loss of the grid's lane
-kernel keeps no call to ``softplus`` or ``bce_unit``, and each formula's linking module carries
-the ``alwaysinline`` mark (the one private numba method simcore relies on)."""
+kernel keeps no call to ``softplus`` or ``bce_unit``, and the linking module of each formula's
+build for compiled callers (its twin, ``simcore._jit.for_compiled_callers``) carries the
+``alwaysinline`` mark (the one private numba method simcore relies on)."""
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 PROBE = """
 import json, re, numpy as np
 from simcore import losses, scalar
+from simcore._jit import for_compiled_callers
 from simcore.grid import cpu
 nl = cpu.LANES
 z = np.linspace(-3, 3, 2 * nl).reshape((2, 1, nl))
@@ -19,10 +21,13 @@ cpu._loss_lanes(losses.BCE, z, Y, delta, loss, acc, 2)
 (kernel,) = cpu._loss_lanes.overloads.values()
 ir = str(kernel.library._get_module_for_linking())  # what numba caches and links: cold or warm, the same
 defined = re.findall(r"^define .*?@\\"?([^\\"(]+)", ir, flags=re.M)
-scalar.softplus(0.5), losses.bce_unit(0.5, 1.0)  # compiled, or loaded from the cache
 marks = {}
-for name, disp in (("softplus", scalar.softplus), ("bce_unit", losses.bce_unit)):
-    (cres,) = disp.overloads.values()
+for name, disp, sig in (("softplus", scalar.softplus, "float64(float64)"),
+                        ("bce_unit", losses.bce_unit, "UniTuple(float64, 2)(float64, float64)")):
+    twin = for_compiled_callers(disp)
+    assert twin is not disp
+    twin.compile(sig)  # compiled for _loss_lanes above, or loaded from the cache
+    (cres,) = twin.overloads.values()
     fn = cres.library._get_module_for_linking().get_function(cres.fndesc.mangled_name)
     marks[name] = "alwaysinline" in " ".join(str(a) for a in fn.attributes)
 print(json.dumps({"calls": [d for d in defined if "softplus" in d or "bce_unit" in d], "marks": marks,
