@@ -17,8 +17,8 @@ loop containing ``/`` (numba's default "python" model puts a raising check on ev
 Each CPU function is two numba dispatchers of one Python function (:class:`_TwinDispatcher`):
 the one its name holds, which Python calls, and a twin made on first use, which compiled code
 calls. The twin is compiled without the wrapper that converts Python arguments (and neither has
-numba's C-callback wrapper, which simcore never uses): those wrappers are a third of the
-compile time of a small function and of no use to a callee. A cold first ``train_grid`` call
+numba's C-callback wrapper, which simcore never uses): those wrappers are much of the compile
+time of a small function and of no use to a callee, and a cold first ``train_grid`` call
 compiles about a hundred callees (docs/benchmarks.md, "Compile time").
 """
 import types as pytypes
@@ -151,7 +151,8 @@ class _TwinDispatcher(CPUDispatcher):
 def for_compiled_callers(dispatcher):
     """The dispatcher that compiled code calls in place of simcore's ``dispatcher`` (its twin;
     ``dispatcher`` itself for any other)."""
-    return dispatcher._numba_type_.dispatcher
+    numba_type = getattr(dispatcher, "_numba_type_", None)
+    return numba_type.dispatcher if isinstance(numba_type, types.Dispatcher) else dispatcher
 
 
 def _cpu_compiled(func, finish, **options):
