@@ -441,3 +441,17 @@ def test_a_version_1_file_loads_without_state(tmp_path):
     assert loaded.state is None and loaded.reached_at is None
     assert np.array_equal(loaded.final_loss, res.final_loss)
     assert math.isfinite(loaded.final_loss[0])
+
+
+@pytest.mark.parametrize("strategy", ["lanes", "gemm"])
+def test_the_moments_a_rule_does_not_use_stay_zero(strategy):
+    """Gradient descent changes neither of the optimizer's moments and momentum not m (the
+    per-network kernel does not even copy them): the state keeps them at zero, and a resumed
+    half continues from them as the whole training does (test above)."""
+    for opt, untouched in (("gd", ("v", "m")), ("momentum", ("m",)), ("nesterov", ("m",))):
+        kw = {} if opt == "gd" else {"momentum": 0.9}
+        res = train_grid(NET, X, Y, lr=[0.1, 0.5, 2.0], steps=5, optimizer=opt, strategy=strategy, **kw)
+        for key in untouched:
+            assert not res.state[key].any(), (opt, key)
+        if opt != "gd":
+            assert np.abs(res.state["v"]).max() > 0, opt

@@ -54,40 +54,32 @@ def _cols(buf, base, nb, ld, w):
 
 
 @cpu_kernel(ordered=True)
-def _to_padded(v_all, m_all, g, layout, l, ow, ob, og, w, v, m):
-    """Layer l of network g's optimizer state, columns g of v_all and m_all (P, G) in the MLP
-    layout, into the padded v and m (W at ow with rows of w, b at ob, gamma and beta at og)."""
+def _to_padded(s_all, g, layout, l, ow, ob, og, w, s):
+    """Layer l of network g's optimizer state s_all (a moment, v or m: P x G, column g in the
+    MLP layout) into the padded s (W at ow with rows of w, b at ob, gamma and beta at og)."""
     fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
     for i in range(fi):
         for j in range(fo):
-            v[ow + i * w + j] = v_all[layout[l, OFF_W] + i * fo + j, g]
-            m[ow + i * w + j] = m_all[layout[l, OFF_W] + i * fo + j, g]
+            s[ow + i * w + j] = s_all[layout[l, OFF_W] + i * fo + j, g]
     for j in range(fo):
-        v[ob + j] = v_all[layout[l, OFF_B] + j, g]
-        m[ob + j] = m_all[layout[l, OFF_B] + j, g]
+        s[ob + j] = s_all[layout[l, OFF_B] + j, g]
         if og >= 0:
-            v[og + j] = v_all[layout[l, OFF_GAMMA] + j, g]
-            m[og + j] = m_all[layout[l, OFF_GAMMA] + j, g]
-            v[og + w + j] = v_all[layout[l, OFF_BETA] + j, g]
-            m[og + w + j] = m_all[layout[l, OFF_BETA] + j, g]
+            s[og + j] = s_all[layout[l, OFF_GAMMA] + j, g]
+            s[og + w + j] = s_all[layout[l, OFF_BETA] + j, g]
 
 
 @cpu_kernel(ordered=True)
-def _from_padded(v, m, layout, l, ow, ob, og, w, v_all, m_all, g):
-    """The inverse of :func:`_to_padded`: layer l of the padded v, m into columns g of v_all, m_all."""
+def _from_padded(s, layout, l, ow, ob, og, w, s_all, g):
+    """The inverse of :func:`_to_padded`: layer l of the padded s into column g of s_all."""
     fi, fo = layout[l, FAN_IN], layout[l, FAN_OUT]
     for i in range(fi):
         for j in range(fo):
-            v_all[layout[l, OFF_W] + i * fo + j, g] = v[ow + i * w + j]
-            m_all[layout[l, OFF_W] + i * fo + j, g] = m[ow + i * w + j]
+            s_all[layout[l, OFF_W] + i * fo + j, g] = s[ow + i * w + j]
     for j in range(fo):
-        v_all[layout[l, OFF_B] + j, g] = v[ob + j]
-        m_all[layout[l, OFF_B] + j, g] = m[ob + j]
+        s_all[layout[l, OFF_B] + j, g] = s[ob + j]
         if og >= 0:
-            v_all[layout[l, OFF_GAMMA] + j, g] = v[og + j]
-            m_all[layout[l, OFF_GAMMA] + j, g] = m[og + j]
-            v_all[layout[l, OFF_BETA] + j, g] = v[og + w + j]
-            m_all[layout[l, OFF_BETA] + j, g] = m[og + w + j]
+            s_all[layout[l, OFF_GAMMA] + j, g] = s[og + j]
+            s_all[layout[l, OFF_BETA] + j, g] = s[og + w + j]
 
 
 @cpu_kernel(ordered=True, inline=True)
@@ -221,8 +213,14 @@ def train_kernel(batchnorm):
                         th[pg[l] + wp[l] + j] = theta[layout[l, OFF_BETA] + j, g]
             v[:] = 0.0
             m[:] = 0.0
-            for l in range(n_layers):  # the optimizer's state where it trained before, else 0
-                _to_padded(v_all, m_all, g, layout, l, pw[l], pb[l], pg[l], wp[l], v, m)
+            # the optimizer's state where it trained before, else 0; only the moments its rule
+            # changes (gradient descent changes neither, momentum not m): the others stay in
+            # v_all and m_all as they are, sparing a strided gather and scatter per parameter
+            for l in range(n_layers):
+                if opt != GD:
+                    _to_padded(v_all, g, layout, l, pw[l], pb[l], pg[l], wp[l], v)
+                if opt == ADAM:
+                    _to_padded(m_all, g, layout, l, pw[l], pb[l], pg[l], wp[l], m)
             for r in range(R):
                 rec_loss_all[r, g] = np.nan
                 for q in range(3):
@@ -400,7 +398,10 @@ def train_kernel(batchnorm):
                     if pg[l] >= 0:
                         theta[layout[l, OFF_GAMMA] + j, g] = th[pg[l] + j]
                         theta[layout[l, OFF_BETA] + j, g] = th[pg[l] + wp[l] + j]
-                _from_padded(v, m, layout, l, pw[l], pb[l], pg[l], wp[l], v_all, m_all, g)
+                if opt != GD:
+                    _from_padded(v, layout, l, pw[l], pb[l], pg[l], wp[l], v_all, g)
+                if opt == ADAM:
+                    _from_padded(m, layout, l, pw[l], pb[l], pg[l], wp[l], m_all, g)
             diverged_all[g] = diverged_at
             reached_all[g] = reached_at
 
